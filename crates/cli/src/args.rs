@@ -1,0 +1,208 @@
+//! The command line.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peernet",
+    version,
+    about = "Share files and talk on a peer-to-peer network",
+    long_about = "Share files and talk on a peer-to-peer network.\n\n\
+        Start a network with `peernet up`; it prints a ticket. Others join with \
+        `peernet up --join TICKET`. While a peer is up, the other commands \
+        (share, search, get, ...) talk to it.",
+    after_help = "Examples:\n  peernet up --nick alice --share ./notes.pdf\n  peernet up --join peernet1... --nick bob\n  peernet search notes\n  peernet get notes.pdf"
+)]
+pub struct Cli {
+    /// Where this peer keeps its key, store and state.
+    #[arg(long, global = true, env = "PEERNET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn log_filter(&self) -> &'static str {
+        match self.verbose {
+            0 => "warn,peernet=info,peernet_node=info,peernet_index=info",
+            1 => "warn,peernet=debug,peernet_node=debug,peernet_index=debug",
+            _ => "debug,peernet=trace,peernet_node=trace,peernet_index=trace",
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("peernet")
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NetArgs {
+    /// UDP address to listen on. Port 0 reuses the last port, or picks one.
+    #[arg(long, default_value = "0.0.0.0:0", env = "PEERNET_BIND", value_name = "ADDR")]
+    pub bind: SocketAddr,
+
+    /// Relay server to use for peers behind NAT (none by default: peernet
+    /// contacts no third-party service unless asked).
+    #[arg(long, value_name = "URL")]
+    pub relay: Option<iroh::RelayUrl>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LeaseArgs {
+    /// How often peers heartbeat the index (when this process hosts it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub heartbeat: Duration,
+
+    /// How long a peer stays online without a heartbeat.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease_ttl: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a peer: start a new network, or join one with --join.
+    Up {
+        /// Ticket of the network to join (printed by `peernet up` or `peernet index`).
+        #[arg(long, value_name = "TICKET")]
+        join: Option<String>,
+        /// Your screen name (1 to 32 printable characters).
+        #[arg(long, value_name = "NAME")]
+        nick: Option<String>,
+        /// A file to share (repeatable).
+        #[arg(long, value_name = "PATH")]
+        share: Vec<PathBuf>,
+        /// Where downloads are saved (default: ~/Downloads).
+        #[arg(long, value_name = "DIR")]
+        downloads: Option<PathBuf>,
+        /// Cap on upload speed to all peers together, e.g. 500KB, 8MB, 1GiB (per second).
+        #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+        upload_limit: Option<u64>,
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Run only the index (the root) of a new or existing network.
+    Index {
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Share a file with the network.
+    Share { path: PathBuf },
+    /// Stop sharing a file (by name or hash).
+    Unshare {
+        #[arg(value_name = "NAME|HASH")]
+        target: String,
+    },
+    /// List the files you share.
+    Ls,
+    /// List the peers online and their files.
+    Online,
+    /// Search files by words of their name or by hash.
+    Search {
+        query: String,
+        /// Most hits to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Download a file (by name or hash) and share it afterwards.
+    Get {
+        #[arg(value_name = "NAME|HASH")]
+        target: String,
+        /// Directory to save into (default: the peer's downloads directory).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Show this peer's identity, ticket and link to the index.
+    Status,
+    /// Leave the network and stop the peer.
+    Down,
+}
+
+/// Parses `500ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let value: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration; use for example 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit in '{s}'; use ms, s or m")),
+    };
+    if !(secs > 0.0 && secs < 86_400.0) {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte rate: `8MB` (decimal), `8MiB` (binary), `500K`, or bytes.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("'{s}' is not a rate; use for example 500KB or 8MB"))?;
+    let factor = match unit.trim().to_ascii_lowercase().trim_end_matches("/s") {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("unknown unit in '{s}'; use B, KB, MB, GB, KiB, MiB or GiB")),
+    };
+    let rate = value * factor;
+    if !(rate >= 1024.0) {
+        return Err(format!("'{s}' is below the smallest upload limit, 1KiB per second"));
+    }
+    Ok(rate as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("8MB").unwrap(), 8_000_000);
+        assert_eq!(parse_rate("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_rate("500k").unwrap(), 500_000);
+        assert_eq!(parse_rate("2048").unwrap(), 2048);
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5TB").is_err());
+    }
+
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,186 @@
+//! How results look: readable tables on a terminal, JSON with --json.
+
+use std::{io::IsTerminal, path::Path, time::Duration};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use peernet_node::{
+    control::{GetEvent, ShareReply, Status},
+    shares::Share,
+    Node,
+};
+use peernet_proto::index::{Hit, OnlinePeer};
+use serde::Serialize;
+
+fn print_json<T: Serialize + ?Sized>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("plain data always serializes"));
+}
+
+/// Human-readable size: 1.5 MiB.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(10)]
+}
+
+pub fn up_banner(node: &Node) {
+    let id = node.endpoint().id();
+    println!("peernet is up as {} ({})", node.nickname(), id.fmt_short());
+    if node.hosts_index() {
+        println!("This peer hosts the network's index. Others join with:");
+    } else {
+        println!("Joined the network. Others can join with the same ticket:");
+    }
+    println!("  peernet up --join {}", node.ticket());
+    println!("ticket: {}", node.ticket());
+    println!("Stop with Ctrl-C or `peernet down`.");
+}
+
+pub fn share(reply: &ShareReply, json: bool) {
+    if json {
+        return print_json(reply);
+    }
+    let s = &reply.share;
+    println!("sharing {} ({}, {})", s.name, size(s.size), short(&s.hash.to_hex()));
+    if let Some(w) = &reply.warning {
+        println!("note: {w}");
+    }
+}
+
+pub fn unshared(share: &Share, json: bool) {
+    if json {
+        return print_json(share);
+    }
+    println!("stopped sharing {} ({})", share.name, short(&share.hash.to_hex()));
+}
+
+pub fn shares(shares: &[Share], json: bool) {
+    if json {
+        return print_json(shares);
+    }
+    if shares.is_empty() {
+        println!("you share no files; add one with `peernet share PATH`");
+        return;
+    }
+    println!("{:<40} {:>10}  {:<10}  PATH", "NAME", "SIZE", "HASH");
+    for s in shares {
+        println!("{:<40} {:>10}  {:<10}  {}", s.name, size(s.size), short(&s.hash.to_hex()), s.path.display());
+    }
+}
+
+pub fn online(peers: &[OnlinePeer], json: bool) {
+    if json {
+        return print_json(peers);
+    }
+    if peers.is_empty() {
+        println!("nobody is online");
+        return;
+    }
+    for p in peers {
+        println!("{} ({}) - {} file(s)", p.peer.nickname, p.peer.addr.id.fmt_short(), p.files.len());
+        for f in &p.files {
+            println!("    {:<40} {:>10}  {}", f.name, size(f.size), short(&f.hash.to_hex()));
+        }
+    }
+}
+
+pub fn hits(hits: &[Hit], json: bool) {
+    if json {
+        return print_json(hits);
+    }
+    if hits.is_empty() {
+        println!("no file matches");
+        return;
+    }
+    println!("{:<40} {:>10}  {:<10}  PROVIDERS", "NAME", "SIZE", "HASH");
+    for h in hits {
+        let providers: Vec<String> =
+            h.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect();
+        println!("{:<40} {:>10}  {:<10}  {}", h.name, size(h.size), short(&h.hash.to_hex()), providers.join(", "));
+    }
+}
+
+pub fn status(s: &Status, json: bool) {
+    if json {
+        return print_json(s);
+    }
+    println!("nickname:  {}", s.nickname);
+    println!("id:        {}", s.id);
+    println!("role:      {}", if s.hosts_index { "hosts the index (root)" } else { "peer" });
+    println!("index:     {}", serde_json::to_string(&s.index).unwrap_or_default());
+    println!("addresses: {}", s.addrs.join(", "));
+    println!("shares:    {}", s.shares);
+    println!("data dir:  {}", s.data_dir.display());
+    println!("downloads: {}", s.downloads.display());
+    println!("ticket:    {}", s.ticket);
+}
+
+pub fn saved(path: &Path, hash: &str, bytes: u64, note: Option<&str>, failed: &[String], elapsed: Duration, json: bool) {
+    if json {
+        return print_json(&serde_json::json!({
+            "path": path, "hash": hash, "size": bytes, "note": note,
+            "failed_providers": failed, "seconds": elapsed.as_secs_f64(),
+        }));
+    }
+    if !failed.is_empty() {
+        println!("provider(s) {} failed during the download; the rest came from others", failed.join(", "));
+    }
+    let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-3);
+    println!("saved {} ({}, {}) in {:.1}s, {}/s", path.display(), size(bytes), short(hash), elapsed.as_secs_f64(), size(rate as u64));
+    if let Some(note) = note {
+        println!("note: {note}");
+    }
+    println!("you now share it too");
+}
+
+/// A progress bar on a terminal; silence otherwise (scripts read the result).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(json: bool) -> Self {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                    .expect("template is valid")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        Self { bar }
+    }
+
+    pub fn on_event(&mut self, event: &GetEvent) {
+        let Some(bar) = &self.bar else { return };
+        match event {
+            GetEvent::Resolved { name, size, providers, .. } => {
+                bar.set_length(*size);
+                bar.set_message(name.clone());
+                bar.println(format!("fetching {name} from {}", providers.join(", ")));
+            }
+            GetEvent::Progress { done, .. } => bar.set_position(*done),
+            GetEvent::ProviderFailed { provider } => bar.println(format!("provider {provider} failed; trying another")),
+            _ => {}
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

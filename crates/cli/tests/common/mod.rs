@@ -1,0 +1,277 @@
+//! Test harness: real `peernet` processes on loopback, each with its own
+//! data directory, killed by PID when the test ends (even on panic).
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_peernet");
+
+/// Lease timing used by tests: short, so expiry is observable, but loose
+/// enough for a slow, busy machine.
+pub const HEARTBEAT: &str = "1s";
+pub const LEASE_TTL: &str = "4s";
+pub const LEASE_TTL_DURATION: Duration = Duration::from_secs(4);
+
+/// Generous bound for anything that should happen "soon" on a loaded CI box.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running daemon (`peernet up` or `peernet index`).
+pub struct Daemon {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub ticket: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(name: &str, data_dir: &Path, args: &[&str]) -> Daemon {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("PEERNET_DATA_DIR", data_dir)
+            .env("RUST_LOG", "warn,peernet_node=debug,peernet_index=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn peernet");
+        // Read stdout on a thread until the ticket line shows up.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(t) = line.strip_prefix("ticket: ") {
+                    tx.send(t.to_string()).ok();
+                }
+            }
+        });
+        let ticket = match rx.recv_timeout(PATIENCE) {
+            Ok(t) => t,
+            Err(_) => {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("{name} did not print a ticket; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let d = Daemon { name: name.to_string(), data_dir: data_dir.to_owned(), ticket, child: Some(child), log };
+        if args.first() == Some(&"up") {
+            d.wait_for_control();
+        }
+        d
+    }
+
+    /// `peernet up` hosting a new network.
+    pub fn host(name: &str, data_dir: &Path, extra: &[&str]) -> Daemon {
+        let mut args = vec!["up", "--nick", name, "--bind", "127.0.0.1:0", "--heartbeat", HEARTBEAT, "--lease-ttl", LEASE_TTL];
+        args.extend_from_slice(extra);
+        Self::start(name, data_dir, &args)
+    }
+
+    /// `peernet up --join TICKET`.
+    pub fn peer(name: &str, data_dir: &Path, ticket: &str, extra: &[&str]) -> Daemon {
+        let downloads = data_dir.join("downloads");
+        let mut args = vec!["up", "--join", ticket, "--nick", name, "--bind", "127.0.0.1:0", "--downloads", downloads.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::start(name, data_dir, &args)
+    }
+
+    /// `peernet up` again with the same data directory, no flags.
+    pub fn restart_peer(name: &str, data_dir: &Path) -> Daemon {
+        let downloads = data_dir.join("downloads");
+        Self::start(name, data_dir, &["up", "--bind", "127.0.0.1:0", "--downloads", downloads.to_str().unwrap()])
+    }
+
+    /// `peernet index`.
+    pub fn index(data_dir: &Path) -> Daemon {
+        Self::start("index", data_dir, &["index", "--bind", "127.0.0.1:0", "--heartbeat", HEARTBEAT, "--lease-ttl", LEASE_TTL])
+    }
+
+    fn wait_for_control(&self) {
+        wait_until(PATIENCE, &format!("{} control API", self.name), || {
+            self.cli(&["status"]).status.success()
+        });
+    }
+
+    pub fn downloads(&self) -> PathBuf {
+        self.data_dir.join("downloads")
+    }
+
+    /// Runs a CLI command against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.data_dir, args)
+    }
+
+    /// Runs a CLI command and returns stdout, failing the test on error.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{}: `peernet {}` failed: {}\n--- log ---\n{}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a CLI command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(!out.status.success(), "`peernet {}` should have failed but printed {}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).expect("valid JSON")
+    }
+
+    pub fn id(&self) -> String {
+        self.json(&["status"])["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no goodbye, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    /// Waits for the process to exit by itself and returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {within:?}", self.name);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid();
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        self.wait_exit(PATIENCE)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `peernet ARGS` with a data directory, bounded in time.
+pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("PEERNET_DATA_DIR", data_dir)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peernet");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("`peernet {}` did not finish in time", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `within`.
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes `len` pseudo-random bytes (incompressible, deterministic per seed).
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).unwrap();
+        left -= n;
+    }
+    f.flush().unwrap();
+}
+
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    // Compare hashes, not whole buffers, to keep memory flat for big files.
+    let h = |p: &Path| {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(std::fs::File::open(p).unwrap()).unwrap();
+        hasher.finalize()
+    };
+    std::fs::metadata(a).unwrap().len() == std::fs::metadata(b).unwrap().len() && h(a) == h(b)
+}
+
+/// Search hits as JSON.
+pub fn search(d: &Daemon, q: &str) -> Vec<serde_json::Value> {
+    d.json(&["search", q]).as_array().unwrap().clone()
+}
+
+/// Nicknames of the providers of the hit named `name`.
+pub fn providers_of(hits: &[serde_json::Value], name: &str) -> Vec<String> {
+    hits.iter()
+        .filter(|h| h["name"] == name)
+        .flat_map(|h| h["providers"].as_array().unwrap().iter().map(|p| p["peer"]["nickname"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Nicknames of online peers.
+pub fn online_nicks(d: &Daemon) -> Vec<String> {
+    d.json(&["online"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["peer"]["nickname"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! Downloads under stress: a provider dying mid-way, and hostile names.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::*;
+
+/// Bytes under `dir`, recursively (how much the downloader has stored).
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() { bytes_under(&e.path()) } else { m.len() }
+        })
+        .sum()
+}
+
+/// Acceptance: a get whose provider dies mid-transfer finishes from another
+/// provider, and the file is correct.
+#[test]
+fn provider_dies_mid_transfer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = Daemon::index(&tmp.path().join("index"));
+    let file = tmp.path().join("dataset.bin");
+    random_file(&file, 40 * 1024 * 1024, 7);
+    // Both providers serve at 8 MB/s, so the transfer takes seconds and the
+    // kill lands in the middle of it.
+    let path = file.to_str().unwrap();
+    let slow = ["--share", path, "--upload-limit", "8MB"];
+    let _a = Daemon::peer("alice", &tmp.path().join("a"), &index.ticket, &slow);
+    let mut b = Daemon::peer("bob", &tmp.path().join("b"), &index.ticket, &slow);
+    let c = Daemon::peer("carol", &tmp.path().join("c"), &index.ticket, &[]);
+    // Bob registered last, so he is asked first.
+    assert_eq!(providers_of(&search(&c, "dataset"), "dataset.bin"), ["bob", "alice"]);
+
+    let c_dir = c.data_dir.clone();
+    let getter = std::thread::spawn(move || cli(&c_dir, &["get", "dataset.bin", "--json"]));
+    let blobs = c.data_dir.join("blobs");
+    wait_until(PATIENCE, "the first 8 MB to arrive", || bytes_under(&blobs) > 8 * 1024 * 1024);
+    let arrived = bytes_under(&blobs);
+    b.kill9();
+    let out = getter.join().unwrap();
+    assert!(out.status.success(), "get failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = result["failed_providers"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "bob's failure is reported: {result}");
+    assert!(arrived < 40 * 1024 * 1024, "bob died mid-way, after {arrived} bytes");
+    assert!(same_bytes(&file, &c.downloads().join("dataset.bin")));
+}
+
+/// Acceptance (end-to-end case): names like `../../etc/x`, `/abs/x` or a
+/// name with NUL, even when an index hands them out, never make `get` write
+/// outside the downloads directory.
+#[test]
+fn hostile_names_stay_in_the_downloads_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index_dir = tmp.path().join("index");
+    let index = Daemon::index(&index_dir);
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut args = Vec::new();
+    for i in 0..3 {
+        let f = files.join(format!("plain-{i}.txt"));
+        std::fs::write(&f, format!("content {i}")).unwrap();
+        args.push("--share".to_string());
+        args.push(f.to_str().unwrap().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = Daemon::peer("alice", &tmp.path().join("a"), &index.ticket, &args);
+    let b = Daemon::peer("bob", &tmp.path().join("b"), &index.ticket, &[]);
+
+    // A peer cannot publish such names (the index refuses them), so play a
+    // compromised index: rewrite the names in its database while it runs.
+    let db = rusqlite::Connection::open(index_dir.join("index.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let hostile = ["../../etc/x", "/abs/x", "nul\0name"];
+    let mut hashes = Vec::new();
+    for (i, name) in hostile.iter().enumerate() {
+        let hash: String = db
+            .query_row("SELECT hash FROM files WHERE name = ?1", [format!("plain-{i}.txt")], |r| r.get(0))
+            .unwrap();
+        db.execute("UPDATE files SET name = ?1 WHERE hash = ?2", rusqlite::params![name, hash]).unwrap();
+        hashes.push(hash);
+    }
+    drop(db);
+
+    for hash in &hashes {
+        b.ok(&["get", hash]);
+    }
+    let mut saved: Vec<String> = std::fs::read_dir(b.downloads())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    saved.sort();
+    assert_eq!(saved, ["nul_name", "x", "x (1)"]);
+    // Contents are the real files, and nothing appeared anywhere else.
+    for (i, hash) in hashes.iter().enumerate() {
+        let _ = hash;
+        let want = format!("content {i}");
+        assert!(saved.iter().any(|n| std::fs::read_to_string(b.downloads().join(n)).unwrap() == want));
+    }
+    assert!(!tmp.path().join("etc").exists());
+    assert!(!Path::new("/abs/x").exists());
+    let _ = a;
+}

@@ -1,0 +1,421 @@
+//! Request handling for the index, independent of sockets: `(caller,
+//! request, now) -> response`. The QUIC side ([`crate::protocol`]) only
+//! moves frames; everything a request means is decided here, so it is tested
+//! with plain values.
+
+use std::sync::Mutex;
+
+use iroh::EndpointId;
+use peernet_proto::{
+    index::{ErrorCode, Join, Request, Response},
+    key::NetworkKey,
+    limits::{
+        MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_SEARCH_LIMIT,
+    },
+    names::{validate_file_name, validate_nickname},
+};
+
+use crate::{
+    store::{PeerRecord, Store, StoreError},
+    Config,
+};
+
+#[derive(Debug)]
+pub struct Service {
+    store: Mutex<Store>,
+    key: NetworkKey,
+    me: EndpointId,
+    config: Config,
+}
+
+impl Service {
+    pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
+        Self { store: Mutex::new(store), key, me, config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn id(&self) -> EndpointId {
+        self.me
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves SQLite consistent (the
+        // transaction rolls back), so the poisoned guard is safe to reuse.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Online peers with their reported neighbours (for the map).
+    pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>, StoreError> {
+        self.store().online_peers(now)
+    }
+
+    /// Handles one request from the authenticated key `from`.
+    pub fn handle(&self, from: EndpointId, request: Request, now: u64) -> Response {
+        let ttl = self.config.lease_ttl.as_millis() as u64;
+        let mut store = self.store();
+        let result = match request {
+            Request::Join(join) => return self.join(&mut store, from, join, now),
+            other => {
+                // Membership is checked first so that a non-member learns
+                // nothing about the network's contents.
+                match store.is_member(&from) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Response::error(
+                            ErrorCode::NotJoined,
+                            "this peer has not joined the network yet; join with a ticket first",
+                        )
+                    }
+                    Err(e) => return internal(e),
+                }
+                other
+            }
+        };
+        let outcome = match result {
+            Request::Join(_) => unreachable!("handled above"),
+            Request::Heartbeat { mut neighbors } => {
+                neighbors.truncate(MAX_REFERRAL as usize * 4);
+                store.heartbeat(&from, &neighbors, now, ttl).map(|_| Response::Ok)
+            }
+            Request::Publish { files } => {
+                if files.len() > MAX_FILES_PER_PUBLISH {
+                    return Response::error(
+                        ErrorCode::LimitExceeded,
+                        format!("one publish carries at most {MAX_FILES_PER_PUBLISH} files; send them in batches"),
+                    );
+                }
+                if let Some((f, e)) = files.iter().find_map(|f| validate_file_name(&f.name).err().map(|e| (f, e))) {
+                    return Response::error(ErrorCode::InvalidFileName, format!("cannot publish {:?}: {e}", f.name));
+                }
+                store.publish(&from, &files, now).map(|count| Response::Published { count })
+            }
+            Request::Unpublish { hash } => store.unpublish(&from, &hash).map(|_| Response::Ok),
+            Request::Search { query, limit } => {
+                if query.len() > MAX_QUERY_BYTES {
+                    return Response::error(
+                        ErrorCode::LimitExceeded,
+                        format!("a search query has at most {MAX_QUERY_BYTES} bytes"),
+                    );
+                }
+                let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
+                store.search(&query, limit, now).map(Response::Hits)
+            }
+            Request::Online { page } => {
+                store.online(page, now).map(|(peers, next_page)| Response::Online { peers, next_page })
+            }
+            Request::Referral { k } => {
+                store.referral(&from, k.min(MAX_REFERRAL), now).map(Response::Peers)
+            }
+            Request::Rename { nickname } => {
+                if let Err(e) = validate_nickname(&nickname) {
+                    return Response::error(ErrorCode::InvalidNickname, e.to_string());
+                }
+                store.rename(&from, &nickname, now).map(|_| Response::Ok)
+            }
+            Request::Leave => store.leave(&from).map(|_| Response::Ok),
+        };
+        outcome.unwrap_or_else(store_error)
+    }
+
+    fn join(&self, store: &mut Store, from: EndpointId, join: Join, now: u64) -> Response {
+        if !self.key.verify_join(&from, &self.me, &join.proof) {
+            return Response::error(
+                ErrorCode::NotMember,
+                "not a member of this network: the ticket's network key does not match; ask for a current ticket",
+            );
+        }
+        if join.addr.id != from {
+            return Response::error(ErrorCode::InvalidRequest, "the advertised address belongs to another key");
+        }
+        if join.addr.ip.len() > MAX_ADDRS_PER_PEER {
+            return Response::error(
+                ErrorCode::LimitExceeded,
+                format!("a peer advertises at most {MAX_ADDRS_PER_PEER} addresses"),
+            );
+        }
+        if let Err(e) = validate_nickname(&join.nickname) {
+            return Response::error(ErrorCode::InvalidNickname, e.to_string());
+        }
+        let ttl = self.config.lease_ttl.as_millis() as u64;
+        match store.join(&join.addr, &join.nickname, now, ttl) {
+            Ok(()) => Response::Joined {
+                heartbeat_ms: self.config.heartbeat.as_millis() as u64,
+                lease_ttl_ms: ttl,
+            },
+            Err(e) => store_error(e),
+        }
+    }
+}
+
+fn internal(e: StoreError) -> Response {
+    tracing::error!("index store failed: {e}");
+    Response::error(ErrorCode::Internal, "the index could not complete the request; try again")
+}
+
+fn store_error(e: StoreError) -> Response {
+    let code = match &e {
+        StoreError::NotJoined => ErrorCode::NotJoined,
+        StoreError::NicknameTaken(_) => ErrorCode::NicknameTaken,
+        StoreError::TooManyFiles => ErrorCode::LimitExceeded,
+        StoreError::NotOwner => ErrorCode::NotOwner,
+        StoreError::NotFound => ErrorCode::NotFound,
+        StoreError::Sqlite(_) | StoreError::Corrupt(_) => return internal(e),
+    };
+    let message = match &e {
+        StoreError::NicknameTaken(n) => format!("the nickname '{n}' is taken by another online peer; choose another with --nick"),
+        other => other.to_string(),
+    };
+    Response::error(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use iroh::SecretKey;
+    use peernet_proto::Hash;
+    use peernet_proto::index::{FileEntry, PeerAddr};
+
+    use super::*;
+
+    const TTL: u64 = 3_000;
+
+    struct World {
+        service: Service,
+        key: NetworkKey,
+        index: EndpointId,
+    }
+
+    fn world() -> World {
+        let key = NetworkKey::generate();
+        let index = SecretKey::generate().public();
+        let config = Config { heartbeat: Duration::from_secs(1), lease_ttl: Duration::from_millis(TTL) };
+        World { service: Service::new(Store::open_in_memory().unwrap(), key, index, config), key, index }
+    }
+
+    fn peer(seed: u8) -> EndpointId {
+        SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    fn file(name: &str) -> FileEntry {
+        FileEntry { name: name.into(), size: name.len() as u64, hash: Hash::new(name.as_bytes()) }
+    }
+
+    impl World {
+        fn join(&self, id: EndpointId, nick: &str, now: u64) -> Response {
+            let proof = self.key.join_proof(&id, &self.index);
+            let addr = PeerAddr { id, ip: vec!["127.0.0.1:1".parse().unwrap()], relay: None };
+            self.service.handle(id, Request::Join(Join { nickname: nick.into(), proof, addr }), now)
+        }
+        fn publish(&self, id: EndpointId, files: &[FileEntry], now: u64) -> Response {
+            self.service.handle(id, Request::Publish { files: files.to_vec() }, now)
+        }
+        fn search(&self, id: EndpointId, q: &str, now: u64) -> Vec<peernet_proto::index::Hit> {
+            match self.service.handle(id, Request::Search { query: q.into(), limit: 10 }, now) {
+                Response::Hits(h) => h,
+                other => panic!("search failed: {other:?}"),
+            }
+        }
+    }
+
+    fn code(r: &Response) -> Option<ErrorCode> {
+        match r {
+            Response::Error { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn wrong_network_key_is_not_a_member() {
+        let w = world();
+        let a = peer(1);
+        let bad = NetworkKey::generate().join_proof(&a, &w.index);
+        let addr = PeerAddr { id: a, ip: vec![], relay: None };
+        let r = w.service.handle(a, Request::Join(Join { nickname: "a".into(), proof: bad, addr }), 0);
+        assert_eq!(code(&r), Some(ErrorCode::NotMember));
+        // And without joining nothing else is answered.
+        let r = w.service.handle(a, Request::Search { query: "x".into(), limit: 5 }, 0);
+        assert_eq!(code(&r), Some(ErrorCode::NotJoined));
+    }
+
+    #[test]
+    fn a_peer_cannot_advertise_another_key() {
+        let w = world();
+        let (a, b) = (peer(1), peer(2));
+        let proof = w.key.join_proof(&a, &w.index);
+        let addr = PeerAddr { id: b, ip: vec![], relay: None };
+        let r = w.service.handle(a, Request::Join(Join { nickname: "a".into(), proof, addr }), 0);
+        assert_eq!(code(&r), Some(ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn nicknames_are_unique_among_online_peers() {
+        let w = world();
+        assert!(matches!(w.join(peer(1), "alice", 0), Response::Joined { .. }));
+        assert_eq!(code(&w.join(peer(2), "Alice", 10)), Some(ErrorCode::NicknameTaken));
+        assert_eq!(code(&w.join(peer(2), "", 10)), Some(ErrorCode::InvalidNickname));
+        // The same key may re-join under its own name.
+        assert!(matches!(w.join(peer(1), "alice", 20), Response::Joined { .. }));
+        // Once alice's lease has run out, the name is free.
+        assert!(matches!(w.join(peer(2), "alice", 20 + TTL + 1), Response::Joined { .. }));
+    }
+
+    #[test]
+    fn registrations_belong_to_their_key() {
+        let w = world();
+        let (a, b) = (peer(1), peer(2));
+        w.join(a, "a", 0);
+        w.join(b, "b", 0);
+        let f = file("song.ogg");
+        assert_eq!(w.publish(a, &[f.clone()], 1), Response::Published { count: 1 });
+        let r = w.service.handle(b, Request::Unpublish { hash: f.hash }, 2);
+        assert_eq!(code(&r), Some(ErrorCode::NotOwner));
+        let r = w.service.handle(b, Request::Unpublish { hash: Hash::new(b"nothing") }, 2);
+        assert_eq!(code(&r), Some(ErrorCode::NotFound));
+        assert_eq!(w.search(b, "song", 3).len(), 1, "b's attempt changed nothing");
+        assert_eq!(w.service.handle(a, Request::Unpublish { hash: f.hash }, 4), Response::Ok);
+        assert!(w.search(b, "song", 5).is_empty());
+    }
+
+    #[test]
+    fn publishing_twice_is_idempotent_and_sources_multiply() {
+        let w = world();
+        let (a, b) = (peer(1), peer(2));
+        w.join(a, "a", 0);
+        w.join(b, "b", 0);
+        let f = file("movie.mkv");
+        w.publish(a, &[f.clone()], 10);
+        w.publish(a, &[f.clone()], 20);
+        let hits = w.search(a, "movie", 30);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].providers.len(), 1);
+        assert_eq!(hits[0].providers[0].registered_at, 10, "a repeat keeps the first registration");
+        w.publish(b, &[f.clone()], 40);
+        let hits = w.search(a, "movie", 50);
+        let nicks: Vec<_> = hits[0].providers.iter().map(|p| p.peer.nickname.as_str()).collect();
+        assert_eq!(nicks, ["b", "a"], "most recent registration first");
+    }
+
+    #[test]
+    fn search_by_words_prefixes_case_and_hash() {
+        let w = world();
+        let a = peer(1);
+        w.join(a, "a", 0);
+        let files = [file("Holiday-Photos_2024.tar.gz"), file("holiday notes.txt"), file("taxes.pdf")];
+        w.publish(a, &files, 1);
+        let names = |q: &str| {
+            let mut v: Vec<String> = w.search(a, q, 2).into_iter().map(|h| h.name).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("holiday"), ["Holiday-Photos_2024.tar.gz", "holiday notes.txt"]);
+        assert_eq!(names("HOLI"), names("holiday"), "prefix, any case");
+        assert_eq!(names("holiday photos"), ["Holiday-Photos_2024.tar.gz"], "all words must match");
+        assert_eq!(names("2024"), ["Holiday-Photos_2024.tar.gz"]);
+        assert!(names("nothing").is_empty());
+        assert!(names("\"*)(").is_empty(), "FTS syntax in a query is just text");
+        let hex = files[2].hash.to_hex();
+        assert_eq!(names(&hex), ["taxes.pdf"], "full hash");
+        assert_eq!(names(&hex[..10].to_uppercase()), ["taxes.pdf"], "hash prefix");
+    }
+
+    #[test]
+    fn expired_leases_hide_files_until_the_next_heartbeat() {
+        let w = world();
+        let (a, b) = (peer(1), peer(2));
+        w.join(a, "a", 0);
+        w.join(b, "b", 0);
+        w.publish(a, &[file("report.pdf")], 1);
+        let later = TTL + 1;
+        w.service.handle(b, Request::Heartbeat { neighbors: vec![] }, later - 10);
+        assert!(w.search(b, "report", later).is_empty());
+        let Response::Online { peers, .. } = w.service.handle(b, Request::Online { page: 0 }, later) else {
+            panic!()
+        };
+        assert_eq!(peers.len(), 1, "only b is online");
+        assert_eq!(w.service.handle(a, Request::Heartbeat { neighbors: vec![] }, later + 1), Response::Ok);
+        assert_eq!(w.search(b, "report", later + 2).len(), 1, "back without publishing again");
+    }
+
+    #[test]
+    fn leave_removes_everything_at_once() {
+        let w = world();
+        let (a, b) = (peer(1), peer(2));
+        w.join(a, "a", 0);
+        w.join(b, "b", 0);
+        w.publish(a, &[file("one"), file("two")], 1);
+        assert_eq!(w.service.handle(a, Request::Leave, 2), Response::Ok);
+        assert!(w.search(b, "one", 3).is_empty());
+        assert!(w.search(b, "two", 3).is_empty());
+        let Response::Peers(p) = w.service.handle(b, Request::Referral { k: 5 }, 3) else { panic!() };
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn referral_excludes_the_caller_and_caps_k() {
+        let w = world();
+        for i in 1..=40u8 {
+            w.join(peer(i), &format!("p{i}"), 0);
+        }
+        let Response::Peers(p) = w.service.handle(peer(1), Request::Referral { k: 1000 }, 1) else { panic!() };
+        assert_eq!(p.len(), peernet_proto::limits::MAX_REFERRAL as usize);
+        assert!(p.iter().all(|x| x.addr.id != peer(1)));
+    }
+
+    #[test]
+    fn online_pages_cover_every_peer_once() {
+        let w = world();
+        for i in 1..=10u8 {
+            w.join(peer(i), &format!("p{i}"), i as u64);
+        }
+        let mut seen = Vec::new();
+        let mut page = Some(0);
+        while let Some(p) = page {
+            let Response::Online { peers, next_page } = w.service.handle(peer(1), Request::Online { page: p }, 20) else {
+                panic!()
+            };
+            seen.extend(peers.into_iter().map(|p| p.peer.nickname));
+            page = next_page;
+        }
+        assert_eq!(seen.len(), 10);
+        seen.dedup();
+        assert_eq!(seen.len(), 10);
+    }
+
+    #[test]
+    fn limits_are_enforced_with_clear_errors() {
+        let w = world();
+        let a = peer(1);
+        w.join(a, "a", 0);
+        let too_many: Vec<_> = (0..=MAX_FILES_PER_PUBLISH).map(|i| file(&format!("f{i}"))).collect();
+        assert_eq!(code(&w.publish(a, &too_many, 1)), Some(ErrorCode::LimitExceeded));
+        assert_eq!(code(&w.publish(a, &[file("../etc/passwd")], 1)), Some(ErrorCode::InvalidFileName));
+        let per_peer = peernet_proto::limits::MAX_FILES_PER_PEER;
+        for chunk in (0..per_peer).collect::<Vec<_>>().chunks(MAX_FILES_PER_PUBLISH) {
+            let files: Vec<_> = chunk.iter().map(|i| file(&format!("g{i}"))).collect();
+            assert!(matches!(w.publish(a, &files, 2), Response::Published { .. }));
+        }
+        assert_eq!(code(&w.publish(a, &[file("one-too-many")], 3)), Some(ErrorCode::LimitExceeded));
+        let long = "x".repeat(MAX_QUERY_BYTES + 1);
+        let r = w.service.handle(a, Request::Search { query: long, limit: 1 }, 4);
+        assert_eq!(code(&r), Some(ErrorCode::LimitExceeded));
+    }
+
+    #[test]
+    fn registrations_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let a = peer(1);
+        let addr = PeerAddr { id: a, ip: vec![], relay: None };
+        {
+            let mut s = Store::open(&db).unwrap();
+            s.join(&addr, "a", 0, TTL).unwrap();
+            s.publish(&a, &[file("kept.bin")], 1).unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.search("kept", 10, 2).unwrap().len(), 1);
+    }
+}

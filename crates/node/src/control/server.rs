@@ -1,0 +1,142 @@
+//! The control API server (axum). Handlers are thin: they parse, call the
+//! [`Node`], and turn errors into `{"error": ...}` bodies.
+
+use std::{convert::Infallible, net::SocketAddr};
+
+use axum::{
+    body::Body,
+    extract::{Query, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ApiError, GetEvent, GetRequest, OnlineReply, SearchQuery, SearchReply, ShareRequest, UnshareRequest, AUTH_HEADER};
+use crate::node::{Node, NodeError};
+
+/// Events buffered per `get` before the download waits for the client.
+const GET_EVENT_BUFFER: usize = 64;
+
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        (status, Json(ApiError { error: self.to_string() })).into_response()
+    }
+}
+
+fn bad_request(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(ApiError { error: msg.to_string() })).into_response()
+}
+
+/// Binds 127.0.0.1 on a random port and serves until `cancel`.
+pub async fn serve(node: Node, token: String, cancel: CancellationToken) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let expected = format!("Bearer {token}");
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/ls", get(ls))
+        .route("/v1/share", post(share))
+        .route("/v1/unshare", post(unshare))
+        .route("/v1/search", get(search))
+        .route("/v1/online", get(online))
+        .route("/v1/get", post(get_file))
+        .route("/v1/down", post(down))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let expected = expected.clone();
+            async move {
+                let given = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                // Constant-time compare: the token is the only access control.
+                if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        Json(ApiError { error: "missing or wrong control token; the token is in control.json in the data directory".into() }),
+                    )
+                        .into_response();
+                }
+                next.run(req).await
+            }
+        }))
+        .with_state(node);
+    let handle = tokio::spawn(async move {
+        let shutdown = async move { cancel.cancelled().await };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!("control API stopped: {e}");
+        }
+    });
+    Ok((addr, handle))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(node): State<Node>) -> Response {
+    Json(node.status()).into_response()
+}
+
+async fn ls(State(node): State<Node>) -> Response {
+    Json(node.shares()).into_response()
+}
+
+async fn share(State(node): State<Node>, Json(req): Json<ShareRequest>) -> Response {
+    match node.share(&req.path).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn unshare(State(node): State<Node>, Json(req): Json<UnshareRequest>) -> Response {
+    match node.unshare(&req.target).await {
+        Ok(share) => Json(share).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn search(State(node): State<Node>, Query(q): Query<SearchQuery>) -> Response {
+    if q.q.trim().is_empty() {
+        return bad_request("the search query is empty; give a word of the file name or a hash");
+    }
+    match node.search(&q.q, q.limit.unwrap_or(20)).await {
+        Ok(hits) => Json(SearchReply { hits }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn online(State(node): State<Node>) -> Response {
+    match node.online().await {
+        Ok(peers) => Json(OnlineReply { peers }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn get_file(State(node): State<Node>, Json(req): Json<GetRequest>) -> Response {
+    if let Some(out) = &req.out {
+        if !out.is_absolute() {
+            return bad_request("the output directory must be an absolute path");
+        }
+    }
+    let (tx, rx) = mpsc::channel::<GetEvent>(GET_EVENT_BUFFER);
+    // The download runs as the node's task: it finishes (and the file is
+    // published) even if the client goes away.
+    node.spawn_get(req.target, req.out, tx);
+    let lines = n0_future::stream::unfold(rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).expect("events always serialize");
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(line), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .expect("static response parts are valid")
+}
+
+async fn down(State(node): State<Node>) -> Response {
+    node.request_shutdown();
+    Json(serde_json::json!({"ok": true})).into_response()
+}

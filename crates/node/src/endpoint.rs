@@ -1,0 +1,79 @@
+//! Building the node's iroh endpoint.
+//!
+//! The endpoint uses the `Minimal` preset: no third-party relay and no DNS
+//! discovery are contacted unless the user passes `--relay`. Peers learn each
+//! other's addresses from the ticket and from the index, and those addresses
+//! go into a [`MemoryLookup`] so that dialing by key works.
+
+use std::{net::SocketAddr, time::Duration};
+
+use iroh::{
+    address_lookup::memory::MemoryLookup,
+    endpoint::{presets, QuicTransportConfig},
+    Endpoint, RelayMode, RelayUrl, SecretKey,
+};
+use peernet_proto::index::PeerAddr;
+
+/// Keep-alive and idle timeout: a peer that vanishes (SIGKILL, cable pulled)
+/// is noticed within the idle timeout, so a download can move on to another
+/// provider instead of waiting for the default 30 s.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub secret_key: SecretKey,
+    pub bind: SocketAddr,
+    pub relay: Option<RelayUrl>,
+    pub alpns: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot listen on {addr}: {why}; choose another address or port with --bind")]
+    Bind { addr: SocketAddr, why: String },
+}
+
+/// Binds the endpoint and returns it with the lookup that peer addresses
+/// learned later are added to.
+pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, MemoryLookup), EndpointError> {
+    let lookup = MemoryLookup::new();
+    let transport = QuicTransportConfig::builder()
+        .keep_alive_interval(KEEP_ALIVE)
+        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("8 s is a valid idle timeout")))
+        .default_path_max_idle_timeout(IDLE_TIMEOUT)
+        .default_path_keep_alive_interval(KEEP_ALIVE)
+        .build();
+    let bind_err = |why: String| EndpointError::Bind { addr: config.bind, why };
+    let mut builder = Endpoint::builder(presets::Minimal)
+        .secret_key(config.secret_key)
+        .alpns(config.alpns)
+        .transport_config(transport)
+        .address_lookup(lookup.clone())
+        .clear_ip_transports()
+        .bind_addr(config.bind)
+        .map_err(|e| bind_err(e.to_string()))?;
+    if let Some(relay) = config.relay {
+        builder = builder.relay_mode(RelayMode::custom([relay]));
+    }
+    let endpoint = builder.bind().await.map_err(|e| bind_err(e.to_string()))?;
+    Ok((endpoint, lookup))
+}
+
+/// This endpoint's address as peers should learn it.
+pub fn own_addr(endpoint: &Endpoint) -> PeerAddr {
+    let mut addr = PeerAddr::from_endpoint_addr(&endpoint.addr());
+    // When bound to one concrete address, that is the address to advertise;
+    // interface enumeration may add addresses we do not listen on.
+    let bound = endpoint.bound_sockets();
+    if bound.iter().all(|s| !s.ip().is_unspecified()) {
+        addr.ip = bound;
+    }
+    addr.ip.truncate(peernet_proto::limits::MAX_ADDRS_PER_PEER);
+    addr
+}
+
+/// Tells the endpoint how to reach a peer we heard about.
+pub fn remember(lookup: &MemoryLookup, peer: &PeerAddr) {
+    lookup.add_endpoint_info(peer.to_endpoint_addr());
+}

@@ -1,0 +1,140 @@
+//! `get`: find a file's providers at the index, download it from them with
+//! BLAKE3 verification, save it under a safe name, and publish it so this
+//! peer becomes a source too.
+//!
+//! iroh-blobs' downloader tries the providers in order and, when one fails
+//! mid-way, asks the next one only for what is still missing; everything it
+//! writes to the store is verified against the hash first, so a corrupt byte
+//! never reaches the output file.
+
+use std::path::PathBuf;
+
+use iroh::EndpointId;
+use iroh_blobs::{
+    api::{
+        blobs::{BlobStatus, ExportMode, ExportOptions},
+        downloader::DownloadProgressItem,
+    },
+    Hash,
+};
+use n0_future::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::{
+    control::GetEvent,
+    node::{Node, NodeError},
+    resolve,
+    save,
+    shares::{self, Share},
+};
+
+/// Progress events are sent at most this often (bytes), so a fast download
+/// does not flood the control connection.
+const PROGRESS_STEP: u64 = 1024 * 1024;
+
+pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events: &mpsc::Sender<GetEvent>) -> Result<(), NodeError> {
+    let inner = &node.inner;
+    let me = inner.endpoint.id();
+    let hits = node.search(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await?;
+    let hit = resolve::choose(target, hits)?;
+    let providers: Vec<EndpointId> = hit.providers.iter().map(|p| p.peer.addr.id).filter(|id| *id != me).collect();
+    for p in &hit.providers {
+        node.remember(&p.peer.addr);
+    }
+    let send = |e: GetEvent| async move {
+        // The client may have gone away; the download carries on regardless.
+        events.send(e).await.ok();
+    };
+    send(GetEvent::Resolved {
+        name: hit.name.clone(),
+        hash: hit.hash.to_string(),
+        size: hit.size,
+        providers: hit.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect(),
+    })
+    .await;
+
+    let complete = matches!(inner.store.blobs().status(hit.hash).await, Ok(BlobStatus::Complete { .. }));
+    let mut failed_providers = Vec::new();
+    if !complete {
+        if providers.is_empty() {
+            return Err(NodeError::NoProvider(hit.name));
+        }
+        download(node, hit.hash, hit.size, providers, events, &mut failed_providers).await?;
+    }
+    let size = match inner.store.blobs().status(hit.hash).await {
+        Ok(BlobStatus::Complete { size }) => size,
+        _ => return Err(NodeError::Download(format!("the download of '{}' did not complete; run the same get again to resume", hit.name))),
+    };
+
+    let dir = out.unwrap_or_else(|| inner.downloads.clone());
+    let fallback = format!("download-{}", hit.hash.fmt_short());
+    let dir_for_reserve = dir.clone();
+    let name = hit.name.clone();
+    let path = tokio::task::spawn_blocking(move || save::reserve(&dir_for_reserve, &name, &fallback))
+        .await
+        .map_err(|e| NodeError::Save(e.to_string()))?
+        .map_err(|e| NodeError::Save(format!("{} in {}", e, dir.display())))?;
+    // The store moves its own copy to the target and serves it from there,
+    // so a download is written once, not twice.
+    let exported = inner
+        .store
+        .blobs()
+        .export_with_opts(ExportOptions { hash: hit.hash, mode: ExportMode::TryReference, target: path.clone() })
+        .finish()
+        .await;
+    if let Err(e) = exported {
+        std::fs::remove_file(&path).ok();
+        return Err(NodeError::Save(e.to_string()));
+    }
+    let saved_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let note = (saved_name != hit.name).then(|| format!("saved as '{saved_name}' because '{}' is not a safe or free name here", hit.name));
+
+    // Become a source: keep the blob and tell the index.
+    shares::protect(&inner.store, hit.hash).await.map_err(|e| NodeError::Save(e.to_string()))?;
+    let share = Share { name: saved_name.clone(), hash: hit.hash, size, path: path.clone() };
+    inner.shares.insert(share.clone())?;
+    if let Err(e) = inner.index.publish(&[share.entry()]).await {
+        tracing::warn!("downloaded, but could not publish yet: {e}");
+    }
+    send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers }).await;
+    Ok(())
+}
+
+async fn download(
+    node: &Node,
+    hash: Hash,
+    size: u64,
+    providers: Vec<EndpointId>,
+    events: &mpsc::Sender<GetEvent>,
+    failed_providers: &mut Vec<String>,
+) -> Result<(), NodeError> {
+    let failed = |e: &dyn std::fmt::Display| NodeError::Download(format!("the download failed ({e}); run the same get again to resume"));
+    let mut stream = node.inner.downloader.download(hash, providers).stream().await.map_err(|e| failed(&e))?;
+    let mut reported = 0u64;
+    while let Some(item) = stream.next().await {
+        match item {
+            DownloadProgressItem::Progress(done) => {
+                if done >= reported + PROGRESS_STEP || done >= size {
+                    reported = done;
+                    events.send(GetEvent::Progress { done, total: size }).await.ok();
+                }
+            }
+            DownloadProgressItem::ProviderFailed { id, .. } => {
+                let provider = id.fmt_short().to_string();
+                if !failed_providers.contains(&provider) {
+                    failed_providers.push(provider.clone());
+                }
+                events.send(GetEvent::ProviderFailed { provider }).await.ok();
+            }
+            DownloadProgressItem::Error(e) => return Err(failed(&e)),
+            DownloadProgressItem::DownloadError => {
+                return Err(NodeError::Download(
+                    "every provider failed before the download completed; what arrived is kept, run the same get again to resume".into(),
+                ))
+            }
+            DownloadProgressItem::TryProvider { .. } | DownloadProgressItem::PartComplete { .. } => {}
+        }
+    }
+    events.send(GetEvent::Progress { done: size, total: size }).await.ok();
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! The peer's side of the index protocol.
+//!
+//! [`IndexClient::call`] sends one request, over QUIC to a remote index or
+//! straight into the [`Service`] when this process hosts the index (an
+//! endpoint cannot dial itself). [`IndexClient::run_session`] keeps the
+//! membership alive: join, publish every share, heartbeat; when a heartbeat
+//! fails it reconnects with capped exponential backoff and joins and
+//! publishes again by itself.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use iroh::{
+    endpoint::{Connection, ConnectionError},
+    Endpoint, EndpointId,
+};
+use iroh_blobs::Hash;
+use peernet_index::{
+    frame_io::{read_frame, write_frame},
+    now_ms, Service,
+};
+use peernet_proto::{
+    index::{close_code, ErrorCode, FileEntry, Join, PeerAddr, Request, Response, ALPN},
+    key::NetworkKey,
+    limits::{MAX_FILES_PER_PUBLISH, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Timeout for one request before the index has told us its heartbeat.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// First reconnect delay; doubles up to the heartbeat interval.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IndexError {
+    #[error("the index is unreachable ({0}); peernet keeps retrying in the background, try again shortly")]
+    Unreachable(String),
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("the index sent an unexpected answer; this peer and the index may run different versions")]
+    Unexpected,
+}
+
+impl IndexError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// What `peernet status` shows about the index link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum IndexStatus {
+    Connecting,
+    Joined { since_ms: u64, heartbeat_ms: u64, lease_ttl_ms: u64 },
+    Unreachable { error: String },
+    Refused { error: String },
+}
+
+#[derive(Debug)]
+enum Route {
+    Remote { endpoint: Endpoint, index: PeerAddr },
+    Local(Arc<Service>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    heartbeat: Duration,
+}
+
+#[derive(Debug)]
+struct Inner {
+    me: PeerAddr,
+    index_id: EndpointId,
+    key: NetworkKey,
+    route: Route,
+    conn: tokio::sync::Mutex<Option<Connection>>,
+    timing: Mutex<Option<Timing>>,
+    status: watch::Sender<IndexStatus>,
+    /// Unshares that could not reach the index; sent after the next join.
+    pending_unpublish: Mutex<BTreeSet<Hash>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexClient {
+    inner: Arc<Inner>,
+}
+
+impl IndexClient {
+    pub fn remote(endpoint: Endpoint, me: PeerAddr, index: PeerAddr, key: NetworkKey) -> Self {
+        Self::new(me, index.id, key, Route::Remote { endpoint, index })
+    }
+
+    pub fn local(service: Arc<Service>, me: PeerAddr, key: NetworkKey) -> Self {
+        Self::new(me, service.id(), key, Route::Local(service))
+    }
+
+    fn new(me: PeerAddr, index_id: EndpointId, key: NetworkKey, route: Route) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                me,
+                index_id,
+                key,
+                route,
+                conn: Default::default(),
+                timing: Mutex::new(None),
+                status: watch::channel(IndexStatus::Connecting).0,
+                pending_unpublish: Default::default(),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> IndexStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<IndexStatus> {
+        self.inner.status.subscribe()
+    }
+
+    pub fn index_id(&self) -> EndpointId {
+        self.inner.index_id
+    }
+
+    fn timing(&self) -> Option<Timing> {
+        *self.inner.timing.lock().expect("timing lock")
+    }
+
+    fn request_timeout(&self) -> Duration {
+        // A request that takes longer than a heartbeat interval means the
+        // link is dead; waiting longer would delay re-joining.
+        self.timing()
+            .map(|t| t.heartbeat.clamp(Duration::from_secs(1), DEFAULT_REQUEST_TIMEOUT))
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// Sends one request and maps an error response to [`IndexError::Refused`].
+    pub async fn request(&self, request: Request) -> Result<Response, IndexError> {
+        match self.call(request).await? {
+            Response::Error { code, message } => Err(IndexError::Refused { code, message }),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends one request and returns the raw response.
+    pub async fn call(&self, request: Request) -> Result<Response, IndexError> {
+        match &self.inner.route {
+            Route::Local(service) => {
+                let service = service.clone();
+                let me = self.inner.me.id;
+                tokio::task::spawn_blocking(move || service.handle(me, request, now_ms()))
+                    .await
+                    .map_err(|e| IndexError::Unreachable(format!("index task failed: {e}")))
+            }
+            Route::Remote { endpoint, index } => {
+                let timeout = self.request_timeout();
+                let conn = tokio::time::timeout(timeout, self.connection(endpoint, index))
+                    .await
+                    .map_err(|_| IndexError::Unreachable(format!("no answer within {timeout:?}")))??;
+                let result = tokio::time::timeout(timeout, exchange(&conn, &request)).await;
+                match result {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(e)) => {
+                        self.drop_connection(&conn).await;
+                        Err(describe_failure(&conn, e))
+                    }
+                    Err(_) => {
+                        self.drop_connection(&conn).await;
+                        Err(IndexError::Unreachable(format!("no answer within {timeout:?}")))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connection(&self, endpoint: &Endpoint, index: &PeerAddr) -> Result<Connection, IndexError> {
+        let mut guard = self.inner.conn.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let conn = endpoint
+            .connect(index.to_endpoint_addr(), ALPN)
+            .await
+            .map_err(|e| IndexError::Unreachable(e.to_string()))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn drop_connection(&self, failed: &Connection) {
+        let mut guard = self.inner.conn.lock().await;
+        if guard.as_ref().is_some_and(|c| c.stable_id() == failed.stable_id()) {
+            *guard = None;
+        }
+    }
+
+    /// Joins under `nickname`. On success the index's timing is adopted.
+    pub async fn join(&self, nickname: &str) -> Result<(), IndexError> {
+        let proof = self.inner.key.join_proof(&self.inner.me.id, &self.inner.index_id);
+        let request = Request::Join(Join { nickname: nickname.to_string(), proof, addr: self.inner.me.clone() });
+        match self.request(request).await? {
+            Response::Joined { heartbeat_ms, lease_ttl_ms } => {
+                let timing = Timing { heartbeat: Duration::from_millis(heartbeat_ms.max(100)) };
+                *self.inner.timing.lock().expect("timing lock") = Some(timing);
+                self.inner.status.send_replace(IndexStatus::Joined {
+                    since_ms: now_ms(),
+                    heartbeat_ms: timing.heartbeat.as_millis() as u64,
+                    lease_ttl_ms,
+                });
+                Ok(())
+            }
+            _ => Err(IndexError::Unexpected),
+        }
+    }
+
+    /// Publishes `files` in batches the index accepts.
+    pub async fn publish(&self, files: &[FileEntry]) -> Result<(), IndexError> {
+        for batch in files.chunks(MAX_FILES_PER_PUBLISH) {
+            match self.request(Request::Publish { files: batch.to_vec() }).await? {
+                Response::Published { .. } => {}
+                _ => return Err(IndexError::Unexpected),
+            }
+        }
+        Ok(())
+    }
+
+    /// Unpublishes a hash now, or after the next join if the index is unreachable.
+    pub async fn unpublish(&self, hash: Hash) -> Result<(), IndexError> {
+        match self.request(Request::Unpublish { hash }).await {
+            Err(IndexError::Unreachable(e)) => {
+                self.inner.pending_unpublish.lock().expect("pending lock").insert(hash);
+                Err(IndexError::Unreachable(e))
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub async fn leave(&self) -> Result<(), IndexError> {
+        self.request(Request::Leave).await.map(|_| ())
+    }
+
+    async fn flush_pending_unpublish(&self) {
+        let pending: Vec<Hash> = std::mem::take(&mut *self.inner.pending_unpublish.lock().expect("pending lock"))
+            .into_iter()
+            .collect();
+        for hash in pending {
+            if let Err(e @ IndexError::Unreachable(_)) = self.unpublish(hash).await {
+                debug!("unpublish of {hash} postponed again: {e}");
+            }
+        }
+    }
+
+    /// Keeps the membership alive until `cancel` fires. `first` learns the
+    /// outcome of the first join attempt, so `peernet up` can fail fast on a
+    /// wrong ticket or a taken nickname.
+    pub async fn run_session(
+        self,
+        nickname: watch::Receiver<String>,
+        files: impl Fn() -> Vec<FileEntry> + Send + 'static,
+        first: oneshot::Sender<Result<(), IndexError>>,
+        cancel: CancellationToken,
+    ) {
+        let mut first = Some(first);
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let nick = nickname.borrow().clone();
+            let joined = async {
+                self.join(&nick).await?;
+                self.flush_pending_unpublish().await;
+                self.publish(&files()).await
+            };
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = joined => r,
+            };
+            if let Some(tx) = first.take() {
+                tx.send(outcome.clone()).ok();
+            }
+            match outcome {
+                Ok(()) => {
+                    info!("joined the index {}", self.inner.index_id.fmt_short());
+                    backoff = FIRST_BACKOFF;
+                    self.heartbeat_until_failure(&cancel).await;
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                }
+                Err(e @ IndexError::Refused { .. }) => {
+                    warn!("the index refused this peer: {e}");
+                    self.inner.status.send_replace(IndexStatus::Refused { error: e.to_string() });
+                    backoff = self.max_backoff();
+                }
+                Err(e) => {
+                    debug!("index unavailable: {e}");
+                    self.inner.status.send_replace(IndexStatus::Unreachable { error: e.to_string() });
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.max_backoff());
+        }
+    }
+
+    fn max_backoff(&self) -> Duration {
+        self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(5))
+    }
+
+    async fn heartbeat_until_failure(&self, cancel: &CancellationToken) {
+        loop {
+            let interval = self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(10));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.request(Request::Heartbeat { neighbors: Vec::new() }).await {
+                Ok(_) => {}
+                Err(e) => {
+                    info!("heartbeat failed, re-joining: {e}");
+                    self.inner.status.send_replace(IndexStatus::Unreachable { error: e.to_string() });
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("{0}")]
+    Frame(#[from] peernet_index::frame_io::FrameIoError),
+    #[error("{0}")]
+    Connection(#[from] ConnectionError),
+    #[error("{0}")]
+    Other(String),
+}
+
+async fn exchange(conn: &Connection, request: &Request) -> Result<Response, ExchangeError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, request, MAX_REQUEST_FRAME).await?;
+    send.finish().map_err(|e| ExchangeError::Other(e.to_string()))?;
+    Ok(read_frame(&mut recv, MAX_RESPONSE_FRAME).await?)
+}
+
+/// Turns a failed exchange into one sentence, using the index's close reason
+/// when it closed the connection on purpose.
+fn describe_failure(conn: &Connection, e: ExchangeError) -> IndexError {
+    if let Some(ConnectionError::ApplicationClosed(close)) = conn.close_reason() {
+        let reason = String::from_utf8_lossy(&close.reason).to_string();
+        let code = close.error_code.into_inner();
+        if code == close_code::SHUTDOWN as u64 {
+            return IndexError::Unreachable("the index is shutting down".into());
+        }
+        return IndexError::Refused { code: ErrorCode::InvalidRequest, message: format!("the index closed the connection: {reason}") };
+    }
+    IndexError::Unreachable(e.to_string())
+}

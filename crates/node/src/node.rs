@@ -1,0 +1,438 @@
+//! A running peer: one endpoint serving blobs (and the index when this peer
+//! hosts it), a session with the index, the shared files, and the control
+//! API. [`Node`] is a cheap cloneable handle; [`Node::shutdown`] leaves the
+//! network gracefully and stops every task.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::http::StatusCode;
+use iroh::{address_lookup::memory::MemoryLookup, protocol::Router, Endpoint, RelayUrl};
+use iroh_blobs::{api::downloader::Downloader, store::fs::FsStore, BlobsProtocol};
+use peernet_index::IndexProtocol;
+use peernet_proto::{
+    index::{ErrorCode, Hit, OnlinePeer, PeerAddr, Request, Response},
+    key::NetworkKey,
+    ticket::Ticket,
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    control::{self, GetEvent, ShareReply, Status},
+    data_dir::{ControlInfo, DataDir, DataDirError, Membership, State},
+    endpoint::{self, EndpointConfig},
+    index_client::{IndexClient, IndexError},
+    resolve::{self, ResolveError},
+    shares::{self, Share, ShareError, Shares},
+};
+
+/// How long `up` waits for the first join before carrying on in the background.
+const FIRST_JOIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a graceful leave may take before shutdown goes on without it.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most online pages fetched for one `online` call.
+const MAX_ONLINE_PAGES: u32 = 256;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub join: Option<Ticket>,
+    pub nickname: Option<String>,
+    pub share: Vec<PathBuf>,
+    pub downloads: Option<PathBuf>,
+    /// Address to bind; port 0 reuses the port of the last run (or picks one).
+    pub bind: SocketAddr,
+    pub relay: Option<RelayUrl>,
+    /// Lease timing, used when this peer hosts the index.
+    pub index: peernet_index::Config,
+    /// Most bytes per second served to other peers, all together.
+    pub upload_limit: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Endpoint(#[from] endpoint::EndpointError),
+    #[error("cannot open the blob store: {0}")]
+    Store(String),
+    #[error("cannot open the index database: {0}")]
+    IndexDb(String),
+    #[error("this data directory hosts its own network; to join another one, use a different --data-dir")]
+    HostsNetwork,
+    #[error("this data directory belongs to a peer that joined another network; run the index with its own --data-dir")]
+    MemberDataDir,
+    #[error("the stored ticket is unreadable ({0}); join again with --join TICKET")]
+    StoredTicket(String),
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Share(#[from] ShareError),
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
+    #[error("no online provider has '{0}' right now; try again when one of them is back")]
+    NoProvider(String),
+    #[error("{0}")]
+    Download(String),
+    #[error("cannot save the download: {0}")]
+    Save(String),
+    #[error("cannot start the control API: {0}")]
+    Control(String),
+}
+
+impl NodeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Share(ShareError::Unknown(_)) | Self::Resolve(ResolveError::Unknown(_)) | Self::NoProvider(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Share(_) | Self::Resolve(_) => StatusCode::BAD_REQUEST,
+            Self::Index(IndexError::Refused { code: ErrorCode::NotOwner, .. }) => StatusCode::FORBIDDEN,
+            Self::Index(IndexError::Refused { code: ErrorCode::NotFound, .. }) => StatusCode::NOT_FOUND,
+            Self::Index(IndexError::Refused { .. }) => StatusCode::BAD_REQUEST,
+            Self::Index(IndexError::Unreachable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) data_dir: DataDir,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) router: Router,
+    pub(crate) lookup: MemoryLookup,
+    pub(crate) store: FsStore,
+    pub(crate) downloader: Downloader,
+    pub(crate) index: IndexClient,
+    pub(crate) hosted: Option<IndexProtocol>,
+    pub(crate) shares: Arc<Shares>,
+    pub(crate) nickname: watch::Sender<String>,
+    pub(crate) downloads: PathBuf,
+    pub(crate) ticket: Ticket,
+    cancel: CancellationToken,
+    shutdown_requested: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Starts a peer: hosts a new network, rejoins the one this data
+    /// directory belongs to, or joins `config.join`.
+    pub async fn spawn(config: Config) -> Result<Self, NodeError> {
+        let data_dir = DataDir::open(&config.data_dir)?;
+        let secret_key = data_dir.secret_key()?;
+        let mut state = data_dir.load_state()?;
+        let membership = match (&config.join, &state.membership) {
+            (Some(_), Some(Membership::Host { .. })) => return Err(NodeError::HostsNetwork),
+            (Some(ticket), _) => Membership::Member { ticket: ticket.to_string() },
+            (None, Some(m)) => m.clone(),
+            (None, None) => Membership::Host { network_key: NetworkKey::generate() },
+        };
+        let hosting = matches!(membership, Membership::Host { .. });
+
+        let mut alpns = vec![iroh_blobs::ALPN.to_vec()];
+        if hosting {
+            alpns.push(peernet_proto::index::ALPN.to_vec());
+        }
+        let (endpoint, lookup) = bind_endpoint(config.bind, config.relay.clone(), &state, secret_key, alpns, hosting).await?;
+        let me = endpoint::own_addr(&endpoint);
+
+        let store = FsStore::load(data_dir.blobs()).await.map_err(|e| NodeError::Store(e.to_string()))?;
+        let blobs = BlobsProtocol::new(&store, config.upload_limit.map(crate::throttle::upload_limiter));
+        let mut router = Router::builder(endpoint.clone()).accept(iroh_blobs::ALPN, blobs);
+
+        let (ticket, hosted, index) = match &membership {
+            Membership::Host { network_key } => {
+                let protocol = peernet_index::open(&data_dir.index_db(), *network_key, endpoint.id(), config.index.clone())
+                    .map_err(|e| NodeError::IndexDb(e.to_string()))?;
+                router = router.accept(peernet_proto::index::ALPN, protocol.clone());
+                let client = IndexClient::local(protocol.service().clone(), me.clone(), *network_key);
+                (Ticket { index: me.clone(), network_key: *network_key }, Some(protocol), client)
+            }
+            Membership::Member { ticket } => {
+                let ticket: Ticket = ticket.parse().map_err(|e: peernet_proto::ticket::TicketError| NodeError::StoredTicket(e.to_string()))?;
+                endpoint::remember(&lookup, &ticket.index);
+                let client = IndexClient::remote(endpoint.clone(), me.clone(), ticket.index.clone(), ticket.network_key);
+                (ticket, None, client)
+            }
+        };
+        let router = router.spawn();
+
+        let nickname = config
+            .nickname
+            .clone()
+            .or_else(|| state.nickname.clone())
+            .unwrap_or_else(|| format!("peer-{}", endpoint.id().fmt_short()));
+        let shares = Arc::new(Shares::load(data_dir.shares_file())?);
+        for path in &config.share {
+            let share = shares::import(&store, path).await?;
+            shares.insert(share)?;
+        }
+
+        state.membership = Some(membership);
+        state.nickname = Some(nickname.clone());
+        state.port = endpoint.bound_sockets().first().map(|s| s.port());
+        data_dir.save_state(&state)?;
+
+        let downloads = config
+            .downloads
+            .clone()
+            .or_else(|| dirs_download())
+            .unwrap_or_else(|| data_dir.root().join("downloads"));
+        let downloader = store.downloader(&endpoint);
+        let node = Node {
+            inner: Arc::new(Inner {
+                data_dir,
+                endpoint,
+                router,
+                lookup,
+                store,
+                downloader,
+                index,
+                hosted,
+                shares,
+                nickname: watch::channel(nickname).0,
+                downloads,
+                ticket,
+                cancel: CancellationToken::new(),
+                shutdown_requested: CancellationToken::new(),
+                tasks: Mutex::new(JoinSet::new()),
+            }),
+        };
+
+        let first = node.start_session();
+        match tokio::time::timeout(FIRST_JOIN_WAIT, first).await {
+            Ok(Ok(Ok(()))) => info!("joined the network"),
+            Ok(Ok(Err(e @ IndexError::Refused { .. }))) => {
+                node.shutdown_without_leave().await;
+                return Err(e.into());
+            }
+            Ok(Ok(Err(e))) => warn!("{e}"),
+            Ok(Err(_)) | Err(_) => warn!("the index has not answered yet; retrying in the background"),
+        }
+        node.start_control().await?;
+        Ok(node)
+    }
+
+    fn start_session(&self) -> oneshot::Receiver<Result<(), IndexError>> {
+        let (tx, rx) = oneshot::channel();
+        let shares = self.inner.shares.clone();
+        let session = self.inner.index.clone().run_session(
+            self.inner.nickname.subscribe(),
+            move || shares.entries(),
+            tx,
+            self.inner.cancel.child_token(),
+        );
+        self.spawn_task(session);
+        rx
+    }
+
+    async fn start_control(&self) -> Result<(), NodeError> {
+        let token = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>());
+        let (addr, handle) = control::server::serve(self.clone(), token.clone(), self.inner.cancel.child_token())
+            .await
+            .map_err(|e| NodeError::Control(e.to_string()))?;
+        self.spawn_task(async move {
+            handle.await.ok();
+        });
+        self.inner.data_dir.write_control(&ControlInfo { addr, token, pid: std::process::id() })?;
+        Ok(())
+    }
+
+    pub(crate) fn spawn_task(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.lock().expect("tasks lock").spawn(fut);
+    }
+
+    pub fn ticket(&self) -> &Ticket {
+        &self.inner.ticket
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    pub fn hosts_index(&self) -> bool {
+        self.inner.hosted.is_some()
+    }
+
+    pub fn nickname(&self) -> String {
+        self.inner.nickname.borrow().clone()
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.inner.endpoint.id().to_string(),
+            nickname: self.nickname(),
+            ticket: self.inner.ticket.to_string(),
+            hosts_index: self.hosts_index(),
+            index: self.inner.index.status(),
+            addrs: endpoint::own_addr(&self.inner.endpoint).ip.iter().map(|a| a.to_string()).collect(),
+            shares: self.inner.shares.list().len(),
+            data_dir: self.inner.data_dir.root().to_owned(),
+            downloads: self.inner.downloads.clone(),
+        }
+    }
+
+    pub fn shares(&self) -> Vec<Share> {
+        self.inner.shares.list()
+    }
+
+    /// Imports and publishes a file. When the index is unreachable the file
+    /// is still shared and is published after the next join.
+    pub async fn share(&self, path: &Path) -> Result<ShareReply, NodeError> {
+        let share = shares::import(&self.inner.store, path).await?;
+        self.inner.shares.insert(share.clone())?;
+        let warning = match self.inner.index.publish(&[share.entry()]).await {
+            Ok(()) => None,
+            Err(IndexError::Unreachable(e)) => Some(format!("shared, but the index is unreachable ({e}); it will be published when the index is back")),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ShareReply { share, warning })
+    }
+
+    /// Stops sharing a file of ours. For a file we do not share, the index
+    /// is asked anyway, so its ownership rule gives the answer.
+    pub async fn unshare(&self, target: &str) -> Result<Share, NodeError> {
+        match self.inner.shares.find(target) {
+            Ok(share) => {
+                self.inner.shares.remove(&share.hash)?;
+                shares::unprotect(&self.inner.store, &share.hash).await;
+                match self.inner.index.unpublish(share.hash).await {
+                    Ok(()) | Err(IndexError::Unreachable(_)) => {}
+                    Err(IndexError::Refused { code: ErrorCode::NotFound, .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(share)
+            }
+            Err(ShareError::Unknown(_)) => {
+                let hits = self.search(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await?;
+                let hit = resolve::choose(target, hits).map_err(|_| ShareError::Unknown(target.to_string()))?;
+                self.inner.index.unpublish(hit.hash).await?;
+                // The index accepted: it was ours after all (shared before shares.json existed).
+                Ok(Share { name: hit.name, hash: hit.hash, size: hit.size, path: PathBuf::new() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn search(&self, query: &str, limit: u32) -> Result<Vec<Hit>, NodeError> {
+        match self.inner.index.request(Request::Search { query: query.to_string(), limit }).await? {
+            Response::Hits(hits) => Ok(hits),
+            _ => Err(IndexError::Unexpected.into()),
+        }
+    }
+
+    pub async fn online(&self) -> Result<Vec<OnlinePeer>, NodeError> {
+        let mut peers = Vec::new();
+        let mut page = Some(0);
+        while let Some(p) = page.filter(|p| *p < MAX_ONLINE_PAGES) {
+            match self.inner.index.request(Request::Online { page: p }).await? {
+                Response::Online { peers: more, next_page } => {
+                    peers.extend(more);
+                    page = next_page;
+                }
+                _ => return Err(IndexError::Unexpected.into()),
+            }
+        }
+        Ok(peers)
+    }
+
+    /// Runs a download as a node task, reporting to `events`.
+    pub fn spawn_get(&self, target: String, out: Option<PathBuf>, events: mpsc::Sender<GetEvent>) {
+        let node = self.clone();
+        self.spawn_task(async move {
+            let result = crate::fetch::get(&node, &target, out, &events).await;
+            if let Err(e) = result {
+                events.send(GetEvent::Failed { error: e.to_string() }).await.ok();
+            }
+        });
+    }
+
+    pub(crate) fn remember(&self, peer: &PeerAddr) {
+        endpoint::remember(&self.inner.lookup, peer);
+    }
+
+    /// Asks whoever waits on [`Node::shutdown_requested`] to shut down
+    /// (`peernet down`).
+    pub fn request_shutdown(&self) {
+        self.inner.shutdown_requested.cancel();
+    }
+
+    pub async fn shutdown_requested(&self) {
+        self.inner.shutdown_requested.cancelled().await
+    }
+
+    /// Leaves the index (de-registering everything), then stops all tasks,
+    /// the router and the store.
+    pub async fn shutdown(&self) {
+        match tokio::time::timeout(LEAVE_TIMEOUT, self.inner.index.leave()).await {
+            Ok(Ok(())) => info!("left the network"),
+            Ok(Err(e)) => warn!("could not leave the index cleanly: {e}"),
+            Err(_) => warn!("the index did not answer the leave in time"),
+        }
+        self.shutdown_without_leave().await;
+    }
+
+    async fn shutdown_without_leave(&self) {
+        self.inner.cancel.cancel();
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
+        if tokio::time::timeout(Duration::from_secs(2), async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            tasks.abort_all();
+        }
+        if let Err(e) = self.inner.router.shutdown().await {
+            warn!("router shutdown: {e}");
+        }
+        if let Err(e) = self.inner.store.shutdown().await {
+            warn!("store shutdown: {e}");
+        }
+        self.inner.data_dir.remove_control(std::process::id());
+    }
+}
+
+/// Binds the endpoint, reusing the port of the last run when none is given.
+/// A peer can move to another port; a host must keep its port, or its
+/// ticket would point nowhere.
+pub(crate) async fn bind_endpoint(
+    bind: SocketAddr,
+    relay: Option<RelayUrl>,
+    state: &State,
+    secret_key: iroh::SecretKey,
+    alpns: Vec<Vec<u8>>,
+    hosting: bool,
+) -> Result<(Endpoint, MemoryLookup), NodeError> {
+    let remembered = bind.port() == 0 && state.port.is_some();
+    let mut first = bind;
+    if remembered {
+        first.set_port(state.port.unwrap_or(0));
+    }
+    let config = |bind| EndpointConfig { secret_key: secret_key.clone(), bind, relay: relay.clone(), alpns: alpns.clone() };
+    match endpoint::bind(config(first)).await {
+        Ok(ok) => Ok(ok),
+        Err(e) if remembered && !hosting => {
+            warn!("{e}; using a new port");
+            Ok(endpoint::bind(config(bind)).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dirs_download() -> Option<PathBuf> {
+    std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Downloads"))
+    })
+}

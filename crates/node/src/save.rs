@@ -1,0 +1,72 @@
+//! Choosing where a download lands: a sanitized name inside the downloads
+//! directory, never an existing file.
+
+use std::{
+    fs,
+    io,
+    path::{Path, PathBuf},
+};
+
+use peernet_proto::names::{numbered_alternative, sanitize_file_name};
+
+/// How many numbered alternatives to try before giving up.
+const MAX_ALTERNATIVES: u32 = 1000;
+
+/// Creates an empty file for `advertised` inside `dir` and returns its path.
+///
+/// The name is sanitized (one path component, no control characters). If the
+/// name is taken, `name (1).ext`, `name (2).ext`, ... are tried; creation is
+/// exclusive (`O_EXCL`), so an existing file is never truncated, even one
+/// created a moment ago by someone else. The caller writes into the returned
+/// path and removes it on failure.
+pub fn reserve(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let dir = fs::canonicalize(dir)?;
+    let name = sanitize_file_name(advertised, fallback);
+    for n in 0..=MAX_ALTERNATIVES {
+        let candidate = if n == 0 { name.clone() } else { numbered_alternative(&name, n) };
+        let path = dir.join(&candidate);
+        // Belt and braces: the sanitizer already guarantees one component.
+        if path.parent() != Some(dir.as_path()) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe file name"));
+        }
+        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("'{name}' and {MAX_ALTERNATIVES} numbered alternatives already exist in {}", dir.display()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("downloads");
+        for name in ["../../etc/x", "/abs/x", "nul\0name", "..", "a/../../b", "\\..\\y"] {
+            let path = reserve(&dir, name, "fallback").unwrap();
+            assert_eq!(path.parent().unwrap(), fs::canonicalize(&dir).unwrap(), "{name:?}");
+        }
+        // Nothing was created outside.
+        let outside: Vec<_> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(outside, vec![std::ffi::OsString::from("downloads")]);
+    }
+
+    #[test]
+    fn existing_files_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("song.ogg"), b"precious").unwrap();
+        let p = reserve(dir.path(), "song.ogg", "f").unwrap();
+        assert_eq!(p.file_name().unwrap(), "song (1).ogg");
+        let p2 = reserve(dir.path(), "song.ogg", "f").unwrap();
+        assert_eq!(p2.file_name().unwrap(), "song (2).ogg");
+        assert_eq!(fs::read(dir.path().join("song.ogg")).unwrap(), b"precious");
+    }
+}

@@ -1,0 +1,193 @@
+//! The files this peer shares: imported into the blob store, protected by a
+//! tag, and listed in `shares.json` so they are published again after a
+//! restart without the user running `share` again.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use iroh_blobs::{
+    api::blobs::{AddPathOptions, ImportMode},
+    BlobFormat, Hash, HashAndFormat,
+};
+use peernet_proto::{index::FileEntry, names::validate_file_name};
+use serde::{Deserialize, Serialize};
+
+use crate::data_dir::{read_json, write_json, DataDirError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub name: String,
+    pub hash: Hash,
+    pub size: u64,
+    /// Where the data lives on disk (the original file, or the download).
+    pub path: PathBuf,
+}
+
+impl Share {
+    pub fn entry(&self) -> FileEntry {
+        FileEntry { name: self.name.clone(), size: self.size, hash: self.hash }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("cannot share {path}: {why}")]
+    Unreadable { path: PathBuf, why: String },
+    #[error("cannot share {path}: it is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("cannot share {path}: {why}")]
+    BadName { path: PathBuf, why: String },
+    #[error("cannot import {path} into the store: {why}")]
+    Import { path: PathBuf, why: String },
+    #[error("you do not share a file named or hashed '{0}'; `peernet ls` lists what you share")]
+    Unknown(String),
+    #[error("'{target}' names {count} shared files; use the hash instead ({hashes})")]
+    Ambiguous { target: String, count: usize, hashes: String },
+    #[error(transparent)]
+    Persist(#[from] DataDirError),
+}
+
+/// Tag that keeps a shared blob from being garbage collected.
+fn tag_name(hash: &Hash) -> String {
+    format!("peernet/share/{hash}")
+}
+
+#[derive(Debug)]
+pub struct Shares {
+    file: PathBuf,
+    list: Mutex<Vec<Share>>,
+}
+
+impl Shares {
+    pub fn load(file: PathBuf) -> Result<Self, ShareError> {
+        let list = read_json(&file)?.unwrap_or_default();
+        Ok(Self { file, list: Mutex::new(list) })
+    }
+
+    pub fn list(&self) -> Vec<Share> {
+        self.list.lock().expect("shares lock").clone()
+    }
+
+    pub fn entries(&self) -> Vec<FileEntry> {
+        self.list().iter().map(Share::entry).collect()
+    }
+
+    pub fn get(&self, hash: &Hash) -> Option<Share> {
+        self.list().into_iter().find(|s| s.hash == *hash)
+    }
+
+    /// Adds or replaces the share of `share.hash`, then persists the list.
+    pub fn insert(&self, share: Share) -> Result<(), ShareError> {
+        let mut list = self.list.lock().expect("shares lock");
+        list.retain(|s| s.hash != share.hash);
+        list.push(share);
+        write_json(&self.file, &*list, false)?;
+        Ok(())
+    }
+
+    /// Finds exactly one share by name or by hash (or a hash prefix).
+    pub fn find(&self, target: &str) -> Result<Share, ShareError> {
+        let list = self.list();
+        let lower = target.to_ascii_lowercase();
+        let mut matches: Vec<&Share> = list.iter().filter(|s| s.name == target).collect();
+        if matches.is_empty() && lower.len() >= 6 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            matches = list.iter().filter(|s| s.hash.to_hex().starts_with(&lower)).collect();
+        }
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ShareError::Unknown(target.to_string())),
+            many => Err(ShareError::Ambiguous {
+                target: target.to_string(),
+                count: many.len(),
+                hashes: many.iter().map(|s| s.hash.fmt_short().to_string()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    pub fn remove(&self, hash: &Hash) -> Result<Option<Share>, ShareError> {
+        let mut list = self.list.lock().expect("shares lock");
+        let Some(pos) = list.iter().position(|s| s.hash == *hash) else { return Ok(None) };
+        let removed = list.remove(pos);
+        write_json(&self.file, &*list, false)?;
+        Ok(Some(removed))
+    }
+}
+
+/// Imports `path` into the store without copying where the store allows,
+/// and tags it so it stays while shared.
+pub async fn import(store: &iroh_blobs::api::Store, path: &Path) -> Result<Share, ShareError> {
+    let path = std::path::absolute(path)
+        .map_err(|e| ShareError::Unreadable { path: path.to_owned(), why: e.to_string() })?;
+    let meta = tokio::fs::metadata(&path)
+        .await
+        .map_err(|e| ShareError::Unreadable { path: path.clone(), why: e.to_string() })?;
+    if !meta.is_file() {
+        return Err(ShareError::NotAFile { path });
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| ShareError::BadName { path: path.clone(), why: "it has no file name".into() })?;
+    validate_file_name(&name).map_err(|e| ShareError::BadName { path: path.clone(), why: e.to_string() })?;
+    let import_err = |e: &dyn std::fmt::Display| ShareError::Import { path: path.clone(), why: e.to_string() };
+    let temp = store
+        .blobs()
+        .add_path_with_opts(AddPathOptions { path: path.clone(), format: BlobFormat::Raw, mode: ImportMode::TryReference })
+        .temp_tag()
+        .await
+        .map_err(|e| import_err(&e))?;
+    let hash = temp.hash();
+    protect(store, hash).await.map_err(|e| import_err(&e))?;
+    drop(temp);
+    Ok(Share { name, hash, size: meta.len(), path })
+}
+
+/// Tags `hash` as shared.
+pub async fn protect(store: &iroh_blobs::api::Store, hash: Hash) -> Result<(), iroh_blobs::api::RequestError> {
+    store.tags().set(tag_name(&hash), HashAndFormat::raw(hash)).await
+}
+
+/// Removes the share tag; the store may then reclaim the data.
+pub async fn unprotect(store: &iroh_blobs::api::Store, hash: &Hash) {
+    if let Err(e) = store.tags().delete(tag_name(hash)).await {
+        tracing::warn!("could not untag {hash}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(name: &str) -> Share {
+        Share { name: name.into(), hash: Hash::new(name), size: 1, path: PathBuf::from("/x") }
+    }
+
+    #[test]
+    fn find_by_name_hash_or_prefix_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shares.json");
+        let shares = Shares::load(file.clone()).unwrap();
+        shares.insert(share("a.txt")).unwrap();
+        shares.insert(share("b.txt")).unwrap();
+        assert_eq!(shares.find("a.txt").unwrap().name, "a.txt");
+        let hex = Hash::new("b.txt").to_hex();
+        assert_eq!(shares.find(&hex).unwrap().name, "b.txt");
+        assert_eq!(shares.find(&hex[..8]).unwrap().name, "b.txt");
+        assert!(matches!(shares.find("c.txt"), Err(ShareError::Unknown(_))));
+        let again = Shares::load(file).unwrap();
+        assert_eq!(again.list().len(), 2);
+        again.remove(&Hash::new("a.txt")).unwrap();
+        assert_eq!(again.list().len(), 1);
+    }
+
+    #[test]
+    fn same_name_different_content_is_ambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        let shares = Shares::load(dir.path().join("s.json")).unwrap();
+        shares.insert(share("x")).unwrap();
+        shares.insert(Share { hash: Hash::new("other"), ..share("x") }).unwrap();
+        assert!(matches!(shares.find("x"), Err(ShareError::Ambiguous { count: 2, .. })));
+    }
+}

@@ -1,0 +1,70 @@
+//! `--upload-limit`: a cap on the bytes per second this peer serves to all
+//! downloaders together, for people on thin uplinks (and for tests and
+//! benchmarks that need a slow provider).
+//!
+//! iroh-blobs asks before sending each chunk (usually 16 KiB); we answer
+//! when the chunk fits the rate. Reservations are made in order on one
+//! shared clock, so the limit holds across connections.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use iroh_blobs::provider::events::{EventMask, EventSender, ProviderMessage, ThrottleMode};
+use tokio::time::Instant;
+
+/// Pending throttle decisions buffered between the provider and us.
+const THROTTLE_CHANNEL: usize = 64;
+
+/// When a chunk of `size` bytes may go, given the clock of the previous
+/// reservation. Pure: returns (send at, new clock).
+pub fn reserve(clock: Instant, now: Instant, size: u64, bytes_per_sec: u64) -> (Instant, Instant) {
+    let start = clock.max(now);
+    let cost = Duration::from_secs_f64(size as f64 / bytes_per_sec.max(1) as f64);
+    (start, start + cost)
+}
+
+/// An event sender for [`iroh_blobs::BlobsProtocol`] that throttles uploads.
+pub fn upload_limiter(bytes_per_sec: u64) -> EventSender {
+    let mask = EventMask { throttle: ThrottleMode::Intercept, ..EventMask::DEFAULT };
+    let (tx, mut rx) = EventSender::channel(THROTTLE_CHANNEL, mask);
+    let clock = Arc::new(Mutex::new(Instant::now()));
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let ProviderMessage::Throttle(msg) = msg {
+                let at = {
+                    let mut c = clock.lock().expect("clock lock");
+                    let (at, next) = reserve(*c, Instant::now(), msg.inner.size, bytes_per_sec);
+                    *c = next;
+                    at
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    msg.tx.send(Ok(())).await.ok();
+                });
+            }
+        }
+    });
+    tx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_queue_at_the_rate() {
+        let t0 = Instant::now();
+        let (a, clock) = reserve(t0, t0, 1000, 1000);
+        assert_eq!(a, t0);
+        assert_eq!(clock, t0 + Duration::from_secs(1));
+        let (b, clock) = reserve(clock, t0, 500, 1000);
+        assert_eq!(b, t0 + Duration::from_secs(1), "the second chunk waits for the first");
+        assert_eq!(clock, t0 + Duration::from_millis(1500));
+        // After an idle period, sending starts now, not in the past.
+        let later = t0 + Duration::from_secs(10);
+        let (c, _) = reserve(clock, later, 1, 1000);
+        assert_eq!(c, later);
+    }
+}

@@ -1,0 +1,273 @@
+//! The index protocol, `peernet/index/1`.
+//!
+//! Goals: let peers of one network register themselves and their files, keep
+//! a lease alive, find files by name or hash, list who is online, and refer
+//! newcomers to peers already present. Every request is attributed to the
+//! QUIC connection's authenticated remote key; nothing in a request body says
+//! who is asking.
+//!
+//! Non-goals: carrying file data (that is iroh-blobs), chat (gossip), and
+//! trust in names: nicknames are labels, keys are identities.
+//!
+//! Wire format: a client opens one bidirectional stream per request, writes
+//! one frame ([`crate::frame`]: u32 big-endian length, postcard body) holding
+//! a [`Request`], and finishes its side. The index answers with one frame
+//! holding a [`Response`] and finishes. A frame larger than
+//! [`MAX_REQUEST_FRAME`](crate::limits::MAX_REQUEST_FRAME), or one that does
+//! not decode, makes the index close that connection with
+//! [`close_code::TOO_LARGE`] or [`close_code::MALFORMED`]; other connections
+//! are not affected. The first request on a connection may be anything, but
+//! everything except `Join` is refused with [`ErrorCode::NotJoined`] until
+//! the key has joined once (membership survives reconnects and restarts).
+
+use std::net::SocketAddr;
+
+use iroh::EndpointId;
+use iroh_blobs::Hash;
+use serde::{Deserialize, Serialize};
+
+/// The ALPN of the index protocol. Bump the version on any incompatible
+/// change to the types below.
+pub const ALPN: &[u8] = b"peernet/index/1";
+
+/// QUIC application close codes the index uses.
+pub mod close_code {
+    /// Normal close.
+    pub const NORMAL: u32 = 0;
+    /// A frame did not decode.
+    pub const MALFORMED: u32 = 1;
+    /// A length prefix exceeded the limit.
+    pub const TOO_LARGE: u32 = 2;
+    /// The index is at its connection limit.
+    pub const BUSY: u32 = 3;
+    /// The index is shutting down.
+    pub const SHUTDOWN: u32 = 4;
+}
+
+/// How to reach a peer: its key plus direct addresses and an optional relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddr {
+    pub id: EndpointId,
+    pub ip: Vec<SocketAddr>,
+    pub relay: Option<String>,
+}
+
+impl PeerAddr {
+    pub fn to_endpoint_addr(&self) -> iroh::EndpointAddr {
+        let mut addr = iroh::EndpointAddr::new(self.id);
+        for ip in &self.ip {
+            addr = addr.with_ip_addr(*ip);
+        }
+        if let Some(relay) = self.relay.as_ref().and_then(|r| r.parse().ok()) {
+            addr = addr.with_relay_url(relay);
+        }
+        addr
+    }
+
+    pub fn from_endpoint_addr(addr: &iroh::EndpointAddr) -> Self {
+        Self {
+            id: addr.id,
+            ip: addr.ip_addrs().copied().collect(),
+            relay: addr.relay_urls().next().map(|u| u.to_string()),
+        }
+    }
+}
+
+/// A file as published: its name (one path component), size and BLAKE3 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub size: u64,
+    pub hash: Hash,
+}
+
+/// A peer as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub addr: PeerAddr,
+    pub nickname: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    pub nickname: String,
+    /// [`crate::key::NetworkKey::join_proof`] for this peer and this index.
+    pub proof: [u8; 32],
+    /// Where others can reach this peer.
+    pub addr: PeerAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Join(Join),
+    /// Renews the lease. `neighbors` are the peer's current overlay links.
+    Heartbeat { neighbors: Vec<EndpointId> },
+    /// Registers files under the caller's key. Publishing a file the caller
+    /// already registered updates its name and is otherwise a no-op.
+    Publish { files: Vec<FileEntry> },
+    /// Removes the caller's registration of a hash.
+    Unpublish { hash: Hash },
+    /// Words and prefixes of file names, or a hash or hash prefix (hex).
+    Search { query: String, limit: u32 },
+    /// Online peers with their files, [`crate::limits::ONLINE_PAGE_PEERS`] a page.
+    Online { page: u32 },
+    /// Up to `k` random online peers other than the caller.
+    Referral { k: u32 },
+    /// Changes the caller's nickname.
+    Rename { nickname: String },
+    /// Ends the lease now and removes every registration of the caller.
+    Leave,
+}
+
+/// One provider of a search hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provider {
+    pub peer: PeerInfo,
+    /// The name this provider published the file under.
+    pub name: String,
+    /// Unix milliseconds of the registration.
+    pub registered_at: u64,
+}
+
+/// All online providers of one hash, most recent registration first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    pub hash: Hash,
+    pub size: u64,
+    /// The name of the most recent registration.
+    pub name: String,
+    pub providers: Vec<Provider>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlinePeer {
+    pub peer: PeerInfo,
+    pub files: Vec<FileEntry>,
+    /// Unix milliseconds until which the lease runs.
+    pub lease_until: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The proof does not match this network's key.
+    NotMember,
+    /// The caller must Join first.
+    NotJoined,
+    NicknameTaken,
+    InvalidNickname,
+    InvalidFileName,
+    /// Only the key that registered a file can unpublish it.
+    NotOwner,
+    NotFound,
+    /// A named limit was exceeded.
+    LimitExceeded,
+    InvalidRequest,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Join accepted. Intervals are the index's; clients follow them.
+    Joined {
+        heartbeat_ms: u64,
+        lease_ttl_ms: u64,
+    },
+    Ok,
+    Published { count: u32 },
+    Hits(Vec<Hit>),
+    Online {
+        peers: Vec<OnlinePeer>,
+        next_page: Option<u32>,
+    },
+    Peers(Vec<PeerInfo>),
+    /// A refusal. `message` is one sentence meant for the person at the keyboard.
+    Error { code: ErrorCode, message: String },
+}
+
+impl Response {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+    use proptest::prelude::*;
+
+    fn id(seed: u8) -> EndpointId {
+        iroh::SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    fn arb_entry() -> impl Strategy<Value = FileEntry> {
+        ("\\PC{0,40}", any::<u64>(), any::<[u8; 32]>()).prop_map(|(name, size, h)| FileEntry {
+            name,
+            size,
+            hash: Hash::from_bytes(h),
+        })
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            ("\\PC{0,40}", any::<[u8; 32]>(), any::<u8>(), proptest::collection::vec(any::<SocketAddr>(), 0..4))
+                .prop_map(|(nickname, proof, seed, ip)| Request::Join(Join {
+                    nickname,
+                    proof,
+                    addr: PeerAddr { id: id(seed), ip, relay: None },
+                })),
+            proptest::collection::vec(any::<u8>(), 0..8)
+                .prop_map(|s| Request::Heartbeat { neighbors: s.into_iter().map(id).collect() }),
+            proptest::collection::vec(arb_entry(), 0..8).prop_map(|files| Request::Publish { files }),
+            any::<[u8; 32]>().prop_map(|h| Request::Unpublish { hash: Hash::from_bytes(h) }),
+            ("\\PC{0,60}", any::<u32>()).prop_map(|(query, limit)| Request::Search { query, limit }),
+            any::<u32>().prop_map(|page| Request::Online { page }),
+            any::<u32>().prop_map(|k| Request::Referral { k }),
+            Just(Request::Leave),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(req in arb_request()) {
+            let bytes = frame::encode(&req, usize::MAX).unwrap();
+            let back: Request = frame::decode(&bytes[frame::PREFIX_LEN..]).unwrap();
+            prop_assert_eq!(back, req);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = frame::decode::<Request>(&bytes);
+            let _ = frame::decode::<Response>(&bytes);
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let hit = Hit {
+            hash: Hash::new(b"x"),
+            size: 1,
+            name: "x".into(),
+            providers: vec![Provider {
+                peer: PeerInfo {
+                    addr: PeerAddr { id: id(1), ip: vec!["127.0.0.1:4".parse().unwrap()], relay: None },
+                    nickname: "a".into(),
+                },
+                name: "x".into(),
+                registered_at: 9,
+            }],
+        };
+        for resp in [
+            Response::Hits(vec![hit]),
+            Response::error(ErrorCode::NotOwner, "no"),
+            Response::Joined { heartbeat_ms: 1, lease_ttl_ms: 2 },
+        ] {
+            let bytes = frame::encode(&resp, usize::MAX).unwrap();
+            let back: Response = frame::decode(&bytes[frame::PREFIX_LEN..]).unwrap();
+            assert_eq!(back, resp);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The network key: 32 secret bytes that define a peernet network.
+//!
+//! Whoever holds the ticket holds the key. The index admits a peer only with a
+//! proof derived from the key, and the gossip topic is derived from it, so
+//! nobody without the ticket can join the index or find the chat.
+
+use iroh::EndpointId;
+use serde::{Deserialize, Serialize};
+
+/// Domain separation for the join proof.
+const JOIN_CONTEXT: &[u8] = b"peernet/join/1";
+/// Domain separation for the gossip topic.
+const TOPIC_CONTEXT: &str = "peernet 2026 gossip topic v1";
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkKey([u8; 32]);
+
+impl std::fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret itself; the topic id is enough to tell keys apart.
+        write!(f, "NetworkKey(topic {})", data_encoding::HEXLOWER.encode(&self.topic()[..4]))
+    }
+}
+
+impl NetworkKey {
+    pub fn generate() -> Self {
+        Self(rand::random())
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Proof that `joiner` knows the key, bound to both ends of the connection
+    /// so a proof overheard for one peer or one index is useless elsewhere.
+    pub fn join_proof(&self, joiner: &EndpointId, index: &EndpointId) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(JOIN_CONTEXT);
+        hasher.update(joiner.as_bytes());
+        hasher.update(index.as_bytes());
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Checks a join proof in constant time.
+    pub fn verify_join(&self, joiner: &EndpointId, index: &EndpointId, proof: &[u8; 32]) -> bool {
+        blake3::Hash::from(self.join_proof(joiner, index)) == blake3::Hash::from(*proof)
+    }
+
+    /// The gossip topic of this network.
+    pub fn topic(&self) -> [u8; 32] {
+        blake3::derive_key(TOPIC_CONTEXT, &self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iroh::SecretKey;
+
+    #[test]
+    fn proof_is_bound_to_key_and_both_ends() {
+        let key = NetworkKey::generate();
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let index = SecretKey::generate().public();
+        let proof = key.join_proof(&a, &index);
+        assert!(key.verify_join(&a, &index, &proof));
+        assert!(!key.verify_join(&b, &index, &proof), "another peer cannot reuse it");
+        assert!(!key.verify_join(&a, &b, &proof), "another index cannot reuse it");
+        assert!(!NetworkKey::generate().verify_join(&a, &index, &proof), "wrong key");
+    }
+
+    #[test]
+    fn debug_does_not_leak_the_secret() {
+        let key = NetworkKey::from_bytes([0xab; 32]);
+        assert!(!format!("{key:?}").contains("abababab"));
+    }
+}

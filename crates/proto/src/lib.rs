@@ -1,0 +1,15 @@
+//! peernet's shared vocabulary: wire types, the join ticket, named limits and
+//! name rules.
+//!
+//! Nothing in this crate does IO. Everything here can be tested with plain
+//! values, and every other crate agrees on the network through these types.
+
+pub mod frame;
+pub mod index;
+pub mod key;
+pub mod limits;
+pub mod names;
+pub mod ticket;
+
+pub use iroh::EndpointId;
+pub use iroh_blobs::Hash;

@@ -1,0 +1,201 @@
+//! Rules for names that come from people or from the network: nicknames, and
+//! the file names a provider advertises, which become paths on our disk.
+
+use crate::limits::{MAX_FILE_NAME_BYTES, MAX_NICKNAME_CHARS};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NicknameError {
+    #[error("a nickname cannot be empty")]
+    Empty,
+    #[error("a nickname has at most {MAX_NICKNAME_CHARS} characters")]
+    TooLong,
+    #[error("a nickname may only contain printable characters")]
+    NotPrintable,
+    #[error("a nickname cannot start or end with a space")]
+    OuterSpace,
+}
+
+/// Checks a nickname: 1 to 32 printable characters, no outer whitespace.
+pub fn validate_nickname(nick: &str) -> Result<(), NicknameError> {
+    if nick.is_empty() {
+        return Err(NicknameError::Empty);
+    }
+    if nick.chars().count() > MAX_NICKNAME_CHARS {
+        return Err(NicknameError::TooLong);
+    }
+    if nick.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(NicknameError::NotPrintable);
+    }
+    if nick.trim() != nick {
+        return Err(NicknameError::OuterSpace);
+    }
+    Ok(())
+}
+
+/// Characters that print as nothing and would let two names look the same.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FileNameError {
+    #[error("a shared file name cannot be empty")]
+    Empty,
+    #[error("a shared file name has at most {MAX_FILE_NAME_BYTES} bytes")]
+    TooLong,
+    #[error("a shared file name cannot contain control characters or path separators")]
+    BadCharacter,
+    #[error("'.' and '..' are not file names")]
+    DotName,
+}
+
+/// Checks a name a peer wants to publish. Publishers only ever send the last
+/// component of their path, so anything path-like is a bug or an attack.
+pub fn validate_file_name(name: &str) -> Result<(), FileNameError> {
+    if name.is_empty() {
+        return Err(FileNameError::Empty);
+    }
+    if name.len() > MAX_FILE_NAME_BYTES {
+        return Err(FileNameError::TooLong);
+    }
+    if name.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+        return Err(FileNameError::BadCharacter);
+    }
+    if name == "." || name == ".." {
+        return Err(FileNameError::DotName);
+    }
+    Ok(())
+}
+
+/// Turns a name advertised by another peer into one safe file name to create
+/// inside the downloads directory.
+///
+/// The result never contains a path separator, NUL or other control
+/// character, is never `.` or `..`, never starts with `-` or `.` followed by
+/// nothing else, and fits in [`MAX_FILE_NAME_BYTES`]. Only the last path
+/// component survives, so `../../etc/x` and `/abs/x` both become `x`. When
+/// nothing usable is left, `fallback` is used.
+pub fn sanitize_file_name(advertised: &str, fallback: &str) -> String {
+    let last = advertised
+        .rsplit(['/', '\\'])
+        .find(|part| !part.trim().is_empty() && *part != "." && *part != "..")
+        .unwrap_or("");
+    let mut clean: String = last
+        .chars()
+        .map(|c| if c.is_control() || is_invisible(c) || c == ':' { '_' } else { c })
+        .collect();
+    clean = clean.trim().to_string();
+    // A name made only of dots is a directory reference on some systems.
+    if clean.chars().all(|c| c == '.') {
+        clean.clear();
+    }
+    truncate_utf8(&mut clean, MAX_FILE_NAME_BYTES);
+    if clean.is_empty() {
+        let mut fb = fallback.to_string();
+        truncate_utf8(&mut fb, MAX_FILE_NAME_BYTES);
+        return fb;
+    }
+    clean
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+}
+
+/// The n-th alternative to `name` when `name` already exists:
+/// `photo.jpg` becomes `photo (1).jpg`, `archive.tar.gz` becomes
+/// `archive (1).tar.gz`, `README` becomes `README (1)`.
+pub fn numbered_alternative(name: &str, n: u32) -> String {
+    let (stem, ext) = match name.find('.') {
+        Some(0) | None => (name, ""),
+        Some(i) => name.split_at(i),
+    };
+    let suffix = format!(" ({n})");
+    let mut stem = stem.to_string();
+    truncate_utf8(&mut stem, MAX_FILE_NAME_BYTES.saturating_sub(suffix.len() + ext.len()));
+    format!("{stem}{suffix}{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nicknames() {
+        assert!(validate_nickname("alice").is_ok());
+        assert!(validate_nickname("Zoë 42").is_ok());
+        assert_eq!(validate_nickname(""), Err(NicknameError::Empty));
+        assert_eq!(validate_nickname(&"x".repeat(33)), Err(NicknameError::TooLong));
+        assert!(validate_nickname(&"é".repeat(32)).is_ok(), "limit counts characters");
+        assert_eq!(validate_nickname("a\nb"), Err(NicknameError::NotPrintable));
+        assert_eq!(validate_nickname("a\u{200b}b"), Err(NicknameError::NotPrintable));
+        assert_eq!(validate_nickname(" bob"), Err(NicknameError::OuterSpace));
+    }
+
+    #[test]
+    fn file_names_to_publish() {
+        assert!(validate_file_name("report 2024.pdf").is_ok());
+        assert!(validate_file_name(".hidden").is_ok());
+        assert_eq!(validate_file_name("a/b"), Err(FileNameError::BadCharacter));
+        assert_eq!(validate_file_name("a\0b"), Err(FileNameError::BadCharacter));
+        assert_eq!(validate_file_name(".."), Err(FileNameError::DotName));
+        assert_eq!(validate_file_name(""), Err(FileNameError::Empty));
+        assert_eq!(validate_file_name(&"a".repeat(256)), Err(FileNameError::TooLong));
+    }
+
+    #[test]
+    fn sanitizer_keeps_only_a_last_component() {
+        assert_eq!(sanitize_file_name("../../etc/x", "f"), "x");
+        assert_eq!(sanitize_file_name("/abs/x", "f"), "x");
+        assert_eq!(sanitize_file_name("..\\..\\win\\x.exe", "f"), "x.exe");
+        assert_eq!(sanitize_file_name("dir/", "f"), "dir");
+        assert_eq!(sanitize_file_name("a/..", "f"), "a");
+    }
+
+    #[test]
+    fn sanitizer_removes_nul_and_control_characters() {
+        assert_eq!(sanitize_file_name("evil\0name", "f"), "evil_name");
+        assert_eq!(sanitize_file_name("line\nbreak\r", "f"), "line_break_");
+        assert_eq!(sanitize_file_name("c:boot.ini", "f"), "c_boot.ini");
+    }
+
+    #[test]
+    fn sanitizer_falls_back_when_nothing_is_left() {
+        for bad in ["", ".", "..", "/", "../..", "...", "   ", "/../"] {
+            assert_eq!(sanitize_file_name(bad, "download-abc"), "download-abc", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sanitizer_truncates_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let out = sanitize_file_name(&long, "f");
+        assert!(out.len() <= MAX_FILE_NAME_BYTES);
+        assert!(out.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn sanitized_names_are_always_plain() {
+        let nasty = ["../x", "/", "a\\b", "\0", "..", "x/../../y", "\u{202e}gpj.exe"];
+        for n in nasty {
+            let out = sanitize_file_name(n, "fallback");
+            assert!(validate_file_name(&out).is_ok(), "{n:?} -> {out:?}");
+        }
+    }
+
+    #[test]
+    fn numbered_alternatives() {
+        assert_eq!(numbered_alternative("photo.jpg", 1), "photo (1).jpg");
+        assert_eq!(numbered_alternative("a.tar.gz", 2), "a (2).tar.gz");
+        assert_eq!(numbered_alternative("README", 3), "README (3)");
+        assert_eq!(numbered_alternative(".bashrc", 1), ".bashrc (1)");
+        assert!(numbered_alternative(&"a".repeat(255), 9).len() <= MAX_FILE_NAME_BYTES);
+    }
+}
