@@ -32,6 +32,9 @@ impl ControlClient {
             .read_control()
             .map_err(|e| ClientError::Api(e.to_string()))?
             .ok_or_else(|| ClientError::NoDaemon(data_dir.to_owned()))?;
+        // The control API is plain HTTP on loopback, but the HTTP client is
+        // built with TLS support (shared with iroh) and needs a provider chosen.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Self {
             base: format!("http://{}", info.addr),
             auth: format!("Bearer {}", info.token),
