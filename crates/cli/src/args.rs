@@ -132,6 +132,42 @@ pub enum Command {
     Status,
     /// Leave the network and stop the peer.
     Down,
+    /// Send a chat message to everybody.
+    Say {
+        /// The message (at most 4096 bytes).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        text: Vec<String>,
+    },
+    /// Join the chat room: see messages as they arrive and type your own
+    /// (/nick NAME, /who, /quit).
+    Chat,
+    /// Change your screen name.
+    Nick { name: String },
+    /// The chat members, online or offline.
+    Who,
+    /// The recent chat messages this peer received.
+    Messages {
+        /// Only messages after this index (see the index field with --json).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Print the map of the whole network.
+    Topo {
+        /// text for a terminal, dot for Graphviz, json for scripts.
+        #[arg(long, value_enum, default_value_t = TopoFormat::Text)]
+        format: TopoFormat,
+    },
+    /// Close the whole network (only from the root's data directory).
+    StopNetwork,
+    /// An interactive prompt for all of the above.
+    Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopoFormat {
+    Text,
+    Dot,
+    Json,
 }
 
 /// Parses `500ms`, `10s`, `2m` or a bare number of seconds.

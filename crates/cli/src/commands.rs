@@ -5,16 +5,22 @@ use std::{path::Path, time::Instant};
 
 use anyhow::{Context, Result};
 use peernet_node::{
-    control::{client::ControlClient, GetEvent, GetRequest, OnlineReply, SearchReply, ShareReply, ShareRequest, Status, UnshareRequest},
-    host::{HostConfig, IndexHost},
+    control::{
+        client::ControlClient, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply,
+        ShareRequest, Status, UnshareRequest,
+    },
     shares::Share,
     Config, Node,
 };
-use peernet_proto::ticket::Ticket;
+use peernet_proto::{
+    chat::{ChatMessage, Member},
+    ticket::Ticket,
+    topo::Graph,
+};
 
 use crate::{
-    args::{Cli, Command},
-    output,
+    args::{Cli, Command, TopoFormat},
+    output, shell,
 };
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -23,7 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up { join, nick, share, downloads, upload_limit, net, lease } => {
             let join = join.map(|t| t.parse::<Ticket>()).transpose()?;
-            let config = Config {
+            up(Config {
                 data_dir,
                 join,
                 nickname: nick,
@@ -33,67 +39,117 @@ pub async fn run(cli: Cli) -> Result<()> {
                 relay: net.relay,
                 index: peernet_index::Config { heartbeat: lease.heartbeat, lease_ttl: lease.lease_ttl },
                 upload_limit,
-            };
-            up(config).await
+                index_only: false,
+            })
+            .await
         }
         Command::Index { net, lease } => {
-            let config = HostConfig {
+            up(Config {
                 data_dir,
+                join: None,
+                nickname: None,
+                share: Vec::new(),
+                downloads: None,
                 bind: net.bind,
                 relay: net.relay,
                 index: peernet_index::Config { heartbeat: lease.heartbeat, lease_ttl: lease.lease_ttl },
-            };
-            index(config).await
+                upload_limit: None,
+                index_only: true,
+            })
+            .await
         }
+        Command::Chat => shell::chat(&client(&data_dir)?).await,
+        Command::Shell => shell::shell(&data_dir).await,
+        other => run_client(&client(&data_dir)?, other, json).await,
+    }
+}
+
+/// Runs a command that talks to a running daemon (also used by the shell).
+pub async fn run_client(client: &ControlClient, command: Command, json: bool) -> Result<()> {
+    match command {
         Command::Share { path } => {
             let path = std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))?;
-            let reply: ShareReply = client(&data_dir)?.post("/v1/share", &ShareRequest { path }).await?;
+            let reply: ShareReply = client.post("/v1/share", &ShareRequest { path }).await?;
             output::share(&reply, json);
-            Ok(())
         }
         Command::Unshare { target } => {
-            let share: Share = client(&data_dir)?.post("/v1/unshare", &UnshareRequest { target }).await?;
+            let share: Share = client.post("/v1/unshare", &UnshareRequest { target }).await?;
             output::unshared(&share, json);
-            Ok(())
         }
         Command::Ls => {
-            let shares: Vec<Share> = client(&data_dir)?.get("/v1/ls", &[]).await?;
+            let shares: Vec<Share> = client.get("/v1/ls", &[]).await?;
             output::shares(&shares, json);
-            Ok(())
         }
         Command::Online => {
-            let reply: OnlineReply = client(&data_dir)?.get("/v1/online", &[]).await?;
+            let reply: OnlineReply = client.get("/v1/online", &[]).await?;
             output::online(&reply.peers, json);
-            Ok(())
         }
         Command::Search { query, limit } => {
-            let reply: SearchReply =
-                client(&data_dir)?.get("/v1/search", &[("q", query), ("limit", limit.to_string())]).await?;
+            let reply: SearchReply = client.get("/v1/search", &[("q", query), ("limit", limit.to_string())]).await?;
             output::hits(&reply.hits, json);
-            Ok(())
         }
         Command::Get { target, out } => {
             let out = out
                 .map(|o| std::path::absolute(&o).with_context(|| format!("cannot resolve {}", o.display())))
                 .transpose()?;
-            get(&data_dir, GetRequest { target, out }, json).await
+            get(client, GetRequest { target, out }, json).await?;
         }
         Command::Status => {
-            let status: Status = client(&data_dir)?.get("/v1/status", &[]).await?;
+            let status: Status = client.get("/v1/status", &[]).await?;
             output::status(&status, json);
-            Ok(())
         }
         Command::Down => {
-            let _: serde_json::Value = client(&data_dir)?.post("/v1/down", &serde_json::json!({})).await?;
+            let _: serde_json::Value = client.post("/v1/down", &serde_json::json!({})).await?;
             if !json {
                 println!("peernet is leaving the network and shutting down");
             }
-            Ok(())
+        }
+        Command::Say { text } => {
+            let msg: ChatMessage = client.post("/v1/say", &SayRequest { text: text.join(" ") }).await?;
+            if json {
+                output::print_json(&msg);
+            }
+        }
+        Command::Nick { name } => {
+            let _: serde_json::Value = client.post("/v1/nick", &NickRequest { nickname: name.clone() }).await?;
+            if !json {
+                println!("you are now {name}");
+            }
+        }
+        Command::Who => {
+            let members: Vec<Member> = client.get("/v1/who", &[]).await?;
+            output::members(&members, json);
+        }
+        Command::Messages { after } => {
+            let messages: Vec<ChatMessage> = client.get("/v1/messages", &[("after", after.to_string())]).await?;
+            if json {
+                output::print_json(&messages);
+            } else {
+                messages.iter().for_each(output::message);
+            }
+        }
+        Command::Topo { format } => {
+            let graph: Graph = client.get("/v1/topo", &[]).await?;
+            match (format, json) {
+                (TopoFormat::Json, _) | (_, true) => output::print_json(&graph),
+                (TopoFormat::Dot, _) => print!("{}", graph.to_dot()),
+                (TopoFormat::Text, _) => print!("{}", graph.to_text()),
+            }
+        }
+        Command::StopNetwork => {
+            let _: serde_json::Value = client.post("/v1/stop-network", &serde_json::json!({})).await?;
+            if !json {
+                println!("closing the network: every peer is told to leave");
+            }
+        }
+        Command::Up { .. } | Command::Index { .. } | Command::Chat | Command::Shell => {
+            anyhow::bail!("that command starts its own session; run it outside the shell")
         }
     }
+    Ok(())
 }
 
-fn client(data_dir: &Path) -> Result<ControlClient> {
+pub fn client(data_dir: &Path) -> Result<ControlClient> {
     Ok(ControlClient::connect(data_dir)?)
 }
 
@@ -121,28 +177,16 @@ async fn up(config: Config) -> Result<()> {
     let node = Node::spawn(config).await?;
     output::up_banner(&node);
     tokio::select! {
-        _ = signal() => {}
-        _ = node.shutdown_requested() => {}
+        _ = signal() => eprintln!("leaving the network..."),
+        _ = node.shutdown_requested() => eprintln!("leaving the network..."),
+        _ = node.network_closed() => eprintln!("the network was closed by its root; leaving"),
     }
-    eprintln!("leaving the network...");
     node.shutdown().await;
     eprintln!("peernet stopped");
     Ok(())
 }
 
-async fn index(config: HostConfig) -> Result<()> {
-    let host = IndexHost::spawn(config).await?;
-    println!("peernet index is running. Peers join with:");
-    println!("  peernet up --join {}", host.ticket());
-    println!("ticket: {}", host.ticket());
-    signal().await;
-    host.shutdown().await;
-    eprintln!("peernet index stopped");
-    Ok(())
-}
-
-async fn get(data_dir: &Path, req: GetRequest, json: bool) -> Result<()> {
-    let client = client(data_dir)?;
+async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> {
     let started = Instant::now();
     let mut progress = output::Progress::new(json);
     let last = client.get_file(&req, |event| progress.on_event(event)).await?;

@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod output;
+mod shell;
 
 use std::process::ExitCode;
 

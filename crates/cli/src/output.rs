@@ -8,10 +8,13 @@ use peernet_node::{
     shares::Share,
     Node,
 };
-use peernet_proto::index::{Hit, OnlinePeer};
+use peernet_proto::{
+    chat::{ChatMessage, Member},
+    index::{Hit, OnlinePeer},
+};
 use serde::Serialize;
 
-fn print_json<T: Serialize + ?Sized>(value: &T) {
+pub fn print_json<T: Serialize + ?Sized>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("plain data always serializes"));
 }
 
@@ -182,5 +185,31 @@ impl Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
+pub fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+}
+
+/// A chat line: time, name with short id (so a copied name cannot pass for
+/// someone else), text.
+pub fn message(m: &ChatMessage) {
+    println!("[{}] {} ({}): {}", clock(m.sent_at_ms), m.nickname, m.author.fmt_short(), m.text);
+}
+
+pub fn members(members: &[Member], json: bool) {
+    if json {
+        return print_json(members);
+    }
+    if members.is_empty() {
+        println!("nobody in the room yet");
+        return;
+    }
+    for m in members {
+        let state = if m.online { "online" } else if m.left { "offline (left)" } else { "offline" };
+        println!("{:<32} {}  {}", m.nickname, m.id.fmt_short(), state);
     }
 }

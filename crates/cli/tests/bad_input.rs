@@ -143,3 +143,31 @@ fn cli_errors_are_one_clear_sentence() {
     // The daemon kept serving through all of it.
     assert_eq!(online_nicks(&alice), ["alice"]);
 }
+
+/// The control API refuses requests without the bearer token.
+#[test]
+fn control_api_requires_the_token() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let host = Daemon::host("root", &tmp.path().join("host"), &[]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(host.data_dir.join("control.json")).unwrap()).unwrap();
+    let addr = info["addr"].as_str().unwrap();
+    let request = |auth: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET /v1/status HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    assert!(request("").starts_with("HTTP/1.1 401"));
+    assert!(request("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 401"));
+    let token = info["token"].as_str().unwrap();
+    assert!(request(&format!("Authorization: Bearer {token}\r\n")).starts_with("HTTP/1.1 200"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(host.data_dir.join("control.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner may read the token");
+    }
+}

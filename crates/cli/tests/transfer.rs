@@ -106,3 +106,21 @@ fn hostile_names_stay_in_the_downloads_dir() {
     assert!(!Path::new("/abs/x").exists());
     let _ = a;
 }
+
+/// Dead providers: a get from a provider that was killed a moment ago (its
+/// lease not yet expired) fails with one clear sentence, and the daemon
+/// keeps serving.
+#[test]
+fn dead_provider_gives_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = Daemon::index(&tmp.path().join("index"));
+    let file = tmp.path().join("lonely.bin");
+    random_file(&file, 1_000_000, 3);
+    let mut a = Daemon::peer("alice", &tmp.path().join("a"), &index.ticket, &["--share", file.to_str().unwrap()]);
+    let b = Daemon::peer("bob", &tmp.path().join("b"), &index.ticket, &[]);
+    a.kill9();
+    let err = b.fails(&["get", "lonely.bin"]);
+    assert!(err.contains("no provider could deliver the file") && err.contains("run the same get again"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(b.ok(&["status"]).contains("bob"), "the daemon keeps serving");
+}

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use iroh::EndpointId;
 use peernet_proto::{
-    index::{ErrorCode, Join, Request, Response},
+    index::{ErrorCode, Join, Request, Response, Topology, TopologyPeer},
     key::NetworkKey,
     limits::{
         MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_SEARCH_LIMIT,
@@ -58,6 +58,8 @@ impl Service {
         let mut store = self.store();
         let result = match request {
             Request::Join(join) => return self.join(&mut store, from, join, now),
+            // The index itself (a hosting peer's overlay) may ask anything.
+            other if from == self.me => other,
             other => {
                 // Membership is checked first so that a non-member learns
                 // nothing about the network's contents.
@@ -116,6 +118,15 @@ impl Service {
                 store.rename(&from, &nickname, now).map(|_| Response::Ok)
             }
             Request::Leave => store.leave(&from).map(|_| Response::Ok),
+            Request::Topology => store.online_peers(now).map(|peers| {
+                Response::Topology(Topology {
+                    root: self.me,
+                    peers: peers
+                        .into_iter()
+                        .map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors })
+                        .collect(),
+                })
+            }),
         };
         outcome.unwrap_or_else(store_error)
     }

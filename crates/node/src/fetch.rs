@@ -128,9 +128,10 @@ async fn download(
             }
             DownloadProgressItem::Error(e) => return Err(failed(&e)),
             DownloadProgressItem::DownloadError => {
-                return Err(NodeError::Download(
-                    "every provider failed before the download completed; what arrived is kept, run the same get again to resume".into(),
-                ))
+                return Err(NodeError::Download(format!(
+                    "no provider could deliver the file ({} failed); what arrived is verified and kept, run the same get again later to resume",
+                    failed_providers.len()
+                )))
             }
             DownloadProgressItem::TryProvider { .. } | DownloadProgressItem::PartComplete { .. } => {}
         }

@@ -75,6 +75,7 @@ enum Route {
 #[derive(Debug, Clone, Copy)]
 struct Timing {
     heartbeat: Duration,
+    lease_ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -133,6 +134,11 @@ impl IndexClient {
 
     fn timing(&self) -> Option<Timing> {
         *self.inner.timing.lock().expect("timing lock")
+    }
+
+    /// The index's heartbeat interval and lease TTL, once joined.
+    pub fn lease_timing(&self) -> Option<(Duration, Duration)> {
+        self.timing().map(|t| (t.heartbeat, t.lease_ttl))
     }
 
     fn request_timeout(&self) -> Duration {
@@ -210,7 +216,10 @@ impl IndexClient {
         let request = Request::Join(Join { nickname: nickname.to_string(), proof, addr: self.inner.me.clone() });
         match self.request(request).await? {
             Response::Joined { heartbeat_ms, lease_ttl_ms } => {
-                let timing = Timing { heartbeat: Duration::from_millis(heartbeat_ms.max(100)) };
+                let timing = Timing {
+                    heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
+                    lease_ttl: Duration::from_millis(lease_ttl_ms),
+                };
                 *self.inner.timing.lock().expect("timing lock") = Some(timing);
                 self.inner.status.send_replace(IndexStatus::Joined {
                     since_ms: now_ms(),
@@ -267,6 +276,7 @@ impl IndexClient {
         self,
         nickname: watch::Receiver<String>,
         files: impl Fn() -> Vec<FileEntry> + Send + 'static,
+        neighbors: impl Fn() -> Vec<EndpointId> + Send + 'static,
         first: oneshot::Sender<Result<(), IndexError>>,
         cancel: CancellationToken,
     ) {
@@ -290,7 +300,7 @@ impl IndexClient {
                 Ok(()) => {
                     info!("joined the index {}", self.inner.index_id.fmt_short());
                     backoff = FIRST_BACKOFF;
-                    self.heartbeat_until_failure(&cancel).await;
+                    self.heartbeat_until_failure(&neighbors, &cancel).await;
                     if cancel.is_cancelled() {
                         return;
                     }
@@ -317,14 +327,14 @@ impl IndexClient {
         self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(5))
     }
 
-    async fn heartbeat_until_failure(&self, cancel: &CancellationToken) {
+    async fn heartbeat_until_failure(&self, neighbors: &(impl Fn() -> Vec<EndpointId> + Send), cancel: &CancellationToken) {
         loop {
             let interval = self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(10));
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            match self.request(Request::Heartbeat { neighbors: Vec::new() }).await {
+            match self.request(Request::Heartbeat { neighbors: neighbors() }).await {
                 Ok(_) => {}
                 Err(e) => {
                     info!("heartbeat failed, re-joining: {e}");

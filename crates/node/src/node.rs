@@ -25,12 +25,16 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use iroh_gossip::net::Gossip;
+use peernet_proto::{chat::{ChatMessage, Member}, names::validate_nickname, topo::Graph};
+use std::sync::OnceLock;
 
 use crate::{
     control::{self, GetEvent, ShareReply, Status},
     data_dir::{ControlInfo, DataDir, DataDirError, Membership, State},
     endpoint::{self, EndpointConfig},
     index_client::{IndexClient, IndexError},
+    overlay::{Hooks, Overlay, OverlayError},
     resolve::{self, ResolveError},
     shares::{self, Share, ShareError, Shares},
 };
@@ -39,6 +43,12 @@ use crate::{
 const FIRST_JOIN_WAIT: Duration = Duration::from_secs(10);
 /// How long a graceful leave may take before shutdown goes on without it.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time for a leave event to spread before the endpoint closes.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
+/// Time for the root's close event to spread before the root goes away.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Gossip message cap: a signed chat event of the largest allowed text fits.
+const GOSSIP_MAX_MESSAGE: usize = peernet_proto::chat::MAX_EVENT_BYTES + 1024;
 /// Most online pages fetched for one `online` call.
 const MAX_ONLINE_PAGES: u32 = 256;
 
@@ -56,6 +66,8 @@ pub struct Config {
     pub index: peernet_index::Config,
     /// Most bytes per second served to other peers, all together.
     pub upload_limit: Option<u64>,
+    /// Run only the index (the root), without sharing or registering as a peer.
+    pub index_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +100,23 @@ pub enum NodeError {
     Save(String),
     #[error("cannot start the control API: {0}")]
     Control(String),
+    #[error("{0}")]
+    Overlay(String),
+    #[error("{0}")]
+    Chat(String),
+    #[error("{0}")]
+    Nickname(String),
+    #[error("only the root can close the network: run stop-network with the data directory of the peer or index that started it")]
+    NotRoot,
+}
+
+impl From<OverlayError> for NodeError {
+    fn from(e: OverlayError) -> Self {
+        match e {
+            OverlayError::TooLong(_) | OverlayError::Empty => Self::Chat(e.to_string()),
+            other => Self::Overlay(other.to_string()),
+        }
+    }
 }
 
 impl NodeError {
@@ -96,7 +125,8 @@ impl NodeError {
             Self::Share(ShareError::Unknown(_)) | Self::Resolve(ResolveError::Unknown(_)) | Self::NoProvider(_) => {
                 StatusCode::NOT_FOUND
             }
-            Self::Share(_) | Self::Resolve(_) => StatusCode::BAD_REQUEST,
+            Self::Share(_) | Self::Resolve(_) | Self::Chat(_) | Self::Nickname(_) => StatusCode::BAD_REQUEST,
+            Self::NotRoot => StatusCode::FORBIDDEN,
             Self::Index(IndexError::Refused { code: ErrorCode::NotOwner, .. }) => StatusCode::FORBIDDEN,
             Self::Index(IndexError::Refused { code: ErrorCode::NotFound, .. }) => StatusCode::NOT_FOUND,
             Self::Index(IndexError::Refused { .. }) => StatusCode::BAD_REQUEST,
@@ -120,6 +150,11 @@ pub(crate) struct Inner {
     pub(crate) nickname: watch::Sender<String>,
     pub(crate) downloads: PathBuf,
     pub(crate) ticket: Ticket,
+    pub(crate) gossip: Gossip,
+    pub(crate) overlay: Arc<OnceLock<Overlay>>,
+    index_only: bool,
+    /// Fired when the root closes the network.
+    closed: CancellationToken,
     cancel: CancellationToken,
     shutdown_requested: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
@@ -136,6 +171,7 @@ impl Node {
     pub async fn spawn(config: Config) -> Result<Self, NodeError> {
         let data_dir = DataDir::open(&config.data_dir)?;
         let secret_key = data_dir.secret_key()?;
+        let secret_for_overlay = secret_key.clone();
         let mut state = data_dir.load_state()?;
         let membership = match (&config.join, &state.membership) {
             (Some(_), Some(Membership::Host { .. })) => return Err(NodeError::HostsNetwork),
@@ -144,8 +180,11 @@ impl Node {
             (None, None) => Membership::Host { network_key: NetworkKey::generate() },
         };
         let hosting = matches!(membership, Membership::Host { .. });
+        if config.index_only && !hosting {
+            return Err(NodeError::MemberDataDir);
+        }
 
-        let mut alpns = vec![iroh_blobs::ALPN.to_vec()];
+        let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec()];
         if hosting {
             alpns.push(peernet_proto::index::ALPN.to_vec());
         }
@@ -154,7 +193,10 @@ impl Node {
 
         let store = FsStore::load(data_dir.blobs()).await.map_err(|e| NodeError::Store(e.to_string()))?;
         let blobs = BlobsProtocol::new(&store, config.upload_limit.map(crate::throttle::upload_limiter));
-        let mut router = Router::builder(endpoint.clone()).accept(iroh_blobs::ALPN, blobs);
+        let gossip = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE).spawn(endpoint.clone());
+        let mut router = Router::builder(endpoint.clone())
+            .accept(iroh_blobs::ALPN, blobs)
+            .accept(iroh_gossip::ALPN, gossip.clone());
 
         let (ticket, hosted, index) = match &membership {
             Membership::Host { network_key } => {
@@ -177,7 +219,9 @@ impl Node {
             .nickname
             .clone()
             .or_else(|| state.nickname.clone())
-            .unwrap_or_else(|| format!("peer-{}", endpoint.id().fmt_short()));
+            .unwrap_or_else(|| {
+                if config.index_only { "index".to_string() } else { format!("peer-{}", endpoint.id().fmt_short()) }
+            });
         let shares = Arc::new(Shares::load(data_dir.shares_file())?);
         for path in &config.share {
             let share = shares::import(&store, path).await?;
@@ -209,22 +253,29 @@ impl Node {
                 nickname: watch::channel(nickname).0,
                 downloads,
                 ticket,
+                gossip,
+                overlay: Arc::new(OnceLock::new()),
+                index_only: config.index_only,
+                closed: CancellationToken::new(),
                 cancel: CancellationToken::new(),
                 shutdown_requested: CancellationToken::new(),
                 tasks: Mutex::new(JoinSet::new()),
             }),
         };
 
-        let first = node.start_session();
-        match tokio::time::timeout(FIRST_JOIN_WAIT, first).await {
-            Ok(Ok(Ok(()))) => info!("joined the network"),
-            Ok(Ok(Err(e @ IndexError::Refused { .. }))) => {
-                node.shutdown_without_leave().await;
-                return Err(e.into());
+        if !config.index_only {
+            let first = node.start_session();
+            match tokio::time::timeout(FIRST_JOIN_WAIT, first).await {
+                Ok(Ok(Ok(()))) => info!("joined the network"),
+                Ok(Ok(Err(e @ IndexError::Refused { .. }))) => {
+                    node.shutdown_without_leave().await;
+                    return Err(e.into());
+                }
+                Ok(Ok(Err(e))) => warn!("{e}"),
+                Ok(Err(_)) | Err(_) => warn!("the index has not answered yet; retrying in the background"),
             }
-            Ok(Ok(Err(e))) => warn!("{e}"),
-            Ok(Err(_)) | Err(_) => warn!("the index has not answered yet; retrying in the background"),
         }
+        node.start_overlay(secret_for_overlay).await?;
         node.start_control().await?;
         Ok(node)
     }
@@ -232,14 +283,109 @@ impl Node {
     fn start_session(&self) -> oneshot::Receiver<Result<(), IndexError>> {
         let (tx, rx) = oneshot::channel();
         let shares = self.inner.shares.clone();
+        let overlay = self.inner.overlay.clone();
         let session = self.inner.index.clone().run_session(
             self.inner.nickname.subscribe(),
             move || shares.entries(),
+            move || overlay.get().map(Overlay::neighbors).unwrap_or_default(),
             tx,
             self.inner.cancel.child_token(),
         );
         self.spawn_task(session);
         rx
+    }
+
+    async fn start_overlay(&self, secret: iroh::SecretKey) -> Result<(), NodeError> {
+        let index = self.inner.index.clone();
+        let timing_source = index.clone();
+        let hooks = Hooks {
+            nickname: self.inner.nickname.subscribe(),
+            closed: self.inner.closed.clone(),
+            timing: Box::new(move || timing_source.lease_timing()),
+        };
+        let (overlay, task) = Overlay::start(
+            &self.inner.gossip,
+            self.inner.ticket.network_key,
+            secret,
+            self.inner.ticket.index.id,
+            index,
+            self.inner.lookup.clone(),
+            !self.inner.index_only,
+            hooks,
+            self.inner.cancel.child_token(),
+        )
+        .await
+        .map_err(|e| NodeError::Overlay(e.to_string()))?;
+        self.inner.overlay.set(overlay).ok();
+        self.spawn_task(task);
+        Ok(())
+    }
+
+    pub(crate) fn overlay(&self) -> Result<&Overlay, NodeError> {
+        self.inner.overlay.get().ok_or_else(|| NodeError::Overlay("the overlay has not started yet".into()))
+    }
+
+    /// Sends a chat message to everybody.
+    pub async fn say(&self, text: &str) -> Result<ChatMessage, NodeError> {
+        Ok(self.overlay()?.say(text).await?)
+    }
+
+    /// Renames this peer: the index checks the name is free, then the room
+    /// hears about it.
+    pub async fn rename(&self, nickname: &str) -> Result<(), NodeError> {
+        validate_nickname(nickname).map_err(|e| NodeError::Nickname(e.to_string()))?;
+        match self.inner.index.request(Request::Rename { nickname: nickname.to_string() }).await {
+            Ok(_) => {}
+            Err(IndexError::Unreachable(e)) => {
+                return Err(NodeError::Nickname(format!(
+                    "the index is unreachable ({e}); a rename needs the index to check that the name is free, try again shortly"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.inner.nickname.send_replace(nickname.to_string());
+        let mut state = self.inner.data_dir.load_state()?;
+        state.nickname = Some(nickname.to_string());
+        self.inner.data_dir.save_state(&state)?;
+        self.overlay()?.announce_rename(nickname).await?;
+        Ok(())
+    }
+
+    pub fn members(&self) -> Result<Vec<Member>, NodeError> {
+        Ok(self.overlay()?.members())
+    }
+
+    pub fn messages_after(&self, index: u64) -> Result<Vec<ChatMessage>, NodeError> {
+        Ok(self.overlay()?.messages_after(index))
+    }
+
+    /// The map of the network, from the index.
+    pub async fn topology(&self) -> Result<Graph, NodeError> {
+        match self.inner.index.request(Request::Topology).await? {
+            Response::Topology(t) => Ok(Graph::from_topology(&t)),
+            _ => Err(IndexError::Unexpected.into()),
+        }
+    }
+
+    /// Closes the whole network: only the root can. The close event is
+    /// signed with the root's key; every peer verifies it and leaves.
+    pub async fn stop_network(&self) -> Result<(), NodeError> {
+        if !self.hosts_index() {
+            return Err(NodeError::NotRoot);
+        }
+        self.overlay()?.close_network().await?;
+        let node = self.clone();
+        self.spawn_task(async move {
+            // Give the event time to spread before this peer goes away.
+            tokio::time::sleep(CLOSE_GRACE).await;
+            node.inner.closed.cancel();
+        });
+        Ok(())
+    }
+
+    /// Resolves when the root has closed the network.
+    pub async fn network_closed(&self) {
+        self.inner.closed.cancelled().await
     }
 
     async fn start_control(&self) -> Result<(), NodeError> {
@@ -283,6 +429,8 @@ impl Node {
             index: self.inner.index.status(),
             addrs: endpoint::own_addr(&self.inner.endpoint).ip.iter().map(|a| a.to_string()).collect(),
             shares: self.inner.shares.list().len(),
+            neighbors: self.inner.overlay.get().map(|o| o.neighbors().iter().map(|n| n.fmt_short().to_string()).collect()).unwrap_or_default(),
+            dropped_events: self.inner.overlay.get().map(Overlay::dropped).unwrap_or_default(),
             data_dir: self.inner.data_dir.root().to_owned(),
             downloads: self.inner.downloads.clone(),
         }
@@ -380,6 +528,15 @@ impl Node {
     /// Leaves the index (de-registering everything), then stops all tasks,
     /// the router and the store.
     pub async fn shutdown(&self) {
+        if let Some(overlay) = self.inner.overlay.get() {
+            overlay.announce_leave().await;
+            // Let the leave reach the neighbours before the endpoint closes.
+            tokio::time::sleep(LEAVE_GRACE).await;
+        }
+        if self.inner.index_only {
+            self.shutdown_without_leave().await;
+            return;
+        }
         match tokio::time::timeout(LEAVE_TIMEOUT, self.inner.index.leave()).await {
             Ok(Ok(())) => info!("left the network"),
             Ok(Err(e)) => warn!("could not leave the index cleanly: {e}"),

@@ -117,6 +117,8 @@ pub enum Request {
     Rename { nickname: String },
     /// Ends the lease now and removes every registration of the caller.
     Leave,
+    /// Every online peer with the overlay neighbours it last reported.
+    Topology,
 }
 
 /// One provider of a search hit.
@@ -145,6 +147,20 @@ pub struct OnlinePeer {
     pub files: Vec<FileEntry>,
     /// Unix milliseconds until which the lease runs.
     pub lease_until: u64,
+}
+
+/// The overlay as the index knows it from heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// The index's key: the root of the network.
+    pub root: EndpointId,
+    pub peers: Vec<TopologyPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyPeer {
+    pub peer: PeerInfo,
+    pub neighbors: Vec<EndpointId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +196,7 @@ pub enum Response {
         next_page: Option<u32>,
     },
     Peers(Vec<PeerInfo>),
+    Topology(Topology),
     /// A refusal. `message` is one sentence meant for the person at the keyboard.
     Error { code: ErrorCode, message: String },
 }

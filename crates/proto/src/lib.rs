@@ -4,12 +4,14 @@
 //! Nothing in this crate does IO. Everything here can be tested with plain
 //! values, and every other crate agrees on the network through these types.
 
+pub mod chat;
 pub mod frame;
 pub mod index;
 pub mod key;
 pub mod limits;
 pub mod names;
 pub mod ticket;
+pub mod topo;
 
 pub use iroh::EndpointId;
 pub use iroh_blobs::Hash;

@@ -33,6 +33,10 @@ pub struct Status {
     pub index: IndexStatus,
     pub addrs: Vec<String>,
     pub shares: usize,
+    /// Current overlay neighbours (short ids).
+    pub neighbors: Vec<String>,
+    /// Overlay events dropped, by reason (forged, replayed, ...).
+    pub dropped_events: std::collections::BTreeMap<String, u64>,
     pub data_dir: PathBuf,
     pub downloads: PathBuf,
 }
@@ -76,6 +80,22 @@ pub struct GetRequest {
     pub target: String,
     /// Absolute directory to save into; the daemon's downloads dir if unset.
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SayRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NickRequest {
+    pub nickname: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagesQuery {
+    /// Only messages after this history index.
+    pub after: Option<u64>,
 }
 
 /// One line of the newline-delimited JSON stream `POST /v1/get` answers with.

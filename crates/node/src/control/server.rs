@@ -15,7 +15,10 @@ use axum::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ApiError, GetEvent, GetRequest, OnlineReply, SearchQuery, SearchReply, ShareRequest, UnshareRequest, AUTH_HEADER};
+use super::{
+    ApiError, GetEvent, GetRequest, MessagesQuery, NickRequest, OnlineReply, SayRequest, SearchQuery, SearchReply,
+    ShareRequest, UnshareRequest, AUTH_HEADER,
+};
 use crate::node::{Node, NodeError};
 
 /// Events buffered per `get` before the download waits for the client.
@@ -46,6 +49,12 @@ pub async fn serve(node: Node, token: String, cancel: CancellationToken) -> std:
         .route("/v1/online", get(online))
         .route("/v1/get", post(get_file))
         .route("/v1/down", post(down))
+        .route("/v1/say", post(say))
+        .route("/v1/nick", post(nick))
+        .route("/v1/who", get(who))
+        .route("/v1/messages", get(messages))
+        .route("/v1/topo", get(topo))
+        .route("/v1/stop-network", post(stop_network))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let expected = expected.clone();
             async move {
@@ -139,4 +148,35 @@ async fn get_file(State(node): State<Node>, Json(req): Json<GetRequest>) -> Resp
 async fn down(State(node): State<Node>) -> Response {
     node.request_shutdown();
     Json(serde_json::json!({"ok": true})).into_response()
+}
+
+fn reply<T: serde::Serialize>(result: Result<T, NodeError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn say(State(node): State<Node>, Json(req): Json<SayRequest>) -> Response {
+    reply(node.say(&req.text).await)
+}
+
+async fn nick(State(node): State<Node>, Json(req): Json<NickRequest>) -> Response {
+    reply(node.rename(&req.nickname).await.map(|_| serde_json::json!({"nickname": req.nickname})))
+}
+
+async fn who(State(node): State<Node>) -> Response {
+    reply(node.members())
+}
+
+async fn messages(State(node): State<Node>, Query(q): Query<MessagesQuery>) -> Response {
+    reply(node.messages_after(q.after.unwrap_or(0)))
+}
+
+async fn topo(State(node): State<Node>) -> Response {
+    reply(node.topology().await)
+}
+
+async fn stop_network(State(node): State<Node>) -> Response {
+    reply(node.stop_network().await.map(|_| serde_json::json!({"ok": true})))
 }

@@ -1,0 +1,263 @@
+//! The overlay: an iroh-gossip topic derived from the network key, carrying
+//! signed chat and presence events ([`peernet_proto::chat`]).
+//!
+//! HyParView keeps each peer's active view (its neighbours) and notices
+//! failed links; PlumTree spreads broadcasts along a tree with lazy repair.
+//! Neighbours are bootstrapped from the index's Referral; a peer that has
+//! lost all its neighbours asks the index for a new Referral by itself. The
+//! overlay keeps working while the index is down.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use iroh::{EndpointId, SecretKey};
+use iroh_gossip::{
+    api::{Event as GossipEvent, GossipSender},
+    net::Gossip,
+    proto::TopicId,
+};
+use n0_future::StreamExt;
+use peernet_index::now_ms;
+use peernet_proto::{
+    chat::{Author, Body, Change, ChatMessage, Member, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
+    index::{Request, Response},
+    key::NetworkKey,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{endpoint, index_client::IndexClient};
+
+/// How many peers to ask the index for when (re)attaching.
+const REFERRAL_K: u32 = 5;
+/// Room housekeeping period.
+const TICK: Duration = Duration::from_millis(250);
+/// Without neighbours for this long, ask the index for a new referral.
+const LONELY_AFTER: Duration = Duration::from_secs(2);
+/// Presence interval and TTL before the index has told us its timing.
+const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("a chat message has at most {MAX_TEXT_BYTES} bytes; this one has {0}")]
+    TooLong(usize),
+    #[error("a chat message cannot be empty")]
+    Empty,
+    #[error("the overlay is not running: {0}")]
+    Down(String),
+}
+
+#[derive(Debug)]
+struct Shared {
+    room: Room,
+    neighbors: BTreeSet<EndpointId>,
+    author: Author,
+}
+
+/// Handle to the overlay; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    shared: Arc<Mutex<Shared>>,
+    /// Serializes broadcasts so events leave in sequence order.
+    sender: Arc<tokio::sync::Mutex<GossipSender>>,
+    /// Whether this node takes part in chat (a standalone index does not).
+    chatty: bool,
+}
+
+/// What the overlay asks of the node.
+pub struct Hooks {
+    /// Current nickname, for presence.
+    pub nickname: tokio::sync::watch::Receiver<String>,
+    /// Fired when the root closes the network.
+    pub closed: CancellationToken,
+    /// Presence interval and TTL, from the index once joined.
+    pub timing: Box<dyn Fn() -> Option<(Duration, Duration)> + Send + Sync>,
+}
+
+impl Overlay {
+    /// Subscribes to the network's topic and starts the overlay task.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        gossip: &Gossip,
+        key: NetworkKey,
+        secret: SecretKey,
+        root: EndpointId,
+        index: IndexClient,
+        lookup: iroh::address_lookup::memory::MemoryLookup,
+        chatty: bool,
+        hooks: Hooks,
+        cancel: CancellationToken,
+    ) -> Result<(Self, impl std::future::Future<Output = ()> + Send + 'static), OverlayError> {
+        let topic = key.topic();
+        let bootstrap = referral(&index, &lookup).await;
+        let sub = gossip
+            .subscribe(TopicId::from_bytes(topic), bootstrap)
+            .await
+            .map_err(|e| OverlayError::Down(e.to_string()))?;
+        let (sender, mut receiver) = sub.split();
+        let ttl = DEFAULT_PRESENCE * 3;
+        let shared = Arc::new(Mutex::new(Shared {
+            room: Room::new(topic, root, ttl.as_millis() as u64),
+            neighbors: BTreeSet::new(),
+            author: Author::new(secret, topic),
+        }));
+        let overlay = Self { shared: shared.clone(), sender: Arc::new(tokio::sync::Mutex::new(sender)), chatty };
+        let me = overlay.clone();
+        let task = async move {
+            if me.chatty {
+                let nick = hooks.nickname.borrow().clone();
+                me.broadcast(Body::Hello { nickname: nick }).await.ok();
+            }
+            let mut tick = tokio::time::interval(TICK);
+            let mut last_presence = tokio::time::Instant::now();
+            let mut lonely_since: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    event = receiver.next() => {
+                        let Some(event) = event else { break };
+                        match event {
+                            Ok(GossipEvent::NeighborUp(id)) => {
+                                debug!("neighbour up: {}", id.fmt_short());
+                                me.lock().neighbors.insert(id);
+                                lonely_since = None;
+                                // Tell newcomers who we are without waiting for the next presence.
+                                if me.chatty {
+                                    let nick = hooks.nickname.borrow().clone();
+                                    me.broadcast(Body::Presence { nickname: nick }).await.ok();
+                                }
+                            }
+                            Ok(GossipEvent::NeighborDown(id)) => {
+                                debug!("neighbour down: {}", id.fmt_short());
+                                let mut s = me.lock();
+                                s.neighbors.remove(&id);
+                                if s.neighbors.is_empty() {
+                                    lonely_since = Some(tokio::time::Instant::now());
+                                }
+                            }
+                            Ok(GossipEvent::Received(msg)) => {
+                                let changes = me.lock().room.receive(&msg.content, now_ms());
+                                match changes {
+                                    Ok(changes) => {
+                                        if changes.contains(&Change::Closed) {
+                                            info!("the network was closed by its root");
+                                            hooks.closed.cancel();
+                                        }
+                                    }
+                                    Err(why) => warn!("dropped an event delivered by {}: {why}", msg.delivered_from.fmt_short()),
+                                }
+                            }
+                            Ok(GossipEvent::Lagged) => warn!("overlay events were lost because this peer fell behind"),
+                            Err(e) => {
+                                warn!("overlay receiver failed: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let (interval, ttl) = (hooks.timing)().unwrap_or((DEFAULT_PRESENCE, DEFAULT_PRESENCE * 3));
+                        {
+                            let mut s = me.lock();
+                            s.room.set_presence_ttl(ttl.as_millis() as u64);
+                            s.room.tick(now_ms());
+                        }
+                        if me.chatty && last_presence.elapsed() >= interval {
+                            last_presence = tokio::time::Instant::now();
+                            let nick = hooks.nickname.borrow().clone();
+                            me.broadcast(Body::Presence { nickname: nick }).await.ok();
+                        }
+                        if lonely_since.is_some_and(|t| t.elapsed() >= LONELY_AFTER) {
+                            lonely_since = Some(tokio::time::Instant::now());
+                            let peers = referral(&index, &lookup).await;
+                            if !peers.is_empty() {
+                                debug!("no neighbours: re-attaching to {} referred peers", peers.len());
+                                me.sender.lock().await.join_peers(peers).await.ok();
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        Ok((overlay, task))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().expect("overlay lock")
+    }
+
+    /// Signs and broadcasts an event, and applies it to our own room.
+    async fn broadcast(&self, body: Body) -> Result<(), OverlayError> {
+        let sender = self.sender.lock().await;
+        let (event, bytes) = {
+            let mut s = self.lock();
+            let now = now_ms();
+            let (event, bytes) = s.author.event(body, now);
+            (event, bytes)
+        };
+        debug_assert!(bytes.len() <= MAX_EVENT_BYTES);
+        self.lock().room.accept(event, now_ms()).ok();
+        sender.broadcast(Bytes::from(bytes)).await.map_err(|e| OverlayError::Down(e.to_string()))
+    }
+
+    pub async fn say(&self, text: &str) -> Result<ChatMessage, OverlayError> {
+        if text.trim().is_empty() {
+            return Err(OverlayError::Empty);
+        }
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(OverlayError::TooLong(text.len()));
+        }
+        self.broadcast(Body::Message { text: text.to_string() }).await?;
+        Ok(self.lock().room.messages_after(0).last().cloned().expect("our own message was just delivered"))
+    }
+
+    pub async fn announce_rename(&self, nickname: &str) -> Result<(), OverlayError> {
+        self.broadcast(Body::Rename { nickname: nickname.to_string() }).await
+    }
+
+    pub async fn announce_leave(&self) {
+        if self.chatty {
+            self.broadcast(Body::Leave).await.ok();
+        }
+    }
+
+    pub async fn close_network(&self) -> Result<(), OverlayError> {
+        self.broadcast(Body::Close).await
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.lock().room.members(now_ms())
+    }
+
+    pub fn messages_after(&self, index: u64) -> Vec<ChatMessage> {
+        self.lock().room.messages_after(index)
+    }
+
+    pub fn neighbors(&self) -> Vec<EndpointId> {
+        self.lock().neighbors.iter().copied().collect()
+    }
+
+    pub fn dropped(&self) -> std::collections::BTreeMap<String, u64> {
+        self.lock().room.dropped.clone()
+    }
+}
+
+/// Asks the index for peers to attach to; empty when it is unreachable.
+async fn referral(index: &IndexClient, lookup: &iroh::address_lookup::memory::MemoryLookup) -> Vec<EndpointId> {
+    match index.request(Request::Referral { k: REFERRAL_K }).await {
+        Ok(Response::Peers(peers)) => {
+            for p in &peers {
+                endpoint::remember(lookup, &p.addr);
+            }
+            peers.into_iter().map(|p| p.addr.id).collect()
+        }
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            debug!("no referral: {e}");
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! Chat and presence events, and the room state every peer keeps.
+//!
+//! Every event is signed by its author's key and carries the network's topic,
+//! a per-process session id, a sequence number, a random nonce and the send
+//! time. A receiver ([`Room::receive`]) drops events that are too large,
+//! badly signed, meant for another network, too old or from the future, or
+//! already seen (replays), and delivers each author's messages in the order
+//! the author sent them.
+//!
+//! Wire format: postcard of [`SignedEvent`], whose `event` field holds the
+//! postcard of [`Event`]; the signature covers exactly those bytes. At most
+//! [`MAX_EVENT_BYTES`] on the wire.
+//!
+//! Pure state: time is an argument, nothing here touches the network.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use iroh::{EndpointId, SecretKey, Signature};
+use serde::{Deserialize, Serialize};
+
+use crate::names::validate_nickname;
+
+/// Longest chat message, in bytes of UTF-8.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Largest signed event on the wire (a maximal message plus headers).
+pub const MAX_EVENT_BYTES: usize = MAX_TEXT_BYTES + 512;
+/// Events older than this (by the author's clock vs ours) are dropped, so a
+/// replay needs a seen-set only this long.
+pub const REPLAY_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Tolerated clock skew into the future.
+pub const MAX_FUTURE_SKEW_MS: u64 = 60 * 1000;
+/// How long an out-of-order message waits for the ones before it.
+pub const REORDER_WAIT_MS: u64 = 2000;
+/// Out-of-order messages held per author at most.
+pub const MAX_PENDING_PER_AUTHOR: usize = 256;
+/// Recent messages kept for `peernet messages`.
+pub const HISTORY: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A peer entered the room (also sent when its overlay reconnects).
+    Hello { nickname: String },
+    /// Periodic "still here".
+    Presence { nickname: String },
+    Message { text: String },
+    Rename { nickname: String },
+    /// A graceful leave.
+    Leave,
+    /// The whole network is closed; only valid from the root's key.
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub author: EndpointId,
+    pub topic: [u8; 32],
+    pub session: u64,
+    pub seq: u64,
+    pub nonce: [u8; 16],
+    pub sent_at_ms: u64,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedEvent {
+    pub event: Vec<u8>,
+    pub signature: Signature,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("event of {0} bytes exceeds the limit of {MAX_EVENT_BYTES}")]
+    TooLarge(usize),
+    #[error("event does not decode")]
+    Malformed,
+    #[error("signature does not match the author's key")]
+    BadSignature,
+    #[error("event belongs to another network")]
+    WrongTopic,
+    #[error("event is outside the accepted time window")]
+    Stale,
+    #[error("event was already seen")]
+    Replay,
+    #[error("message text exceeds {MAX_TEXT_BYTES} bytes")]
+    TextTooLong,
+    #[error("invalid nickname in event")]
+    BadNickname,
+    #[error("close event not signed by the network's root")]
+    ForgedClose,
+}
+
+/// Signs `event` with `key`. The caller sets `event.author` to `key`'s public key.
+pub fn seal(key: &SecretKey, event: &Event) -> Vec<u8> {
+    let bytes = postcard::to_stdvec(event).expect("events always encode");
+    let signature = key.sign(&bytes);
+    postcard::to_stdvec(&SignedEvent { event: bytes, signature }).expect("events always encode")
+}
+
+/// Checks size, signature, topic, time window and body limits.
+pub fn open(bytes: &[u8], topic: &[u8; 32], now_ms: u64) -> Result<Event, Rejected> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(Rejected::TooLarge(bytes.len()));
+    }
+    let signed: SignedEvent = postcard::from_bytes(bytes).map_err(|_| Rejected::Malformed)?;
+    let event: Event = postcard::from_bytes(&signed.event).map_err(|_| Rejected::Malformed)?;
+    event
+        .author
+        .verify(&signed.event, &signed.signature)
+        .map_err(|_| Rejected::BadSignature)?;
+    if &event.topic != topic {
+        return Err(Rejected::WrongTopic);
+    }
+    if event.sent_at_ms + REPLAY_WINDOW_MS < now_ms || event.sent_at_ms > now_ms + MAX_FUTURE_SKEW_MS {
+        return Err(Rejected::Stale);
+    }
+    match &event.body {
+        Body::Message { text } if text.len() > MAX_TEXT_BYTES => return Err(Rejected::TextTooLong),
+        Body::Hello { nickname } | Body::Presence { nickname } | Body::Rename { nickname } => {
+            validate_nickname(nickname).map_err(|_| Rejected::BadNickname)?
+        }
+        _ => {}
+    }
+    Ok(event)
+}
+
+/// A chat message as delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Position in this peer's history (1, 2, ...), for polling.
+    pub index: u64,
+    pub author: EndpointId,
+    pub nickname: String,
+    pub text: String,
+    pub sent_at_ms: u64,
+    pub received_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: EndpointId,
+    pub nickname: String,
+    pub online: bool,
+    pub last_seen_ms: u64,
+    /// Left gracefully (as opposed to vanished).
+    pub left: bool,
+}
+
+/// What a received event changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Message(ChatMessage),
+    Joined(EndpointId),
+    Renamed { id: EndpointId, from: String, to: String },
+    Left(EndpointId),
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct AuthorOrder {
+    session: u64,
+    next_seq: u64,
+    /// seq -> (event, arrived at)
+    pending: BTreeMap<u64, (Event, u64)>,
+}
+
+/// The room as one peer sees it.
+#[derive(Debug)]
+pub struct Room {
+    topic: [u8; 32],
+    root: EndpointId,
+    presence_ttl_ms: u64,
+    members: BTreeMap<EndpointId, Member>,
+    order: HashMap<EndpointId, AuthorOrder>,
+    seen: HashMap<(EndpointId, [u8; 16]), u64>,
+    history: VecDeque<ChatMessage>,
+    next_index: u64,
+    /// Events dropped, by reason, for metrics and tests.
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl Room {
+    pub fn new(topic: [u8; 32], root: EndpointId, presence_ttl_ms: u64) -> Self {
+        Self {
+            topic,
+            root,
+            presence_ttl_ms,
+            members: BTreeMap::new(),
+            order: HashMap::new(),
+            seen: HashMap::new(),
+            history: VecDeque::new(),
+            next_index: 1,
+            dropped: BTreeMap::new(),
+        }
+    }
+
+    pub fn set_presence_ttl(&mut self, ttl_ms: u64) {
+        self.presence_ttl_ms = ttl_ms;
+    }
+
+    pub fn members(&self, now_ms: u64) -> Vec<Member> {
+        self.members
+            .values()
+            .map(|m| Member { online: !m.left && m.last_seen_ms + self.presence_ttl_ms > now_ms, ..m.clone() })
+            .collect()
+    }
+
+    pub fn nickname_of(&self, id: &EndpointId) -> Option<&str> {
+        self.members.get(id).map(|m| m.nickname.as_str())
+    }
+
+    pub fn messages_after(&self, index: u64) -> Vec<ChatMessage> {
+        self.history.iter().filter(|m| m.index > index).cloned().collect()
+    }
+
+    fn reject(&mut self, why: Rejected) -> Result<Vec<Change>, Rejected> {
+        *self.dropped.entry(format!("{why:?}").split('(').next().unwrap_or("?").to_string()).or_default() += 1;
+        Err(why)
+    }
+
+    /// Handles raw bytes from the overlay.
+    pub fn receive(&mut self, bytes: &[u8], now_ms: u64) -> Result<Vec<Change>, Rejected> {
+        let event = match open(bytes, &self.topic, now_ms) {
+            Ok(e) => e,
+            Err(e) => return self.reject(e),
+        };
+        self.accept(event, now_ms)
+    }
+
+    /// Handles an event that already passed [`open`] (our own, for instance).
+    pub fn accept(&mut self, event: Event, now_ms: u64) -> Result<Vec<Change>, Rejected> {
+        if matches!(event.body, Body::Close) && event.author != self.root {
+            return self.reject(Rejected::ForgedClose);
+        }
+        if self.seen.insert((event.author, event.nonce), event.sent_at_ms).is_some() {
+            return self.reject(Rejected::Replay);
+        }
+        self.expire_seen(now_ms);
+        let mut changes = Vec::new();
+        let author = event.author;
+        // Membership facts apply at once; only chat text waits for order.
+        let nickname = match &event.body {
+            Body::Hello { nickname } | Body::Presence { nickname } | Body::Rename { nickname } => Some(nickname.clone()),
+            _ => None,
+        };
+        let known = self.members.get(&author).cloned();
+        let member = self.members.entry(author).or_insert_with(|| Member {
+            id: author,
+            nickname: nickname.clone().unwrap_or_else(|| format!("peer-{}", author.fmt_short())),
+            online: true,
+            last_seen_ms: now_ms,
+            left: false,
+        });
+        member.last_seen_ms = now_ms;
+        match &event.body {
+            Body::Leave => {
+                member.left = true;
+                changes.push(Change::Left(author));
+            }
+            Body::Close => changes.push(Change::Closed),
+            _ => {
+                let was_away = known.as_ref().is_none_or(|k| k.left || k.last_seen_ms + self.presence_ttl_ms <= now_ms);
+                member.left = false;
+                if was_away {
+                    changes.push(Change::Joined(author));
+                }
+            }
+        }
+        if let Some(nick) = nickname {
+            if member.nickname != nick {
+                let from = std::mem::replace(&mut member.nickname, nick.clone());
+                if known.is_some() {
+                    changes.push(Change::Renamed { id: author, from, to: nick });
+                }
+            }
+        }
+        changes.extend(self.order_and_deliver(event, now_ms));
+        Ok(changes)
+    }
+
+    fn expire_seen(&mut self, now_ms: u64) {
+        if self.seen.len() > 4096 {
+            self.seen.retain(|_, sent| *sent + REPLAY_WINDOW_MS + MAX_FUTURE_SKEW_MS >= now_ms);
+        }
+    }
+
+    fn order_and_deliver(&mut self, event: Event, now_ms: u64) -> Vec<Change> {
+        let author = event.author;
+        let state = self.order.entry(author).or_default();
+        if state.session != event.session {
+            // A new process of this author: its numbering starts over.
+            *state = AuthorOrder { session: event.session, next_seq: event.seq, pending: BTreeMap::new() };
+        }
+        if event.seq < state.next_seq {
+            return Vec::new();
+        }
+        state.pending.insert(event.seq, (event, now_ms));
+        while state.pending.len() > MAX_PENDING_PER_AUTHOR {
+            state.pending.pop_first();
+        }
+        self.drain(author, now_ms, false)
+    }
+
+    /// Delivers in-order events; with `force`, also gives up on gaps older
+    /// than [`REORDER_WAIT_MS`].
+    fn drain(&mut self, author: EndpointId, now_ms: u64, force: bool) -> Vec<Change> {
+        let mut ready = Vec::new();
+        if let Some(state) = self.order.get_mut(&author) {
+            loop {
+                let Some((&seq, (_, arrived))) = state.pending.first_key_value() else { break };
+                let waited_out = force && arrived + REORDER_WAIT_MS <= now_ms;
+                if seq != state.next_seq && !waited_out {
+                    break;
+                }
+                let (_, (event, _)) = state.pending.pop_first().expect("checked above");
+                state.next_seq = seq + 1;
+                ready.push(event);
+            }
+        }
+        ready.into_iter().filter_map(|e| self.deliver(e, now_ms)).collect()
+    }
+
+    fn deliver(&mut self, event: Event, now_ms: u64) -> Option<Change> {
+        let Body::Message { text } = event.body else { return None };
+        let nickname = self.nickname_of(&event.author).unwrap_or("?").to_string();
+        let msg = ChatMessage {
+            index: self.next_index,
+            author: event.author,
+            nickname,
+            text,
+            sent_at_ms: event.sent_at_ms,
+            received_at_ms: now_ms,
+        };
+        self.next_index += 1;
+        self.history.push_back(msg.clone());
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+        Some(Change::Message(msg))
+    }
+
+    /// Periodic work: release messages whose predecessors never came.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Change> {
+        let authors: Vec<EndpointId> = self.order.keys().copied().collect();
+        authors.into_iter().flat_map(|a| self.drain(a, now_ms, true)).collect()
+    }
+}
+
+/// Builds this peer's events: session id, sequence numbers, nonces.
+#[derive(Debug)]
+pub struct Author {
+    key: SecretKey,
+    topic: [u8; 32],
+    session: u64,
+    next_seq: u64,
+}
+
+impl Author {
+    pub fn new(key: SecretKey, topic: [u8; 32]) -> Self {
+        Self { key, topic, session: rand::random(), next_seq: 0 }
+    }
+
+    pub fn id(&self) -> EndpointId {
+        self.key.public()
+    }
+
+    /// Makes and signs the next event; returns it with its wire bytes.
+    pub fn event(&mut self, body: Body, now_ms: u64) -> (Event, Vec<u8>) {
+        let event = Event {
+            author: self.key.public(),
+            topic: self.topic,
+            session: self.session,
+            seq: self.next_seq,
+            nonce: rand::random(),
+            sent_at_ms: now_ms,
+            body,
+        };
+        self.next_seq += 1;
+        let bytes = seal(&self.key, &event);
+        (event, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPIC: [u8; 32] = [7; 32];
+    const NOW: u64 = 1_000_000_000;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_bytes(&[seed; 32])
+    }
+
+    fn room() -> Room {
+        Room::new(TOPIC, key(100).public(), 30_000)
+    }
+
+    fn texts(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Message(m) => Some(m.text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn msg(text: &str) -> Body {
+        Body::Message { text: text.into() }
+    }
+
+    #[test]
+    fn signed_messages_are_delivered_once() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let mut r = room();
+        let (_, hello) = alice.event(Body::Hello { nickname: "alice".into() }, NOW);
+        assert!(r.receive(&hello, NOW).unwrap().contains(&Change::Joined(alice.id())));
+        let (_, bytes) = alice.event(msg("hi"), NOW);
+        assert_eq!(texts(&r.receive(&bytes, NOW).unwrap()), ["hi"]);
+        assert_eq!(r.receive(&bytes, NOW + 5), Err(Rejected::Replay), "a replay is dropped");
+        assert_eq!(r.messages_after(0).len(), 1);
+        assert_eq!(r.messages_after(0)[0].nickname, "alice");
+    }
+
+    #[test]
+    fn forged_events_are_dropped() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let (mut event, _) = alice.event(msg("I am alice"), NOW);
+        // Mallory claims alice's authorship but can only sign with her own key.
+        event.nonce = [9; 16];
+        let forged = seal(&key(2), &event);
+        let mut r = room();
+        assert_eq!(r.receive(&forged, NOW), Err(Rejected::BadSignature));
+        // Tampering with signed bytes breaks the signature too.
+        let (_, good) = alice.event(msg("original"), NOW);
+        let mut signed: SignedEvent = postcard::from_bytes(&good).unwrap();
+        let last = signed.event.len() - 1;
+        signed.event[last] ^= 1;
+        let tampered = postcard::to_stdvec(&signed).unwrap();
+        assert!(matches!(r.receive(&tampered, NOW), Err(Rejected::BadSignature | Rejected::Malformed)));
+        assert!(r.messages_after(0).is_empty());
+    }
+
+    #[test]
+    fn other_networks_old_events_and_oversized_ones_are_dropped() {
+        let mut other = Author::new(key(1), [8; 32]);
+        let (_, bytes) = other.event(msg("x"), NOW);
+        assert_eq!(room().receive(&bytes, NOW), Err(Rejected::WrongTopic));
+        let mut alice = Author::new(key(1), TOPIC);
+        let (_, old) = alice.event(msg("old"), NOW - REPLAY_WINDOW_MS - 1);
+        assert_eq!(room().receive(&old, NOW), Err(Rejected::Stale));
+        let (_, long) = alice.event(msg(&"x".repeat(MAX_TEXT_BYTES + 1)), NOW);
+        assert!(matches!(room().receive(&long, NOW), Err(Rejected::TextTooLong | Rejected::TooLarge(_))));
+        assert!(matches!(room().receive(&vec![0u8; MAX_EVENT_BYTES + 1], NOW), Err(Rejected::TooLarge(_))));
+        assert_eq!(room().receive(&[1, 2, 3], NOW), Err(Rejected::Malformed));
+    }
+
+    #[test]
+    fn author_order_holds_despite_reordering() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let events: Vec<_> = (0..5).map(|i| alice.event(msg(&i.to_string()), NOW).1).collect();
+        let mut r = room();
+        let mut got = Vec::new();
+        for i in [0, 2, 4, 1, 3] {
+            got.extend(texts(&r.receive(&events[i], NOW).unwrap()));
+        }
+        assert_eq!(got, ["0", "1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn a_lost_message_does_not_block_forever() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let events: Vec<_> = (0..3).map(|i| alice.event(msg(&i.to_string()), NOW).1).collect();
+        let mut r = room();
+        assert_eq!(texts(&r.receive(&events[0], NOW).unwrap()), ["0"]);
+        assert!(texts(&r.receive(&events[2], NOW).unwrap()).is_empty(), "waits for 1");
+        assert!(texts(&r.tick(NOW + 10)).is_empty());
+        assert_eq!(texts(&r.tick(NOW + REORDER_WAIT_MS)), ["2"], "gives up on 1");
+    }
+
+    #[test]
+    fn renames_leaves_and_presence() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let mut r = room();
+        r.receive(&alice.event(Body::Hello { nickname: "alice".into() }, NOW).1, NOW).unwrap();
+        let changes = r.receive(&alice.event(Body::Rename { nickname: "ally".into() }, NOW).1, NOW).unwrap();
+        assert!(changes.contains(&Change::Renamed { id: alice.id(), from: "alice".into(), to: "ally".into() }));
+        assert_eq!(r.members(NOW)[0].nickname, "ally");
+        assert!(r.members(NOW)[0].online);
+        assert!(!r.members(NOW + 30_001)[0].online, "silent past the TTL means offline");
+        r.receive(&alice.event(Body::Leave, NOW + 1).1, NOW + 1).unwrap();
+        let m = &r.members(NOW + 2)[0];
+        assert!(!m.online && m.left);
+        // Coming back is a join again.
+        let changes = r.receive(&alice.event(Body::Presence { nickname: "ally".into() }, NOW + 3).1, NOW + 3).unwrap();
+        assert!(changes.contains(&Change::Joined(alice.id())));
+    }
+
+    #[test]
+    fn only_the_root_can_close_the_network() {
+        let mut mallory = Author::new(key(1), TOPIC);
+        let mut r = room();
+        assert_eq!(r.receive(&mallory.event(Body::Close, NOW).1, NOW), Err(Rejected::ForgedClose));
+        let mut root = Author::new(key(100), TOPIC);
+        assert!(r.receive(&root.event(Body::Close, NOW).1, NOW).unwrap().contains(&Change::Closed));
+    }
+
+    #[test]
+    fn a_restarted_author_is_followed() {
+        let mut r = room();
+        let mut first = Author::new(key(1), TOPIC);
+        for i in 0..3 {
+            r.receive(&first.event(msg(&format!("a{i}")), NOW).1, NOW).unwrap();
+        }
+        let mut second = Author::new(key(1), TOPIC);
+        assert_eq!(texts(&r.receive(&second.event(msg("b0"), NOW).1, NOW).unwrap()), ["b0"]);
+    }
+}

@@ -1,0 +1,174 @@
+//! The network map: a graph of online peers and their overlay links, built
+//! from what the index learned through heartbeats, and its renderings
+//! (text for terminals, Graphviz DOT, JSON via serde).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use iroh::EndpointId;
+use serde::{Deserialize, Serialize};
+
+use crate::index::Topology;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub short_id: String,
+    pub nickname: String,
+    pub root: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    /// Undirected links, each once, as (smaller id, larger id).
+    pub edges: Vec<(String, String)>,
+}
+
+impl Graph {
+    /// Builds the graph. A link counts when either end reports it and both
+    /// ends are online peers (or the root); links to peers whose lease ran
+    /// out are left out, so the map shows exactly who is online.
+    pub fn from_topology(t: &Topology) -> Self {
+        let mut nodes: BTreeMap<EndpointId, Node> = t
+            .peers
+            .iter()
+            .map(|p| {
+                let id = p.peer.addr.id;
+                (id, Node { id: id.to_string(), short_id: id.fmt_short().to_string(), nickname: p.peer.nickname.clone(), root: id == t.root })
+            })
+            .collect();
+        let reported_root = t.peers.iter().any(|p| p.neighbors.contains(&t.root));
+        if !nodes.contains_key(&t.root) && reported_root {
+            // A standalone index: part of the overlay but not a peer.
+            nodes.insert(t.root, Node { id: t.root.to_string(), short_id: t.root.fmt_short().to_string(), nickname: "index".into(), root: true });
+        }
+        let mut edges = BTreeSet::new();
+        for p in &t.peers {
+            for n in &p.neighbors {
+                let a = p.peer.addr.id;
+                if *n != a && nodes.contains_key(n) {
+                    let (x, y) = if a < *n { (a, *n) } else { (*n, a) };
+                    edges.insert((x.to_string(), y.to_string()));
+                }
+            }
+        }
+        Self { nodes: nodes.into_values().collect(), edges: edges.into_iter().collect() }
+    }
+
+    /// Whether every node can reach every other (true for zero or one node).
+    pub fn is_connected(&self) -> bool {
+        let Some(first) = self.nodes.first() else { return true };
+        let mut adjacent: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (a, b) in &self.edges {
+            adjacent.entry(a).or_default().push(b);
+            adjacent.entry(b).or_default().push(a);
+        }
+        let mut seen = BTreeSet::from([first.id.as_str()]);
+        let mut todo = vec![first.id.as_str()];
+        while let Some(n) = todo.pop() {
+            for m in adjacent.get(n).into_iter().flatten() {
+                if seen.insert(m) {
+                    todo.push(m);
+                }
+            }
+        }
+        seen.len() == self.nodes.len()
+    }
+
+    fn label(&self, id: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| format!("{} ({}){}", n.nickname, n.short_id, if n.root { " [root]" } else { "" }))
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// One line per peer with its links, for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("{} peer(s) online, {} link(s)\n", self.nodes.len(), self.edges.len());
+        for n in &self.nodes {
+            let links: Vec<String> = self
+                .edges
+                .iter()
+                .filter_map(|(a, b)| if *a == n.id { Some(b) } else if *b == n.id { Some(a) } else { None })
+                .map(|other| {
+                    self.nodes.iter().find(|m| m.id == *other).map(|m| format!("{} ({})", m.nickname, m.short_id)).unwrap_or_default()
+                })
+                .collect();
+            let links = if links.is_empty() { "(no links)".to_string() } else { links.join(", ") };
+            out.push_str(&format!("{:<40} -- {}\n", self.label(&n.id), links));
+        }
+        out
+    }
+
+    /// Graphviz DOT; labels are escaped, ids are quoted.
+    pub fn to_dot(&self) -> String {
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::from("graph peernet {\n  node [shape=box, style=rounded];\n");
+        for n in &self.nodes {
+            let style = if n.root { ", style=\"rounded,bold\", peripheries=2" } else { "" };
+            out.push_str(&format!(
+                "  \"{}\" [label=\"{}\\n{}\"{}];\n",
+                n.short_id,
+                esc(&n.nickname),
+                esc(&n.short_id),
+                style
+            ));
+        }
+        for (a, b) in &self.edges {
+            let short = |id: &str| self.nodes.iter().find(|n| n.id == id).map(|n| n.short_id.clone()).unwrap_or_default();
+            out.push_str(&format!("  \"{}\" -- \"{}\";\n", short(a), short(b)));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{PeerAddr, PeerInfo, TopologyPeer};
+
+    fn id(seed: u8) -> EndpointId {
+        iroh::SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    fn peer(seed: u8, nick: &str, neighbors: &[u8]) -> TopologyPeer {
+        TopologyPeer {
+            peer: PeerInfo { addr: PeerAddr { id: id(seed), ip: vec![], relay: None }, nickname: nick.into() },
+            neighbors: neighbors.iter().map(|s| id(*s)).collect(),
+        }
+    }
+
+    #[test]
+    fn links_are_undirected_and_only_between_online_peers() {
+        let t = Topology { root: id(1), peers: vec![peer(1, "root", &[2]), peer(2, "b", &[1, 3, 9]), peer(3, "c", &[2])] };
+        let g = Graph::from_topology(&t);
+        assert_eq!(g.nodes.len(), 3);
+        assert_eq!(g.edges.len(), 2, "1-2 reported twice counts once; 9 is offline");
+        assert!(g.is_connected());
+        assert!(g.nodes.iter().find(|n| n.nickname == "root").unwrap().root);
+    }
+
+    #[test]
+    fn disconnected_graphs_are_detected() {
+        let t = Topology { root: id(1), peers: vec![peer(1, "a", &[]), peer(2, "b", &[3]), peer(3, "c", &[])] };
+        assert!(!Graph::from_topology(&t).is_connected());
+    }
+
+    #[test]
+    fn dot_escapes_labels() {
+        let t = Topology { root: id(1), peers: vec![peer(1, "evil\" -- \"x", &[])] };
+        let dot = Graph::from_topology(&t).to_dot();
+        assert!(dot.contains("evil\\\" -- \\\"x"));
+        assert!(dot.starts_with("graph peernet {"));
+    }
+
+    #[test]
+    fn standalone_root_appears_when_peers_link_to_it() {
+        let t = Topology { root: id(1), peers: vec![peer(2, "b", &[1])] };
+        let g = Graph::from_topology(&t);
+        assert_eq!(g.nodes.len(), 2);
+        assert!(g.is_connected());
+    }
+}
