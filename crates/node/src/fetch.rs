@@ -126,16 +126,21 @@ async fn download(
                 }
                 events.send(GetEvent::ProviderFailed { provider }).await.ok();
             }
-            DownloadProgressItem::Error(e) => return Err(failed(&e)),
-            DownloadProgressItem::DownloadError => {
-                return Err(NodeError::Download(format!(
-                    "no provider could deliver the file ({} failed); what arrived is verified and kept, run the same get again later to resume",
-                    failed_providers.len()
-                )))
+            // Both mean the providers ran out before the blob was complete.
+            DownloadProgressItem::Error(e) => {
+                tracing::debug!("download of {hash} failed: {e}");
+                return Err(all_failed(failed_providers.len()));
             }
+            DownloadProgressItem::DownloadError => return Err(all_failed(failed_providers.len())),
             DownloadProgressItem::TryProvider { .. } | DownloadProgressItem::PartComplete { .. } => {}
         }
     }
     events.send(GetEvent::Progress { done: size, total: size }).await.ok();
     Ok(())
+}
+
+fn all_failed(count: usize) -> NodeError {
+    NodeError::Download(format!(
+        "no provider could deliver the file ({count} failed); what arrived is verified and kept, run the same get again later to resume"
+    ))
 }
