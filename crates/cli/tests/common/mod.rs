@@ -275,3 +275,84 @@ pub fn online_nicks(d: &Daemon) -> Vec<String> {
         .map(|p| p["peer"]["nickname"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A hosted network of `n` peers: `n0` hosts the index, `n1..` join it.
+pub fn network(root: &Path, n: usize) -> Vec<Daemon> {
+    let mut peers = vec![Daemon::host("n0", &root.join("n0"), &[])];
+    let ticket = peers[0].ticket.clone();
+    for i in 1..n {
+        peers.push(Daemon::peer(&format!("n{i}"), &root.join(format!("n{i}")), &ticket, &[]));
+    }
+    peers
+}
+
+/// Nicknames of the members `d` sees online in the room.
+pub fn online_members(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = d
+        .json(&["who"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["online"] == true)
+        .map(|m| m["nickname"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until every daemon sees exactly `expected` online in the room.
+pub fn wait_for_room(peers: &[&Daemon], expected: &[String]) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    wait_until(PATIENCE, "everyone to see the same room", || {
+        peers.iter().all(|p| online_members(p) == expected)
+    });
+}
+
+/// Chat texts `d` received from the author with nickname `from`, in order.
+pub fn texts_from(d: &Daemon, from_id: &str) -> Vec<String> {
+    d.json(&["messages"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["author"] == from_id)
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Nicknames on the map.
+pub fn topo_nicks(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = d.json(&["topo"])["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["nickname"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs `peernet shell` with `input` on standard input; returns stdout.
+pub fn shell(data_dir: &Path, input: &str) -> String {
+    let mut child = Command::new(BIN)
+        .args(["shell"])
+        .env("PEERNET_DATA_DIR", data_dir)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("shell did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "shell failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
