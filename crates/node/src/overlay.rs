@@ -9,7 +9,10 @@
 
 use std::{
     collections::BTreeSet,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -66,6 +69,9 @@ pub struct Overlay {
     sender: Arc<tokio::sync::Mutex<GossipSender>>,
     /// Whether this node takes part in chat (a standalone index does not).
     chatty: bool,
+    /// Set once our leave is announced: no presence may follow it, or
+    /// receivers would count us back in.
+    leaving: Arc<AtomicBool>,
 }
 
 /// What the overlay asks of the node.
@@ -105,7 +111,12 @@ impl Overlay {
             neighbors: BTreeSet::new(),
             author: Author::new(secret, topic),
         }));
-        let overlay = Self { shared: shared.clone(), sender: Arc::new(tokio::sync::Mutex::new(sender)), chatty };
+        let overlay = Self {
+            shared: shared.clone(),
+            sender: Arc::new(tokio::sync::Mutex::new(sender)),
+            chatty,
+            leaving: Arc::new(AtomicBool::new(false)),
+        };
         let me = overlay.clone();
         let task = async move {
             if me.chatty {
@@ -126,7 +137,7 @@ impl Overlay {
                                 me.lock().neighbors.insert(id);
                                 lonely_since = None;
                                 // Tell newcomers who we are without waiting for the next presence.
-                                if me.chatty {
+                                if me.present() {
                                     let nick = hooks.nickname.borrow().clone();
                                     me.broadcast(Body::Presence { nickname: nick }).await.ok();
                                 }
@@ -165,7 +176,7 @@ impl Overlay {
                             s.room.set_presence_ttl(ttl.as_millis() as u64);
                             s.room.tick(now_ms());
                         }
-                        if me.chatty && last_presence.elapsed() >= interval {
+                        if me.present() && last_presence.elapsed() >= interval {
                             last_presence = tokio::time::Instant::now();
                             let nick = hooks.nickname.borrow().clone();
                             me.broadcast(Body::Presence { nickname: nick }).await.ok();
@@ -183,6 +194,11 @@ impl Overlay {
             }
         };
         Ok((overlay, task))
+    }
+
+    /// Whether we announce ourselves: chat members only, until they leave.
+    fn present(&self) -> bool {
+        self.chatty && !self.leaving.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -219,7 +235,7 @@ impl Overlay {
     }
 
     pub async fn announce_leave(&self) {
-        if self.chatty {
+        if self.chatty && !self.leaving.swap(true, Ordering::SeqCst) {
             self.broadcast(Body::Leave).await.ok();
         }
     }
