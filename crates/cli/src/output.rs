@@ -39,13 +39,15 @@ fn short(hex: &str) -> &str {
 }
 
 pub fn up_banner(node: &Node) {
-    let id = node.endpoint().id();
-    println!("peernet is up as {} ({})", node.nickname(), id.fmt_short());
-    if node.hosts_index() {
-        println!("This peer hosts the network's index. Others join with:");
+    let id = node.endpoint().id().fmt_short();
+    let headline = if node.is_index_only() {
+        format!("peernet index is running ({id}). Peers join with:")
+    } else if node.hosts_index() {
+        format!("peernet is up as {} ({id}) and hosts the network's index. Others join with:", node.nickname())
     } else {
-        println!("Joined the network. Others can join with the same ticket:");
-    }
+        format!("peernet is up as {} ({id}) and joined the network. Others can join with the same ticket:", node.nickname())
+    };
+    println!("{headline}");
     println!("  peernet up --join {}", node.ticket());
     println!("ticket: {}", node.ticket());
     println!("Stop with Ctrl-C or `peernet down`.");
@@ -125,6 +127,11 @@ pub fn status(s: &Status, json: bool) {
     println!("index:     {}", serde_json::to_string(&s.index).unwrap_or_default());
     println!("addresses: {}", s.addrs.join(", "));
     println!("shares:    {}", s.shares);
+    println!("neighbours: {}", if s.neighbors.is_empty() { "(none yet)".to_string() } else { s.neighbors.join(", ") });
+    if !s.dropped_events.is_empty() {
+        let dropped: Vec<String> = s.dropped_events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("dropped events: {}", dropped.join(", "));
+    }
     println!("data dir:  {}", s.data_dir.display());
     println!("downloads: {}", s.downloads.display());
     println!("ticket:    {}", s.ticket);

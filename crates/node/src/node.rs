@@ -416,6 +416,11 @@ impl Node {
         self.inner.hosted.is_some()
     }
 
+    /// A standalone root (`peernet index`), not a sharing peer.
+    pub fn is_index_only(&self) -> bool {
+        self.inner.index_only
+    }
+
     pub fn nickname(&self) -> String {
         self.inner.nickname.borrow().clone()
     }

@@ -64,28 +64,18 @@ impl ControlClient {
         }
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header(AUTH_HEADER, &self.auth)
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+    /// Sends with the token and decodes the JSON answer.
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp = req.header(AUTH_HEADER, &self.auth).send().await.map_err(|e| self.transport(e))?;
         self.decode(resp).await
     }
 
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
     pub async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(AUTH_HEADER, &self.auth)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        self.decode(resp).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
     /// Starts a download and calls `on_event` for every event until the
