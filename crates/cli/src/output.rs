@@ -5,6 +5,7 @@ use std::{io::IsTerminal, path::Path, time::Duration};
 use indicatif::{ProgressBar, ProgressStyle};
 use peernet_node::{
     control::{GetEvent, ShareReply, Status},
+    index_client::IndexStatus,
     shares::Share,
     Node,
 };
@@ -124,7 +125,15 @@ pub fn status(s: &Status, json: bool) {
     println!("nickname:  {}", s.nickname);
     println!("id:        {}", s.id);
     println!("role:      {}", if s.hosts_index { "hosts the index (root)" } else { "peer" });
-    println!("index:     {}", serde_json::to_string(&s.index).unwrap_or_default());
+    let index = match &s.index {
+        IndexStatus::Connecting => "connecting".to_string(),
+        IndexStatus::Joined { heartbeat_ms, lease_ttl_ms, .. } => {
+            format!("joined (heartbeat every {:.1}s, lease {:.1}s)", *heartbeat_ms as f64 / 1e3, *lease_ttl_ms as f64 / 1e3)
+        }
+        IndexStatus::Unreachable { error } => format!("unreachable, retrying: {error}"),
+        IndexStatus::Refused { error } => format!("refused: {error}"),
+    };
+    println!("index:     {index}");
     println!("addresses: {}", s.addrs.join(", "));
     println!("shares:    {}", s.shares);
     println!("neighbours: {}", if s.neighbors.is_empty() { "(none yet)".to_string() } else { s.neighbors.join(", ") });
