@@ -5,6 +5,7 @@
 //! values, and every other crate agrees on the network through these types.
 
 pub mod chat;
+pub mod flood;
 pub mod frame;
 pub mod index;
 pub mod key;
