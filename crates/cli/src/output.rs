@@ -146,19 +146,41 @@ pub fn status(s: &Status, json: bool) {
     println!("ticket:    {}", s.ticket);
 }
 
-pub fn saved(path: &Path, hash: &str, bytes: u64, note: Option<&str>, failed: &[String], elapsed: Duration, json: bool) {
+/// What `get` reports when a file is saved.
+pub struct SavedReport<'a> {
+    pub path: &'a Path,
+    pub hash: &'a str,
+    pub size: u64,
+    pub note: Option<&'a str>,
+    pub failed: &'a [String],
+    pub resumed_from: u64,
+}
+
+pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
     if json {
         return print_json(&serde_json::json!({
-            "path": path, "hash": hash, "size": bytes, "note": note,
-            "failed_providers": failed, "seconds": elapsed.as_secs_f64(),
+            "path": r.path, "hash": r.hash, "size": r.size, "note": r.note,
+            "failed_providers": r.failed, "resumed_from": r.resumed_from,
+            "fetched_bytes": r.size - r.resumed_from.min(r.size), "seconds": elapsed.as_secs_f64(),
         }));
     }
-    if !failed.is_empty() {
-        println!("provider(s) {} failed during the download; the rest came from others", failed.join(", "));
+    if r.resumed_from > 0 {
+        println!("resumed: {} were already here and verified", size(r.resumed_from));
     }
-    let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-3);
-    println!("saved {} ({}, {}) in {:.1}s, {}/s", path.display(), size(bytes), short(hash), elapsed.as_secs_f64(), size(rate as u64));
-    if let Some(note) = note {
+    if !r.failed.is_empty() {
+        println!("provider(s) {} failed during the download; the rest came from others", r.failed.join(", "));
+    }
+    let fetched = r.size - r.resumed_from.min(r.size);
+    let rate = fetched as f64 / elapsed.as_secs_f64().max(1e-3);
+    println!(
+        "saved {} ({}, {}) in {:.1}s, {}/s",
+        r.path.display(),
+        size(r.size),
+        short(r.hash),
+        elapsed.as_secs_f64(),
+        size(rate as u64)
+    );
+    if let Some(note) = r.note {
         println!("note: {note}");
     }
     println!("you now share it too");

@@ -124,3 +124,32 @@ fn dead_provider_gives_a_clear_error() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(b.ok(&["status"]).contains("bob"), "the daemon keeps serving");
 }
+
+/// Resume: the downloading daemon is killed at about half way, restarted,
+/// and `get` run again: the file is correct and what is fetched after the
+/// restart is under 60% of the file.
+#[test]
+fn an_interrupted_get_resumes_from_what_was_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = Daemon::index(&tmp.path().join("index"));
+    let file = tmp.path().join("big.iso");
+    let size = 48 * 1024 * 1024u64;
+    random_file(&file, size as usize, 11);
+    let _a = Daemon::peer("alice", &tmp.path().join("a"), &index.ticket, &["--share", file.to_str().unwrap(), "--upload-limit", "8MB"]);
+    let b_dir = tmp.path().join("b");
+    let mut b = Daemon::peer("bob", &b_dir, &index.ticket, &[]);
+
+    let dir = b_dir.clone();
+    let first = std::thread::spawn(move || cli(&dir, &["get", "big.iso"]));
+    let blobs = b_dir.join("blobs");
+    wait_until(PATIENCE, "half of the file", || bytes_under(&blobs) >= size / 2);
+    b.kill9();
+    assert!(!first.join().unwrap().status.success(), "the first get was cut off");
+
+    let b = Daemon::restart_peer("bob", &b_dir);
+    let out = b.json(&["get", "big.iso"]);
+    let fetched = out["fetched_bytes"].as_u64().unwrap();
+    eprintln!("resumed from {} bytes, fetched {fetched} of {size}", out["resumed_from"]);
+    assert!(fetched < size * 6 / 10, "fetched {fetched} of {size} after the restart");
+    assert!(same_bytes(&file, &b.downloads().join("big.iso")));
+}

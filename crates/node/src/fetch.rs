@@ -15,7 +15,7 @@ use iroh_blobs::{
         blobs::{BlobStatus, ExportMode, ExportOptions},
         downloader::DownloadProgressItem,
     },
-    Hash,
+    Hash, HashAndFormat,
 };
 use n0_future::StreamExt;
 use tokio::sync::mpsc;
@@ -55,6 +55,11 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
 
     let complete = matches!(inner.store.blobs().status(hit.hash).await, Ok(BlobStatus::Complete { .. }));
     let mut failed_providers = Vec::new();
+    // What an earlier, interrupted get already verified; only the rest is fetched.
+    let resumed_from = match inner.store.remote().local(HashAndFormat::raw(hit.hash)).await {
+        Ok(local) => local.local_bytes(),
+        Err(_) => 0,
+    };
     if !complete {
         if providers.is_empty() {
             return Err(NodeError::NoProvider(hit.name));
@@ -96,7 +101,7 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
     if let Err(e) = inner.index.publish(&[share.entry()]).await {
         tracing::warn!("downloaded, but could not publish yet: {e}");
     }
-    send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers }).await;
+    send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from }).await;
     Ok(())
 }
 

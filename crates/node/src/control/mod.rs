@@ -105,6 +105,14 @@ pub enum GetEvent {
     Resolved { name: String, hash: String, size: u64, providers: Vec<String> },
     Progress { done: u64, total: u64 },
     ProviderFailed { provider: String },
-    Saved { path: PathBuf, hash: String, size: u64, note: Option<String>, failed_providers: Vec<String> },
+    Saved {
+        path: PathBuf,
+        hash: String,
+        size: u64,
+        note: Option<String>,
+        failed_providers: Vec<String>,
+        /// Verified bytes that were already here when this get started (resume).
+        resumed_from: u64,
+    },
     Failed { error: String },
 }
