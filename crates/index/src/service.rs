@@ -212,7 +212,7 @@ mod tests {
     }
 
     fn file(name: &str) -> FileEntry {
-        FileEntry { name: name.into(), size: name.len() as u64, hash: Hash::new(name.as_bytes()) }
+        FileEntry { name: name.into(), size: name.len() as u64, hash: Hash::new(name.as_bytes()), kind: Default::default() }
     }
 
     impl World {

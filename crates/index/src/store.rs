@@ -13,7 +13,7 @@ use std::path::Path;
 use iroh::EndpointId;
 use peernet_proto::Hash;
 use peernet_proto::{
-    index::{FileEntry, Hit, OnlinePeer, PeerAddr, PeerInfo, Provider},
+    index::{FileEntry, Hit, Kind, OnlinePeer, PeerAddr, PeerInfo, Provider},
     limits::{MAX_FILES_PER_PEER, MIN_HASH_PREFIX, ONLINE_PAGE_PEERS},
 };
 use rusqlite::{params, Connection, OptionalExtension};
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS files(
     hash TEXT NOT NULL,
     name TEXT NOT NULL,
     size INTEGER NOT NULL,
+    kind INTEGER NOT NULL DEFAULT 0,
     registered_at INTEGER NOT NULL,
     UNIQUE(peer, hash)
 );
@@ -106,6 +107,17 @@ fn parse_hash(hex: String) -> rusqlite::Result<Hash> {
     hex.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
+}
+
+fn kind_to_sql(kind: Kind) -> i64 {
+    match kind {
+        Kind::File => 0,
+        Kind::Folder => 1,
+    }
+}
+
+fn kind_from_sql(v: i64) -> Kind {
+    if v == 1 { Kind::Folder } else { Kind::File }
 }
 
 /// Splits a query into the words FTS5's unicode61 tokenizer would produce,
@@ -221,8 +233,8 @@ impl Store {
         }
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO files(peer, hash, name, size, registered_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(peer, hash) DO UPDATE SET name = excluded.name, size = excluded.size",
+                "INSERT INTO files(peer, hash, name, size, kind, registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(peer, hash) DO UPDATE SET name = excluded.name, size = excluded.size, kind = excluded.kind",
             )?;
             for f in files {
                 stmt.execute(params![
@@ -230,6 +242,7 @@ impl Store {
                     f.hash.to_hex(),
                     f.name,
                     f.size as i64,
+                    kind_to_sql(f.kind),
                     now as i64
                 ])?;
             }
@@ -318,7 +331,7 @@ impl Store {
     /// All online providers of one hash, most recent registration first.
     pub fn hit(&self, hash_hex: &str, now: u64) -> Result<Option<Hit>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT f.hash, f.size, f.name, f.registered_at, p.nickname, p.addr
+            "SELECT f.hash, f.size, f.name, f.registered_at, p.nickname, p.addr, f.kind
              FROM files f JOIN peers p ON p.id = f.peer
              WHERE f.hash = ?1 AND p.lease_until > ?2
              ORDER BY f.registered_at DESC, f.id DESC",
@@ -327,6 +340,7 @@ impl Store {
             Ok((
                 parse_hash(r.get(0)?)?,
                 r.get::<_, i64>(1)? as u64,
+                kind_from_sql(r.get(6)?),
                 Provider {
                     name: r.get(2)?,
                     registered_at: r.get::<_, i64>(3)? as u64,
@@ -339,10 +353,11 @@ impl Store {
         })?;
         let mut hit: Option<Hit> = None;
         for row in rows {
-            let (hash, size, provider) = row?;
+            let (hash, size, kind, provider) = row?;
             let hit = hit.get_or_insert_with(|| Hit {
                 hash,
                 size,
+                kind,
                 name: provider.name.clone(),
                 providers: Vec::new(),
             });
@@ -372,7 +387,7 @@ impl Store {
         let next_page = (peers.len() as i64 > per_page).then_some(page + 1);
         peers.truncate(per_page as usize);
         let mut files_stmt = self.conn.prepare_cached(
-            "SELECT name, size, hash FROM files WHERE peer = ?1 ORDER BY name, hash",
+            "SELECT name, size, hash, kind FROM files WHERE peer = ?1 ORDER BY name, hash",
         )?;
         let mut out = Vec::with_capacity(peers.len());
         for (id, peer, lease_until) in peers {
@@ -382,6 +397,7 @@ impl Store {
                         name: r.get(0)?,
                         size: r.get::<_, i64>(1)? as u64,
                         hash: parse_hash(r.get(2)?)?,
+                        kind: kind_from_sql(r.get(3)?),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

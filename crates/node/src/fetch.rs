@@ -7,17 +7,22 @@
 //! writes to the store is verified against the hash first, so a corrupt byte
 //! never reaches the output file.
 
-use std::path::PathBuf;
+use std::{
+    ops::Deref,
+    path::{Path, PathBuf},
+};
 
 use iroh::EndpointId;
 use iroh_blobs::{
     api::{
-        blobs::{BlobStatus, ExportMode, ExportOptions},
+        blobs::{ExportMode, ExportOptions},
         downloader::DownloadProgressItem,
     },
+    format::collection::Collection,
     Hash, HashAndFormat,
 };
 use n0_future::StreamExt;
+use peernet_proto::index::Kind;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -53,50 +58,39 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
     })
     .await;
 
-    let complete = matches!(inner.store.blobs().status(hit.hash).await, Ok(BlobStatus::Complete { .. }));
-    let mut failed_providers = Vec::new();
-    // What an earlier, interrupted get already verified; only the rest is fetched.
-    let resumed_from = match inner.store.remote().local(HashAndFormat::raw(hit.hash)).await {
-        Ok(local) => local.local_bytes(),
-        Err(_) => 0,
+    let content = match hit.kind {
+        Kind::File => HashAndFormat::raw(hit.hash),
+        Kind::Folder => HashAndFormat::hash_seq(hit.hash),
     };
-    if !complete {
+    // What an earlier, interrupted get already verified; only the rest is fetched.
+    let local = inner.store.remote().local(content).await.map_err(|e| NodeError::Download(e.to_string()))?;
+    let resumed_from = local.local_bytes();
+    let mut failed_providers = Vec::new();
+    if !local.is_complete() {
         if providers.is_empty() {
             return Err(NodeError::NoProvider(hit.name));
         }
-        download(node, hit.hash, hit.size, providers, events, &mut failed_providers).await?;
+        download(node, content, hit.size, providers, events, &mut failed_providers).await?;
     }
-    let size = match inner.store.blobs().status(hit.hash).await {
-        Ok(BlobStatus::Complete { size }) => size,
-        _ => return Err(NodeError::Download(format!("the download of '{}' did not complete; run the same get again to resume", hit.name))),
-    };
+    let complete = inner.store.remote().local(content).await.map(|l| l.is_complete()).unwrap_or(false);
+    if !complete {
+        return Err(NodeError::Download(format!("the download of '{}' did not complete; run the same get again to resume", hit.name)));
+    }
 
     let dir = out.unwrap_or_else(|| inner.downloads.clone());
     let fallback = format!("download-{}", hit.hash.fmt_short());
-    let dir_for_reserve = dir.clone();
-    let name = hit.name.clone();
-    let path = tokio::task::spawn_blocking(move || save::reserve(&dir_for_reserve, &name, &fallback))
-        .await
-        .map_err(|e| NodeError::Save(e.to_string()))?
-        .map_err(|e| NodeError::Save(format!("{} in {}", e, dir.display())))?;
-    // The store moves its own copy to the target and serves it from there,
-    // so a download is written once, not twice.
-    let exported = inner
-        .store
-        .blobs()
-        .export_with_opts(ExportOptions { hash: hit.hash, mode: ExportMode::TryReference, target: path.clone() })
-        .finish()
-        .await;
-    if let Err(e) = exported {
-        std::fs::remove_file(&path).ok();
-        return Err(NodeError::Save(e.to_string()));
-    }
+    let (path, size, mut note) = match hit.kind {
+        Kind::File => save_file(node, &hit.name, hit.hash, &dir, &fallback).await?,
+        Kind::Folder => save_folder(node, &hit.name, hit.hash, &dir, &fallback).await?,
+    };
     let saved_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let note = (saved_name != hit.name).then(|| format!("saved as '{saved_name}' because '{}' is not a safe or free name here", hit.name));
+    if saved_name != hit.name && note.is_none() {
+        note = Some(format!("saved as '{saved_name}' because '{}' is not a safe or free name here", hit.name));
+    }
 
-    // Become a source: keep the blob and tell the index.
-    shares::protect(&inner.store, hit.hash).await.map_err(|e| NodeError::Save(e.to_string()))?;
-    let share = Share { name: saved_name.clone(), hash: hit.hash, size, path: path.clone() };
+    // Become a source: keep the content and tell the index.
+    shares::protect(&inner.store, content).await.map_err(|e| NodeError::Save(e.to_string()))?;
+    let share = Share { name: saved_name, hash: hit.hash, size, path: path.clone(), kind: hit.kind };
     inner.shares.insert(share.clone())?;
     if let Err(e) = inner.index.publish(&[share.entry()]).await {
         tracing::warn!("downloaded, but could not publish yet: {e}");
@@ -105,16 +99,79 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
     Ok(())
 }
 
+/// Reserves a safe name in `dir` and moves the verified blob there.
+async fn save_file(node: &Node, name: &str, hash: Hash, dir: &Path, fallback: &str) -> Result<(PathBuf, u64, Option<String>), NodeError> {
+    let (d, n, f) = (dir.to_owned(), name.to_owned(), fallback.to_owned());
+    let path = tokio::task::spawn_blocking(move || save::reserve(&d, &n, &f))
+        .await
+        .map_err(|e| NodeError::Save(e.to_string()))?
+        .map_err(|e| NodeError::Save(format!("{} in {}", e, dir.display())))?;
+    // The store moves its own copy to the target and serves it from there,
+    // so a download is written once, not twice.
+    let size = node
+        .inner
+        .store
+        .blobs()
+        .export_with_opts(ExportOptions { hash, mode: ExportMode::TryReference, target: path.clone() })
+        .finish()
+        .await;
+    match size {
+        Ok(size) => Ok((path, size, None)),
+        Err(e) => {
+            std::fs::remove_file(&path).ok();
+            Err(NodeError::Save(e.to_string()))
+        }
+    }
+}
+
+/// Recreates a collection as a new directory in `dir`. Entries whose paths
+/// are unsafe (`..`, absolute, control characters) are skipped and reported.
+async fn save_folder(node: &Node, name: &str, hash: Hash, dir: &Path, fallback: &str) -> Result<(PathBuf, u64, Option<String>), NodeError> {
+    let store = &node.inner.store;
+    let collection = Collection::load(hash, store.deref()).await.map_err(|e| NodeError::Save(format!("the folder's listing is unreadable: {e}")))?;
+    let (d, n, f) = (dir.to_owned(), name.to_owned(), fallback.to_owned());
+    let root = tokio::task::spawn_blocking(move || save::reserve_dir(&d, &n, &f))
+        .await
+        .map_err(|e| NodeError::Save(e.to_string()))?
+        .map_err(|e| NodeError::Save(format!("{} in {}", e, dir.display())))?;
+    let mut skipped = Vec::new();
+    let mut total = 0;
+    for (entry, child) in collection.iter() {
+        let Some(relative) = save::safe_relative(entry) else {
+            skipped.push(entry.escape_debug().to_string());
+            continue;
+        };
+        let r = root.clone();
+        let target = match tokio::task::spawn_blocking(move || save::create_inside(&r, &relative)).await {
+            Ok(Ok(t)) => t,
+            _ => {
+                skipped.push(entry.escape_debug().to_string());
+                continue;
+            }
+        };
+        // Copy, not move: the same content may appear twice in one folder.
+        let written = store
+            .blobs()
+            .export_with_opts(ExportOptions { hash: *child, mode: ExportMode::Copy, target: target.clone() })
+            .finish()
+            .await
+            .map_err(|e| NodeError::Save(format!("cannot write {}: {e}", target.display())))?;
+        total += written;
+    }
+    let note = (!skipped.is_empty()).then(|| format!("skipped {} entries with unsafe paths: {}", skipped.len(), skipped.join(", ")));
+    Ok((root, total, note))
+}
+
 async fn download(
     node: &Node,
-    hash: Hash,
+    content: HashAndFormat,
     size: u64,
     providers: Vec<EndpointId>,
     events: &mpsc::Sender<GetEvent>,
     failed_providers: &mut Vec<String>,
 ) -> Result<(), NodeError> {
     let failed = |e: &dyn std::fmt::Display| NodeError::Download(format!("the download failed ({e}); run the same get again to resume"));
-    let mut stream = node.inner.downloader.download(hash, providers).stream().await.map_err(|e| failed(&e))?;
+    let mut stream = node.inner.downloader.download(content, providers).stream().await.map_err(|e| failed(&e))?;
     let mut reported = 0u64;
     while let Some(item) = stream.next().await {
         match item {
@@ -133,7 +190,7 @@ async fn download(
             }
             // Both mean the providers ran out before the blob was complete.
             DownloadProgressItem::Error(e) => {
-                tracing::debug!("download of {hash} failed: {e}");
+                tracing::debug!("download of {} failed: {e}", content.hash);
                 return Err(all_failed(failed_providers.len()));
             }
             DownloadProgressItem::DownloadError => return Err(all_failed(failed_providers.len())),

@@ -224,8 +224,15 @@ impl Node {
             });
         let shares = Arc::new(Shares::load(data_dir.shares_file())?);
         for path in &config.share {
-            let share = shares::import(&store, path).await?;
-            shares.insert(share)?;
+            if path.is_dir() {
+                let (files, folder) = shares::import_dir(&store, path).await?;
+                for f in files {
+                    shares.insert(f)?;
+                }
+                shares.insert(folder)?;
+            } else {
+                shares.insert(shares::import(&store, path).await?)?;
+            }
         }
 
         state.membership = Some(membership);
@@ -448,9 +455,19 @@ impl Node {
     /// Imports and publishes a file. When the index is unreachable the file
     /// is still shared and is published after the next join.
     pub async fn share(&self, path: &Path) -> Result<ShareReply, NodeError> {
-        let share = shares::import(&self.inner.store, path).await?;
+        let is_dir = tokio::fs::metadata(path).await.map(|m| m.is_dir()).unwrap_or(false);
+        let (files, share) = if is_dir {
+            shares::import_dir(&self.inner.store, path).await?
+        } else {
+            (Vec::new(), shares::import(&self.inner.store, path).await?)
+        };
+        for f in &files {
+            self.inner.shares.insert(f.clone())?;
+        }
         self.inner.shares.insert(share.clone())?;
-        let warning = match self.inner.index.publish(&[share.entry()]).await {
+        let mut entries: Vec<_> = files.iter().map(Share::entry).collect();
+        entries.push(share.entry());
+        let warning = match self.inner.index.publish(&entries).await {
             Ok(()) => None,
             Err(IndexError::Unreachable(e)) => Some(format!("shared, but the index is unreachable ({e}); it will be published when the index is back")),
             Err(e) => return Err(e.into()),
@@ -477,7 +494,7 @@ impl Node {
                 let hit = resolve::choose(target, hits).map_err(|_| ShareError::Unknown(target.to_string()))?;
                 self.inner.index.unpublish(hit.hash).await?;
                 // The index accepted: it was ours after all (shared before shares.json existed).
-                Ok(Share { name: hit.name, hash: hit.hash, size: hit.size, path: PathBuf::new() })
+                Ok(Share { name: hit.name, hash: hit.hash, size: hit.size, path: PathBuf::new(), kind: hit.kind })
             }
             Err(e) => Err(e.into()),
         }

@@ -76,6 +76,7 @@ mod tests {
         Hit {
             hash: Hash::new(content),
             size: 1,
+            kind: Default::default(),
             name: name.into(),
             providers: vec![Provider {
                 peer: PeerInfo { addr: PeerAddr { id, ip: vec![], relay: None }, nickname: "a".into() },

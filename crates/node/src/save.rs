@@ -42,9 +42,85 @@ pub fn reserve(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathB
     ))
 }
 
+/// Creates a new, empty directory for `advertised` inside `dir`, with the
+/// same naming rules as [`reserve`]; an existing directory is never reused.
+pub fn reserve_dir(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let dir = fs::canonicalize(dir)?;
+    let name = sanitize_file_name(advertised, fallback);
+    for n in 0..=MAX_ALTERNATIVES {
+        let candidate = if n == 0 { name.clone() } else { numbered_alternative(&name, n) };
+        let path = dir.join(&candidate);
+        match fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("'{name}' and {MAX_ALTERNATIVES} alternatives already exist")))
+}
+
+/// A relative path from a collection, made safe: `None` if any component is
+/// empty after trimming separators, `.`, `..`, or contains control
+/// characters, and for absolute paths. Such entries are skipped, not
+/// reinterpreted, so a crafted name can never land somewhere unexpected.
+pub fn safe_relative(name: &str) -> Option<PathBuf> {
+    if name.starts_with(['/', '\\']) || name.contains(':') {
+        return None;
+    }
+    let mut path = PathBuf::new();
+    for part in name.split(['/', '\\']) {
+        if peernet_proto::names::validate_file_name(part).is_err() {
+            return None;
+        }
+        path.push(part);
+    }
+    (!path.as_os_str().is_empty()).then_some(path)
+}
+
+/// Creates `root/relative` exclusively, with its parent directories, and
+/// checks that the parent really is inside `root` (no symlink followed out).
+pub fn create_inside(root: &Path, relative: &Path) -> io::Result<PathBuf> {
+    let target = root.join(relative);
+    let parent = target.parent().unwrap_or(root);
+    fs::create_dir_all(parent)?;
+    let real_root = fs::canonicalize(root)?;
+    if !fs::canonicalize(parent)?.starts_with(&real_root) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "path leaves the target directory"));
+    }
+    fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+    Ok(target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collection_paths_are_checked_component_by_component() {
+        assert_eq!(safe_relative("a/b/c.txt"), Some(PathBuf::from("a/b/c.txt")));
+        assert_eq!(safe_relative("été/naïve ☃.txt"), Some(PathBuf::from("été/naïve ☃.txt")));
+        for bad in ["../x", "a/../../x", "/abs/x", "\\abs\\x", "a//b", "a/./b", "", "a/", "c:\\x", "nul\0x", ".."] {
+            assert_eq!(safe_relative(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn files_are_created_inside_only_and_never_twice() {
+        let root = tempfile::tempdir().unwrap();
+        let target = reserve_dir(root.path(), "folder", "f").unwrap();
+        let p = create_inside(&target, Path::new("a/b.txt")).unwrap();
+        assert!(p.starts_with(&target));
+        assert!(create_inside(&target, Path::new("a/b.txt")).is_err(), "no overwrite");
+        // A symlink planted inside pointing out is refused.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path(), target.join("link")).unwrap();
+            assert!(create_inside(&target, Path::new("link/evil.txt")).is_err());
+            assert!(!root.path().join("evil.txt").exists());
+        }
+        assert_eq!(reserve_dir(root.path(), "folder", "f").unwrap().file_name().unwrap(), "folder (1)");
+    }
 
     #[test]
     fn hostile_names_stay_inside_the_directory() {

@@ -9,9 +9,16 @@ use std::{
 
 use iroh_blobs::{
     api::blobs::{AddPathOptions, ImportMode},
+    format::collection::Collection,
     BlobFormat, Hash, HashAndFormat,
 };
-use peernet_proto::{index::FileEntry, names::validate_file_name};
+
+/// Most files in one shared folder (the index's per-peer limit bounds it too).
+pub const MAX_FILES_PER_FOLDER: usize = peernet_proto::limits::MAX_FILES_PER_PEER - 1;
+use peernet_proto::{
+    index::{FileEntry, Kind},
+    names::validate_file_name,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::data_dir::{read_json, write_json, DataDirError};
@@ -21,13 +28,22 @@ pub struct Share {
     pub name: String,
     pub hash: Hash,
     pub size: u64,
+    #[serde(default)]
+    pub kind: Kind,
     /// Where the data lives on disk (the original file, or the download).
     pub path: PathBuf,
 }
 
 impl Share {
     pub fn entry(&self) -> FileEntry {
-        FileEntry { name: self.name.clone(), size: self.size, hash: self.hash }
+        FileEntry { name: self.name.clone(), size: self.size, hash: self.hash, kind: self.kind }
+    }
+
+    pub fn hash_and_format(&self) -> HashAndFormat {
+        match self.kind {
+            Kind::File => HashAndFormat::raw(self.hash),
+            Kind::Folder => HashAndFormat::hash_seq(self.hash),
+        }
     }
 }
 
@@ -139,14 +155,68 @@ pub async fn import(store: &iroh_blobs::api::Store, path: &Path) -> Result<Share
         .await
         .map_err(|e| import_err(&e))?;
     let hash = temp.hash();
-    protect(store, hash).await.map_err(|e| import_err(&e))?;
+    protect(store, HashAndFormat::raw(hash)).await.map_err(|e| import_err(&e))?;
     drop(temp);
-    Ok(Share { name, hash, size: meta.len(), path })
+    Ok(Share { name, hash, size: meta.len(), path, kind: Kind::File })
 }
 
-/// Tags `hash` as shared.
-pub async fn protect(store: &iroh_blobs::api::Store, hash: Hash) -> Result<(), iroh_blobs::api::RequestError> {
-    store.tags().set(tag_name(&hash), HashAndFormat::raw(hash)).await
+/// Imports every regular file under `dir` (symlinks are not followed, so a
+/// link cannot pull in files from outside the folder) and a collection that
+/// names them by relative path. Returns the files, then the folder.
+pub async fn import_dir(store: &iroh_blobs::api::Store, dir: &Path) -> Result<(Vec<Share>, Share), ShareError> {
+    let dir = std::path::absolute(dir).map_err(|e| ShareError::Unreadable { path: dir.to_owned(), why: e.to_string() })?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .ok_or_else(|| ShareError::BadName { path: dir.clone(), why: "it has no name".into() })?;
+    validate_file_name(&name).map_err(|e| ShareError::BadName { path: dir.clone(), why: e.to_string() })?;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.clone()];
+    while let Some(d) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&d)
+            .await
+            .map_err(|e| ShareError::Unreadable { path: d.clone(), why: e.to_string() })?;
+        while let Some(entry) = entries.next_entry().await.map_err(|e| ShareError::Unreadable { path: d.clone(), why: e.to_string() })? {
+            let kind = entry.file_type().await.map_err(|e| ShareError::Unreadable { path: entry.path(), why: e.to_string() })?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            } else {
+                tracing::warn!("not sharing {}: only regular files and directories are shared", entry.path().display());
+            }
+        }
+    }
+    if files.len() > MAX_FILES_PER_FOLDER {
+        return Err(ShareError::BadName {
+            path: dir,
+            why: format!("a shared folder holds at most {MAX_FILES_PER_FOLDER} files"),
+        });
+    }
+    files.sort();
+    let mut shares = Vec::with_capacity(files.len());
+    let mut collection = Vec::with_capacity(files.len());
+    for path in files {
+        let share = import(store, &path).await?;
+        let relative = path.strip_prefix(&dir).expect("walked from dir").components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect::<Vec<_>>()
+            .join("/");
+        collection.push((relative, share.hash));
+        shares.push(share);
+    }
+    let size = shares.iter().map(|s| s.size).sum();
+    let import_err = |e: &dyn std::fmt::Display| ShareError::Import { path: dir.clone(), why: e.to_string() };
+    let temp = Collection::from_iter(collection).store(store).await.map_err(|e| import_err(&e))?;
+    let folder = Share { name, hash: temp.hash(), size, path: dir.clone(), kind: Kind::Folder };
+    protect(store, folder.hash_and_format()).await.map_err(|e| import_err(&e))?;
+    drop(temp);
+    Ok((shares, folder))
+}
+
+/// Tags `content` as shared.
+pub async fn protect(store: &iroh_blobs::api::Store, content: HashAndFormat) -> Result<(), iroh_blobs::api::RequestError> {
+    store.tags().set(tag_name(&content.hash), content).await
 }
 
 /// Removes the share tag; the store may then reclaim the data.
@@ -161,7 +231,7 @@ mod tests {
     use super::*;
 
     fn share(name: &str) -> Share {
-        Share { name: name.into(), hash: Hash::new(name), size: 1, path: PathBuf::from("/x") }
+        Share { name: name.into(), hash: Hash::new(name), size: 1, path: PathBuf::from("/x"), kind: Kind::File }
     }
 
     #[test]

@@ -73,12 +73,26 @@ impl PeerAddr {
     }
 }
 
-/// A file as published: its name (one path component), size and BLAKE3 hash.
+/// What a published hash stands for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One file: a raw blob.
+    #[default]
+    File,
+    /// A shared directory: an iroh-blobs collection (a hash sequence of
+    /// the files, with their relative paths). Its size is the files' total.
+    Folder,
+}
+
+/// A file as published: its name (one path component), size, BLAKE3 hash
+/// and kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
     pub size: u64,
     pub hash: Hash,
+    pub kind: Kind,
 }
 
 /// A peer as others see it.
@@ -136,6 +150,7 @@ pub struct Provider {
 pub struct Hit {
     pub hash: Hash,
     pub size: u64,
+    pub kind: Kind,
     /// The name of the most recent registration.
     pub name: String,
     pub providers: Vec<Provider>,
@@ -225,6 +240,7 @@ mod tests {
             name,
             size,
             hash: Hash::from_bytes(h),
+            kind: Kind::File,
         })
     }
 
@@ -276,6 +292,7 @@ mod tests {
         let hit = Hit {
             hash: Hash::new(b"x"),
             size: 1,
+            kind: Kind::Folder,
             name: "x".into(),
             providers: vec![Provider {
                 peer: PeerInfo {
