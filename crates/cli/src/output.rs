@@ -11,7 +11,7 @@ use peernet_node::{
 };
 use peernet_proto::{
     chat::{ChatMessage, Member},
-    index::{Hit, OnlinePeer},
+    index::{Hit, Kind, OnlinePeer},
 };
 use serde::Serialize;
 
@@ -32,6 +32,14 @@ pub fn size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Folders end in `/`, as in `ls -F`.
+fn display_name(name: &str, kind: Kind) -> String {
+    match kind {
+        Kind::File => name.to_string(),
+        Kind::Folder => format!("{name}/"),
     }
 }
 
@@ -82,7 +90,7 @@ pub fn shares(shares: &[Share], json: bool) {
     }
     println!("{:<40} {:>10}  {:<10}  PATH", "NAME", "SIZE", "HASH");
     for s in shares {
-        println!("{:<40} {:>10}  {:<10}  {}", s.name, size(s.size), short(&s.hash.to_hex()), s.path.display());
+        println!("{:<40} {:>10}  {:<10}  {}", display_name(&s.name, s.kind), size(s.size), short(&s.hash.to_hex()), s.path.display());
     }
 }
 
@@ -114,7 +122,7 @@ pub fn hits(hits: &[Hit], json: bool) {
     for h in hits {
         let providers: Vec<String> =
             h.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect();
-        println!("{:<40} {:>10}  {:<10}  {}", h.name, size(h.size), short(&h.hash.to_hex()), providers.join(", "));
+        println!("{:<40} {:>10}  {:<10}  {}", display_name(&h.name, h.kind), size(h.size), short(&h.hash.to_hex()), providers.join(", "));
     }
 }
 
