@@ -20,6 +20,20 @@ const MAX_ALTERNATIVES: u32 = 1000;
 /// created a moment ago by someone else. The caller writes into the returned
 /// path and removes it on failure.
 pub fn reserve(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathBuf> {
+    first_free(dir, advertised, fallback, |path| {
+        fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
+    })
+}
+
+/// Creates a new, empty directory for `advertised` inside `dir`, with the
+/// same naming rules as [`reserve`]; an existing directory is never reused.
+pub fn reserve_dir(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathBuf> {
+    first_free(dir, advertised, fallback, |path| fs::create_dir(path))
+}
+
+/// Tries the sanitized name and its numbered alternatives with `create`,
+/// which must fail with `AlreadyExists` when the name is taken.
+fn first_free(dir: &Path, advertised: &str, fallback: &str, create: impl Fn(&Path) -> io::Result<()>) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let dir = fs::canonicalize(dir)?;
     let name = sanitize_file_name(advertised, fallback);
@@ -30,8 +44,8 @@ pub fn reserve(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathB
         if path.parent() != Some(dir.as_path()) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "unsafe file name"));
         }
-        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(_) => return Ok(path),
+        match create(&path) {
+            Ok(()) => return Ok(path),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -40,24 +54,6 @@ pub fn reserve(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathB
         io::ErrorKind::AlreadyExists,
         format!("'{name}' and {MAX_ALTERNATIVES} numbered alternatives already exist in {}", dir.display()),
     ))
-}
-
-/// Creates a new, empty directory for `advertised` inside `dir`, with the
-/// same naming rules as [`reserve`]; an existing directory is never reused.
-pub fn reserve_dir(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    let dir = fs::canonicalize(dir)?;
-    let name = sanitize_file_name(advertised, fallback);
-    for n in 0..=MAX_ALTERNATIVES {
-        let candidate = if n == 0 { name.clone() } else { numbered_alternative(&name, n) };
-        let path = dir.join(&candidate);
-        match fs::create_dir(&path) {
-            Ok(()) => return Ok(path),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("'{name}' and {MAX_ALTERNATIVES} alternatives already exist")))
 }
 
 /// A relative path from a collection, made safe: `None` if any component is
