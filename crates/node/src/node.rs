@@ -577,7 +577,7 @@ impl Node {
             warn!("router shutdown: {e}");
         }
         if let Err(e) = self.inner.store.shutdown().await {
-            warn!("store shutdown: {e}");
+            tracing::debug!("store shutdown: {e}");
         }
         self.inner.data_dir.remove_control(std::process::id());
     }
