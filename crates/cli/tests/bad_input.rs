@@ -171,3 +171,27 @@ fn control_api_requires_the_token() {
         assert_eq!(mode & 0o777, 0o600, "only the owner may read the token");
     }
 }
+
+/// A client that opens a request stream and never completes its frame is
+/// cut off (so it cannot hold the index's slots), and others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_is_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = Daemon::index(&tmp.path().join("index"));
+    let ticket: Ticket = index.ticket.parse().unwrap();
+    let ep = endpoint().await;
+    let conn = ep.connect(ticket.index.to_endpoint_addr(), ALPN).await.unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    // Half a length prefix, then silence.
+    send.write_all(&[0, 0]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(60), conn.closed()).await.expect("the index gives up on us");
+    match closed {
+        ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code.into_inner(), close_code::MALFORMED as u64);
+            assert!(String::from_utf8_lossy(&close.reason).contains("not received within"));
+        }
+        other => panic!("expected an application close, got {other}"),
+    }
+    let other = endpoint().await;
+    assert!(matches!(ask(&other, &ticket, &join(&other, &ticket, &ticket.network_key, "patient")).await, Response::Joined { .. }));
+}

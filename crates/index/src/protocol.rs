@@ -27,6 +27,9 @@ use crate::{
     service::Service,
 };
 
+/// How long the index waits for a whole request frame once a stream is open.
+pub const REQUEST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct IndexProtocol {
     service: Arc<Service>,
@@ -60,9 +63,18 @@ impl ProtocolHandler for IndexProtocol {
                     let Ok((mut send, mut recv)) = stream else { break };
                     let service = self.service.clone();
                     streams.spawn(async move {
-                        let request = match read_frame::<Request>(&mut recv, MAX_REQUEST_FRAME).await {
-                            Ok(r) => r,
-                            Err(e) => return close_for(e),
+                        // A client that opens a stream and never finishes its frame
+                        // must not hold one of the connection's slots forever.
+                        let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame::<Request>(&mut recv, MAX_REQUEST_FRAME));
+                        let request = match read.await {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(e)) => return close_for(e),
+                            Err(_) => {
+                                return Some((
+                                    close_code::MALFORMED,
+                                    format!("request frame not received within {REQUEST_READ_TIMEOUT:?}"),
+                                ))
+                            }
                         };
                         let response = tokio::task::spawn_blocking(move || service.handle(from, request, now_ms()))
                             .await
