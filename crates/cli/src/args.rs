@@ -113,12 +113,25 @@ pub enum Command {
     Ls,
     /// List the peers online and their files.
     Online,
-    /// Search files by words of their name or by hash.
+    /// Search files by words of their name or by hash, at the index and
+    /// through the overlay (flood search), merging the hits.
     Search {
         query: String,
         /// Most hits to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Ask only the index.
+        #[arg(long, conflicts_with = "flood_only")]
+        index_only: bool,
+        /// Ask only the overlay (works while the index is down).
+        #[arg(long)]
+        flood_only: bool,
+        /// How many overlay hops the query travels (1 to 7).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=7))]
+        ttl: u8,
+        /// How long to wait for answers from the overlay.
+        #[arg(long, default_value = "1500ms", value_parser = parse_duration, value_name = "DURATION")]
+        wait: Duration,
     },
     /// Download a file (by name or hash) and share it afterwards.
     Get {

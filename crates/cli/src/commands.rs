@@ -84,8 +84,16 @@ pub async fn run_client(client: &ControlClient, command: Command, json: bool) ->
             let reply: OnlineReply = client.get("/v1/online", &[]).await?;
             output::online(&reply.peers, json);
         }
-        Command::Search { query, limit } => {
-            let reply: SearchReply = client.get("/v1/search", &[("q", query), ("limit", limit.to_string())]).await?;
+        Command::Search { query, limit, index_only, flood_only, ttl, wait } => {
+            let mode = if index_only { "index" } else if flood_only { "flood" } else { "both" };
+            let params = [
+                ("q", query),
+                ("limit", limit.to_string()),
+                ("mode", mode.to_string()),
+                ("ttl", ttl.to_string()),
+                ("wait_ms", wait.as_millis().to_string()),
+            ];
+            let reply: SearchReply = client.get("/v1/search", &params).await?;
             output::hits(&reply.hits, json);
         }
         Command::Get { target, out } => {

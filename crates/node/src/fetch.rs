@@ -40,7 +40,17 @@ const PROGRESS_STEP: u64 = 1024 * 1024;
 pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events: &mpsc::Sender<GetEvent>) -> Result<(), NodeError> {
     let inner = &node.inner;
     let me = inner.endpoint.id();
-    let hits = node.search(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await?;
+    // The index first; the overlay when the index is down or knows nothing.
+    let hits = match node.search(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await {
+        Ok(hits) if !hits.is_empty() => hits,
+        other => {
+            let flooded = node
+                .flood_search(target, peernet_proto::flood::DEFAULT_TTL, crate::node::FLOOD_WINDOW)
+                .await
+                .unwrap_or_default();
+            if flooded.is_empty() { other? } else { flooded }
+        }
+    };
     let hit = resolve::choose(target, hits)?;
     let providers: Vec<EndpointId> = hit.providers.iter().map(|p| p.peer.addr.id).filter(|id| *id != me).collect();
     for p in &hit.providers {

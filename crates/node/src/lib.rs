@@ -9,6 +9,7 @@ pub mod control;
 pub mod data_dir;
 pub mod endpoint;
 mod fetch;
+pub mod flood;
 pub mod index_client;
 pub mod node;
 pub mod overlay;

@@ -26,7 +26,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use iroh_gossip::net::Gossip;
-use peernet_proto::{chat::{ChatMessage, Member}, names::validate_nickname, topo::Graph};
+use peernet_proto::{
+    chat::{ChatMessage, Member},
+    flood::{Action as FloodAction, Answer, FloodFrame, Query},
+    names::validate_nickname,
+    topo::Graph,
+};
 use std::sync::OnceLock;
 
 use crate::{
@@ -49,6 +54,32 @@ const LEAVE_GRACE: Duration = Duration::from_millis(500);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Gossip message cap: a signed chat event of the largest allowed text fits.
 const GOSSIP_MAX_MESSAGE: usize = peernet_proto::chat::MAX_EVENT_BYTES + 1024;
+/// Flood queries from neighbours waiting to be handled; more are dropped.
+const FLOOD_QUERY_BUFFER: usize = 256;
+/// How long a flood search collects answers.
+pub const FLOOD_WINDOW: Duration = Duration::from_millis(1500);
+
+/// Where a search looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    Both,
+    Index,
+    Flood,
+}
+
+/// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
+/// (the number of overlay neighbours); it exists so tests can build long,
+/// thin overlays, and is not needed otherwise.
+fn gossip_builder() -> iroh_gossip::net::Builder {
+    let mut builder = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE);
+    if let Some(degree) = std::env::var("PEERNET_OVERLAY_DEGREE").ok().and_then(|d| d.parse::<usize>().ok()) {
+        let membership = iroh_gossip::proto::HyparviewConfig { active_view_capacity: degree.max(1), ..Default::default() };
+        builder = builder.membership_config(membership);
+    }
+    builder
+}
+
 /// Most online pages fetched for one `online` call.
 const MAX_ONLINE_PAGES: u32 = 256;
 
@@ -151,6 +182,7 @@ pub(crate) struct Inner {
     pub(crate) downloads: PathBuf,
     pub(crate) ticket: Ticket,
     pub(crate) gossip: Gossip,
+    pending: crate::flood::Pending,
     pub(crate) overlay: Arc<OnceLock<Overlay>>,
     index_only: bool,
     /// Fired when the root closes the network.
@@ -184,7 +216,7 @@ impl Node {
             return Err(NodeError::MemberDataDir);
         }
 
-        let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec()];
+        let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec(), peernet_proto::flood::ALPN.to_vec()];
         if hosting {
             alpns.push(peernet_proto::index::ALPN.to_vec());
         }
@@ -193,10 +225,13 @@ impl Node {
 
         let store = FsStore::load(data_dir.blobs()).await.map_err(|e| NodeError::Store(e.to_string()))?;
         let blobs = BlobsProtocol::new(&store, config.upload_limit.map(crate::throttle::upload_limiter));
-        let gossip = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE).spawn(endpoint.clone());
+        let gossip = gossip_builder().spawn(endpoint.clone());
+        let pending = crate::flood::Pending::default();
+        let (flood_queries, flood_rx) = mpsc::channel(FLOOD_QUERY_BUFFER);
         let mut router = Router::builder(endpoint.clone())
             .accept(iroh_blobs::ALPN, blobs)
-            .accept(iroh_gossip::ALPN, gossip.clone());
+            .accept(iroh_gossip::ALPN, gossip.clone())
+            .accept(peernet_proto::flood::ALPN, crate::flood::FloodProtocol { pending: pending.clone(), queries: flood_queries });
 
         let (ticket, hosted, index) = match &membership {
             Membership::Host { network_key } => {
@@ -261,6 +296,7 @@ impl Node {
                 downloads,
                 ticket,
                 gossip,
+                pending,
                 overlay: Arc::new(OnceLock::new()),
                 index_only: config.index_only,
                 closed: CancellationToken::new(),
@@ -283,6 +319,7 @@ impl Node {
             }
         }
         node.start_overlay(secret_for_overlay).await?;
+        node.start_flood(flood_rx);
         node.start_control().await?;
         Ok(node)
     }
@@ -330,6 +367,116 @@ impl Node {
 
     pub(crate) fn overlay(&self) -> Result<&Overlay, NodeError> {
         self.inner.overlay.get().ok_or_else(|| NodeError::Overlay("the overlay has not started yet".into()))
+    }
+
+    /// Handles flood queries from neighbours: answer if we match, pass on
+    /// while the TTL lasts (decided by the flood state machine).
+    fn start_flood(&self, mut queries: mpsc::Receiver<(Query, iroh::EndpointId)>) {
+        let weak = Arc::downgrade(&self.inner);
+        let cancel = self.inner.cancel.child_token();
+        self.spawn_task(async move {
+            loop {
+                let (query, from) = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    q = queries.recv() => match q { Some(q) => q, None => break },
+                };
+                let Some(inner) = weak.upgrade() else { break };
+                let node = Node { inner };
+                let Ok(overlay) = node.overlay() else { continue };
+                for action in overlay.flood_handle(query, from) {
+                    match action {
+                        FloodAction::Answer(q) => node.answer_flood(q),
+                        FloodAction::Forward { query, to } => node.send_query(query, to),
+                    }
+                }
+            }
+        });
+    }
+
+    fn send_query(&self, query: Query, to: Vec<iroh::EndpointId>) {
+        for neighbour in to {
+            let endpoint = self.inner.endpoint.clone();
+            let frame = FloodFrame::Query(query.clone());
+            self.spawn_task(async move {
+                if let Err(e) = crate::flood::send_frame(&endpoint, frame, neighbour).await {
+                    tracing::debug!("could not pass a flood query to {}: {e}", neighbour.fmt_short());
+                }
+            });
+        }
+    }
+
+    /// Answers a flood query with our matching files, if any, straight to
+    /// its origin.
+    fn answer_flood(&self, query: Query) {
+        let files: Vec<_> = self
+            .inner
+            .shares
+            .entries()
+            .into_iter()
+            .filter(|e| peernet_proto::flood::matches(&query.text, e))
+            .take(peernet_proto::flood::MAX_ANSWER_FILES)
+            .collect();
+        if files.is_empty() || self.inner.index_only {
+            return;
+        }
+        let answer = Answer { query: query.id, provider: endpoint::own_addr(&self.inner.endpoint), nickname: self.nickname(), files };
+        let origin = query.origin.to_endpoint_addr();
+        let endpoint = self.inner.endpoint.clone();
+        self.spawn_task(async move {
+            if let Err(e) = crate::flood::send_frame(&endpoint, FloodFrame::Answer(answer), origin).await {
+                tracing::debug!("could not answer a flood query: {e}");
+            }
+        });
+    }
+
+    /// Asks the overlay: the query goes from neighbour to neighbour with a
+    /// TTL, and peers with matches answer us directly within `window`.
+    pub async fn flood_search(&self, text: &str, ttl: u8, window: Duration) -> Result<Vec<Hit>, NodeError> {
+        let overlay = self.overlay()?;
+        let id: [u8; 16] = rand::random();
+        let mut answers_rx = self.inner.pending.open(id);
+        if let FloodAction::Forward { query, to } = overlay.flood_start(id, endpoint::own_addr(&self.inner.endpoint), text.to_string(), ttl) {
+            self.send_query(query, to);
+        }
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers_rx.recv()).await {
+            answers.push(answer);
+        }
+        self.inner.pending.close(&id);
+        let hits = crate::flood::hits_from_answers(answers);
+        for h in &hits {
+            for p in &h.providers {
+                self.remember(&p.peer.addr);
+            }
+        }
+        Ok(hits)
+    }
+
+    /// Searches the index, the overlay, or both (merging by hash). With
+    /// both, an unreachable index is not an error as long as the overlay
+    /// answered.
+    pub async fn search_with(&self, query: &str, limit: u32, mode: SearchMode, ttl: u8, window: Duration) -> Result<Vec<Hit>, NodeError> {
+        match mode {
+            SearchMode::Index => self.search(query, limit).await,
+            SearchMode::Flood => self.flood_search(query, ttl, window).await,
+            SearchMode::Both => {
+                let (index, flood) = tokio::join!(self.search(query, limit), self.flood_search(query, ttl, window));
+                match (index, flood) {
+                    (Ok(mut hits), Ok(more)) => {
+                        crate::flood::merge_hits(&mut hits, more);
+                        Ok(hits)
+                    }
+                    (Ok(hits), Err(_)) => Ok(hits),
+                    (Err(_), Ok(more)) if !more.is_empty() => Ok(more),
+                    (Err(e), _) => Err(e),
+                }
+            }
+        }
+    }
+
+    pub fn flood_counters(&self) -> (u64, u64) {
+        self.inner.overlay.get().map(Overlay::flood_counters).unwrap_or_default()
     }
 
     /// Sends a chat message to everybody.
@@ -443,6 +590,8 @@ impl Node {
             shares: self.inner.shares.list().len(),
             neighbors: self.inner.overlay.get().map(|o| o.neighbors().iter().map(|n| n.fmt_short().to_string()).collect()).unwrap_or_default(),
             dropped_events: self.inner.overlay.get().map(Overlay::dropped).unwrap_or_default(),
+            flood_handled: self.flood_counters().0,
+            flood_duplicates: self.flood_counters().1,
             data_dir: self.inner.data_dir.root().to_owned(),
             downloads: self.inner.downloads.clone(),
         }

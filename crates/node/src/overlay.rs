@@ -27,7 +27,8 @@ use n0_future::StreamExt;
 use peernet_index::now_ms;
 use peernet_proto::{
     chat::{Author, Body, Change, ChatMessage, Member, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
-    index::{Request, Response},
+    flood::{Action as FloodAction, Flood, Query},
+    index::{PeerAddr, Request, Response},
     key::NetworkKey,
 };
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,7 @@ struct Shared {
     room: Room,
     neighbors: BTreeSet<EndpointId>,
     author: Author,
+    flood: Flood,
 }
 
 /// Handle to the overlay; cheap to clone.
@@ -110,6 +112,7 @@ impl Overlay {
             room: Room::new(topic, root, ttl.as_millis() as u64),
             neighbors: BTreeSet::new(),
             author: Author::new(secret, topic),
+            flood: Flood::default(),
         }));
         let overlay = Self {
             shared: shared.clone(),
@@ -217,6 +220,26 @@ impl Overlay {
         debug_assert!(bytes.len() <= MAX_EVENT_BYTES);
         self.lock().room.accept(event, now_ms()).ok();
         sender.broadcast(Bytes::from(bytes)).await.map_err(|e| OverlayError::Down(e.to_string()))
+    }
+
+    /// What to do with a flood query delivered by neighbour `from`.
+    pub fn flood_handle(&self, query: Query, from: EndpointId) -> Vec<FloodAction> {
+        let mut s = self.lock();
+        let neighbors: Vec<EndpointId> = s.neighbors.iter().copied().collect();
+        s.flood.handle(query, from, &neighbors, now_ms())
+    }
+
+    /// Starts a flood query of our own: returns it with the neighbours to send it to.
+    pub fn flood_start(&self, id: [u8; 16], origin: PeerAddr, text: String, ttl: u8) -> FloodAction {
+        let mut s = self.lock();
+        let neighbors: Vec<EndpointId> = s.neighbors.iter().copied().collect();
+        s.flood.start(id, origin, text, ttl, &neighbors, now_ms())
+    }
+
+    /// Flood queries handled here (first sight) and copies dropped as seen.
+    pub fn flood_counters(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.flood.handled, s.flood.duplicates)
     }
 
     pub async fn say(&self, text: &str) -> Result<ChatMessage, OverlayError> {

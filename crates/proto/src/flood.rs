@@ -2,16 +2,61 @@
 //! neighbour to neighbour with a TTL; every peer handles a query id once; a
 //! peer with matches answers the origin directly.
 //!
-//! This is only the state machine: what to do with a query, given who
+//! [`Flood`] is the state machine: what to do with a query, given who
 //! delivered it and who our neighbours are. The caller moves bytes. Time is
 //! an argument.
+//!
+//! Wire: on [`ALPN`], one unidirectional stream carries one frame
+//! ([`crate::frame`]) holding a [`FloodFrame`]. A query is sent that way to
+//! each chosen overlay neighbour (the gossip layer's own neighbour broadcast
+//! reaches only its spanning-tree peers, not every neighbour, so it is not
+//! used); an answer is sent that way straight to the query's origin.
 
 use std::collections::{HashMap, VecDeque};
 
 use iroh::EndpointId;
 use serde::{Deserialize, Serialize};
 
-use crate::index::PeerAddr;
+use crate::index::{FileEntry, PeerAddr};
+
+/// ALPN for answers to flood queries.
+pub const ALPN: &[u8] = b"peernet/flood/1";
+/// Most files one peer reports in one answer.
+pub const MAX_ANSWER_FILES: usize = 100;
+/// Largest flood frame (an answer with [`MAX_ANSWER_FILES`] long names fits).
+pub const MAX_FLOOD_FRAME: usize = 64 * 1024;
+
+/// One frame of the flood protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FloodFrame {
+    /// A query, passed from neighbour to neighbour.
+    Query(Query),
+    /// Matches, sent by a provider straight to the query's origin.
+    Answer(Answer),
+}
+
+/// A peer's answer to a flood query, sent straight to the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub query: [u8; 16],
+    pub provider: PeerAddr,
+    pub nickname: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// Whether a file matches a query with the index's rules: every word of
+/// the query is a prefix of a word of the name (any case), or the query is
+/// a hex prefix (6+ characters) of the hash.
+pub fn matches(query: &str, entry: &FileEntry) -> bool {
+    let q = query.trim().to_lowercase();
+    if q.len() >= crate::limits::MIN_HASH_PREFIX && q.bytes().all(|b| b.is_ascii_hexdigit()) && entry.hash.to_hex().starts_with(&q) {
+        return true;
+    }
+    let words = |s: &str| s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect::<Vec<_>>();
+    let name_words = words(&entry.name);
+    let query_words = words(&q);
+    !query_words.is_empty() && query_words.iter().all(|qw| name_words.iter().any(|nw| nw.starts_with(qw.as_str())))
+}
 
 /// TTL when the user gives none.
 pub const DEFAULT_TTL: u8 = 4;
@@ -132,6 +177,16 @@ mod tests {
 
     fn query(qid: u8, ttl: u8) -> Query {
         Query { id: [qid; 16], origin: origin(), text: "song".into(), ttl }
+    }
+
+    #[test]
+    fn matching_follows_the_index_rules() {
+        let e = FileEntry { name: "Holiday-Photos_2024.tar.gz".into(), size: 1, hash: crate::Hash::new("x"), kind: Default::default() };
+        assert!(matches("holiday", &e));
+        assert!(matches("PHOTO 2024", &e));
+        assert!(!matches("holiday notes", &e));
+        assert!(matches(&e.hash.to_hex()[..8], &e));
+        assert!(!matches("", &e));
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Status {
     pub shares: usize,
     /// Current overlay neighbours (short ids).
     pub neighbors: Vec<String>,
+    /// Flood queries handled here, and duplicate copies dropped.
+    pub flood_handled: u64,
+    pub flood_duplicates: u64,
     /// Overlay events dropped, by reason (forged, replayed, ...).
     pub dropped_events: std::collections::BTreeMap<String, u64>,
     pub data_dir: PathBuf,
@@ -62,6 +65,12 @@ pub struct UnshareRequest {
 pub struct SearchQuery {
     pub q: String,
     pub limit: Option<u32>,
+    /// Index, overlay (flood) or both; both when unset.
+    pub mode: Option<crate::node::SearchMode>,
+    /// Flood TTL; clamped to 1..=7, default 4.
+    pub ttl: Option<u8>,
+    /// How long to collect flood answers, in milliseconds (at most 30 s).
+    pub wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

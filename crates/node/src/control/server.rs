@@ -110,7 +110,10 @@ async fn search(State(node): State<Node>, Query(q): Query<SearchQuery>) -> Respo
     if q.q.trim().is_empty() {
         return bad_request("the search query is empty; give a word of the file name or a hash");
     }
-    match node.search(&q.q, q.limit.unwrap_or(20)).await {
+    let mode = q.mode.unwrap_or(crate::node::SearchMode::Both);
+    let ttl = q.ttl.unwrap_or(peernet_proto::flood::DEFAULT_TTL);
+    let window = q.wait_ms.map(|ms| std::time::Duration::from_millis(ms.min(30_000))).unwrap_or(crate::node::FLOOD_WINDOW);
+    match node.search_with(&q.q, q.limit.unwrap_or(20), mode, ttl, window).await {
         Ok(hits) => Json(SearchReply { hits }).into_response(),
         Err(e) => e.into_response(),
     }
