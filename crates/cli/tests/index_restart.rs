@@ -36,9 +36,12 @@ fn index_kill9_and_restart() {
 
     let ticket = index.ticket.clone();
     index.kill9();
-    // While the index is down, requests fail with a clear sentence.
-    let err = peers[1].fails(&["search", "file"]);
+    // While the index is down, asking it fails with a clear sentence...
+    let err = peers[1].fails(&["search", "--index-only", "file"]);
     assert!(err.contains("index is unreachable"), "{err}");
+    // ...while a plain search still finds files through the overlay.
+    let flooded = peers[1].json(&["search", "--wait", "3s", "file"]);
+    assert!(!flooded.as_array().unwrap().is_empty(), "the overlay answers while the index is down");
 
     let before_restart = now_ms();
     let index = Daemon::index(&index_dir);
