@@ -200,8 +200,16 @@ async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> 
     let last = client.get_file(&req, |event| progress.on_event(event)).await?;
     progress.finish();
     match last {
-        GetEvent::Saved { path, hash, size, note, failed_providers, resumed_from } => {
-            let report = output::SavedReport { path: &path, hash: &hash, size, note: note.as_deref(), failed: &failed_providers, resumed_from };
+        GetEvent::Saved { path, hash, size, note, failed_providers, resumed_from, sources } => {
+            let report = output::SavedReport {
+                path: &path,
+                hash: &hash,
+                size,
+                note: note.as_deref(),
+                failed: &failed_providers,
+                resumed_from,
+                sources: &sources,
+            };
             output::saved(&report, started.elapsed(), json);
             Ok(())
         }

@@ -162,15 +162,19 @@ pub struct SavedReport<'a> {
     pub note: Option<&'a str>,
     pub failed: &'a [String],
     pub resumed_from: u64,
+    pub sources: &'a [String],
 }
 
 pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
     if json {
         return print_json(&serde_json::json!({
             "path": r.path, "hash": r.hash, "size": r.size, "note": r.note,
-            "failed_providers": r.failed, "resumed_from": r.resumed_from,
+            "failed_providers": r.failed, "resumed_from": r.resumed_from, "sources": r.sources,
             "fetched_bytes": r.size - r.resumed_from.min(r.size), "seconds": elapsed.as_secs_f64(),
         }));
+    }
+    if r.sources.len() > 1 {
+        println!("fetched in parts from {} providers: {}", r.sources.len(), r.sources.join(", "));
     }
     if r.resumed_from > 0 {
         println!("resumed: {} were already here and verified", size(r.resumed_from));

@@ -153,3 +153,44 @@ fn an_interrupted_get_resumes_from_what_was_verified() {
     assert!(fetched < size * 6 / 10, "fetched {fetched} of {size} after the restart");
     assert!(same_bytes(&file, &b.downloads().join("big.iso")));
 }
+
+/// Swarm: with 3 providers the parts of one download come from more than
+/// one of them, and a download still completes when 2 of the 3 are killed
+/// mid-way.
+#[test]
+fn three_providers_share_the_work_and_one_is_enough() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = Daemon::index(&tmp.path().join("index"));
+    let file = tmp.path().join("swarm.bin");
+    let size = 32 * 1024 * 1024u64;
+    random_file(&file, size as usize, 21);
+    let path = file.to_str().unwrap();
+    let slow = ["--share", path, "--upload-limit", "8MB"];
+    let mut providers: Vec<Daemon> = ["p0", "p1", "p2"]
+        .iter()
+        .map(|n| Daemon::peer(n, &tmp.path().join(n), &index.ticket, &slow))
+        .collect();
+
+    let d = Daemon::peer("d", &tmp.path().join("d"), &index.ticket, &[]);
+    let out = d.json(&["get", "swarm.bin"]);
+    let sources = out["sources"].as_array().unwrap();
+    eprintln!("parts came from {sources:?} in {}s", out["seconds"]);
+    assert!(sources.len() >= 2, "parts came from more than one provider: {out}");
+    assert!(same_bytes(&file, &d.downloads().join("swarm.bin")));
+
+    // Again, and kill two of the three once a quarter has arrived.
+    let e = Daemon::peer("e", &tmp.path().join("e"), &index.ticket, &[]);
+    let e_dir = e.data_dir.clone();
+    let getter = std::thread::spawn(move || cli(&e_dir, &["get", "swarm.bin", "--json"]));
+    let blobs = e.data_dir.join("blobs");
+    wait_until(PATIENCE, "a quarter of the file", || bytes_under(&blobs) >= size / 4);
+    // d became a provider too; keep it out of this run by stopping it first.
+    drop(d);
+    providers[0].kill9();
+    providers[1].kill9();
+    let out = getter.join().unwrap();
+    assert!(out.status.success(), "get failed: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("with two providers killed: failed {} sources {}", result["failed_providers"], result["sources"]);
+    assert!(same_bytes(&file, &e.downloads().join("swarm.bin")));
+}

@@ -8,6 +8,7 @@
 //! never reaches the output file.
 
 use std::{
+    collections::HashMap,
     ops::Deref,
     path::{Path, PathBuf},
 };
@@ -19,8 +20,11 @@ use iroh_blobs::{
         downloader::DownloadProgressItem,
     },
     format::collection::Collection,
+    protocol::{ChunkRanges, GetRequest},
+    BlobFormat,
     Hash, HashAndFormat,
 };
+use bao_tree::ChunkNum;
 use n0_future::StreamExt;
 use peernet_proto::index::Kind;
 use tokio::sync::mpsc;
@@ -76,11 +80,15 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
     let local = inner.store.remote().local(content).await.map_err(|e| NodeError::Download(e.to_string()))?;
     let resumed_from = local.local_bytes();
     let mut failed_providers = Vec::new();
+    let mut sources = Vec::new();
     if !local.is_complete() {
         if providers.is_empty() {
             return Err(NodeError::NoProvider(hit.name));
         }
-        download(node, content, hit.size, providers, events, &mut failed_providers).await?;
+        let report = download(node, content, hit.size, providers, events).await;
+        failed_providers = report.failed;
+        sources = report.sources;
+        report.result?;
     }
     let complete = inner.store.remote().local(content).await.map(|l| l.is_complete()).unwrap_or(false);
     if !complete {
@@ -105,7 +113,7 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
     if let Err(e) = inner.index.publish(&[share.entry()]).await {
         tracing::warn!("downloaded, but could not publish yet: {e}");
     }
-    send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from }).await;
+    send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from, sources }).await;
     Ok(())
 }
 
@@ -172,47 +180,136 @@ async fn save_folder(node: &Node, name: &str, hash: Hash, dir: &Path, fallback: 
     Ok((root, total, note))
 }
 
-async fn download(
-    node: &Node,
-    content: HashAndFormat,
-    size: u64,
-    providers: Vec<EndpointId>,
-    events: &mpsc::Sender<GetEvent>,
-    failed_providers: &mut Vec<String>,
-) -> Result<(), NodeError> {
-    let failed = |e: &dyn std::fmt::Display| NodeError::Download(format!("the download failed ({e}); run the same get again to resume"));
-    let mut stream = node.inner.downloader.download(content, providers).stream().await.map_err(|e| failed(&e))?;
+/// Below this size, one provider at a time is fast enough.
+const SWARM_MIN_SIZE: u64 = 4 * 1024 * 1024;
+/// Most parts one file is split into.
+const MAX_PARTS: usize = 4;
+
+/// Splits a blob of `size` bytes into `parts` contiguous chunk ranges (1 KiB
+/// BLAKE3 chunks); the last range is open so the tail is always covered.
+pub fn plan_parts(size: u64, parts: usize) -> Vec<ChunkRanges> {
+    let chunks = size.div_ceil(1024).max(1);
+    let parts = (parts.max(1) as u64).min(chunks);
+    let step = chunks.div_ceil(parts);
+    (0..parts)
+        .map(|i| {
+            let start = ChunkNum(i * step);
+            if i + 1 == parts { ChunkRanges::from(start..) } else { ChunkRanges::from(start..ChunkNum((i + 1) * step)) }
+        })
+        .collect()
+}
+
+/// How a download went: who failed, who delivered.
+struct DownloadReport {
+    result: Result<(), NodeError>,
+    failed: Vec<String>,
+    sources: Vec<String>,
+}
+
+/// Downloads `content`. A large file with several providers is split into
+/// parts fetched at once, each trying the providers in a different order,
+/// so the load spreads and a provider that fails mid-way is replaced by
+/// another for the parts it was serving. Every chunk is verified.
+async fn download(node: &Node, content: HashAndFormat, size: u64, providers: Vec<EndpointId>, events: &mpsc::Sender<GetEvent>) -> DownloadReport {
+    let requests: Vec<GetRequest> = if content.format == BlobFormat::Raw && providers.len() >= 2 && size >= SWARM_MIN_SIZE {
+        plan_parts(size, providers.len().min(MAX_PARTS))
+            .into_iter()
+            .map(|ranges| GetRequest::builder().root(ranges).build(content.hash))
+            .collect()
+    } else {
+        vec![GetRequest::from(content)]
+    };
+    let (tx, mut rx) = mpsc::channel::<(usize, DownloadProgressItem)>(64);
+    let mut parts = tokio::task::JoinSet::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let mut order = providers.clone();
+        order.rotate_left(i % providers.len().max(1));
+        let downloader = node.inner.downloader.clone();
+        let tx = tx.clone();
+        parts.spawn(async move {
+            match downloader.download(request, order).stream().await {
+                Ok(mut stream) => {
+                    while let Some(item) = stream.next().await {
+                        if tx.send((i, item)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tx.send((i, DownloadProgressItem::Error(e.into()))).await.ok();
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut done_per_part: HashMap<usize, u64> = HashMap::new();
+    let mut current: HashMap<usize, EndpointId> = HashMap::new();
+    let mut report = DownloadReport { result: Ok(()), failed: Vec::new(), sources: Vec::new() };
     let mut reported = 0u64;
-    while let Some(item) = stream.next().await {
+    while let Some((part, item)) = rx.recv().await {
         match item {
             DownloadProgressItem::Progress(done) => {
-                if done >= reported + PROGRESS_STEP || done >= size {
-                    reported = done;
-                    events.send(GetEvent::Progress { done, total: size }).await.ok();
+                done_per_part.insert(part, done);
+                let total: u64 = done_per_part.values().sum();
+                if total >= reported + PROGRESS_STEP || total >= size {
+                    reported = total;
+                    events.send(GetEvent::Progress { done: total.min(size), total: size }).await.ok();
+                }
+            }
+            DownloadProgressItem::TryProvider { id, .. } => {
+                current.insert(part, id);
+            }
+            DownloadProgressItem::PartComplete { .. } => {
+                if let Some(id) = current.get(&part) {
+                    let id = id.fmt_short().to_string();
+                    if !report.sources.contains(&id) {
+                        report.sources.push(id);
+                    }
                 }
             }
             DownloadProgressItem::ProviderFailed { id, .. } => {
                 let provider = id.fmt_short().to_string();
-                if !failed_providers.contains(&provider) {
-                    failed_providers.push(provider.clone());
+                if !report.failed.contains(&provider) {
+                    report.failed.push(provider.clone());
                 }
                 events.send(GetEvent::ProviderFailed { provider }).await.ok();
             }
-            // Both mean the providers ran out before the blob was complete.
+            // Both mean the providers ran out before this part was complete.
             DownloadProgressItem::Error(e) => {
-                tracing::debug!("download of {} failed: {e}", content.hash);
-                return Err(all_failed(failed_providers.len()));
+                tracing::debug!("part {part} of {} failed: {e}", content.hash);
+                report.result = Err(all_failed(report.failed.len()));
             }
-            DownloadProgressItem::DownloadError => return Err(all_failed(failed_providers.len())),
-            DownloadProgressItem::TryProvider { .. } | DownloadProgressItem::PartComplete { .. } => {}
+            DownloadProgressItem::DownloadError => report.result = Err(all_failed(report.failed.len())),
         }
     }
-    events.send(GetEvent::Progress { done: size, total: size }).await.ok();
-    Ok(())
+    while parts.join_next().await.is_some() {}
+    if report.result.is_ok() {
+        events.send(GetEvent::Progress { done: size, total: size }).await.ok();
+    }
+    report
 }
 
 fn all_failed(count: usize) -> NodeError {
     NodeError::Download(format!(
         "no provider could deliver the file ({count} failed); what arrived is verified and kept, run the same get again later to resume"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_blob_without_overlap() {
+        let parts = plan_parts(10 * 1024 * 1024, 3);
+        assert_eq!(parts.len(), 3);
+        let mut all = ChunkRanges::empty();
+        for p in &parts {
+            assert!((all.clone() & p.clone()).is_empty(), "parts do not overlap");
+            all |= p.clone();
+        }
+        assert_eq!(all, ChunkRanges::all(), "together they cover everything");
+        assert_eq!(plan_parts(100, 4).len(), 1, "a one-chunk blob is one part");
+        assert_eq!(plan_parts(0, 4).len(), 1);
+    }
 }

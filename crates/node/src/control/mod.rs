@@ -122,6 +122,8 @@ pub enum GetEvent {
         failed_providers: Vec<String>,
         /// Verified bytes that were already here when this get started (resume).
         resumed_from: u64,
+        /// Providers that delivered parts of this download (short ids).
+        sources: Vec<String>,
     },
     Failed { error: String },
 }
