@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use iroh::{endpoint::ConnectionError, Endpoint, SecretKey};
+use iroh::{endpoint::ConnectionError, Endpoint};
 use peernet_index::frame_io::{read_frame, write_frame};
 use peernet_proto::{
     index::{close_code, ErrorCode, Join, PeerAddr, Request, Response, ALPN},
@@ -14,15 +14,7 @@ use peernet_proto::{
 };
 
 async fn endpoint() -> Endpoint {
-    let (ep, _) = peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
-        secret_key: SecretKey::generate(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        relay: None,
-        alpns: vec![],
-    })
-    .await
-    .unwrap();
-    ep
+    test_endpoint(vec![]).await.0
 }
 
 async fn ask(ep: &Endpoint, ticket: &Ticket, req: &Request) -> Response {

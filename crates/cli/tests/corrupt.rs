@@ -12,10 +12,7 @@ use iroh::{
     Endpoint, EndpointAddr,
 };
 use iroh_blobs::{store::mem::MemStore, BlobsProtocol};
-use peernet_proto::{
-    index::{FileEntry, PeerAddr, Request, Response},
-    ticket::Ticket,
-};
+use peernet_proto::{index::FileEntry, ticket::Ticket};
 
 /// Serves the blobs protocol by relaying to an honest provider, flipping one
 /// byte of every response after its first 64 KiB.
@@ -64,17 +61,6 @@ impl ProtocolHandler for Corrupting {
     }
 }
 
-async fn bind() -> (Endpoint, iroh::address_lookup::memory::MemoryLookup) {
-    peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
-        secret_key: iroh::SecretKey::generate(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        relay: None,
-        alpns: vec![iroh_blobs::ALPN.to_vec()],
-    })
-    .await
-    .unwrap()
-}
-
 /// Acceptance: a provider that corrupts the data it serves: the downloaded
 /// file is still correct (fetched from honest providers), and the corrupt
 /// provider is reported.
@@ -101,23 +87,15 @@ async fn a_lying_provider_is_caught_and_reported() {
     let store = MemStore::new();
     let tag = store.blobs().add_slice(std::fs::read(&file).unwrap()).temp_tag().await.unwrap();
     let hash = tag.hash();
-    let (honest_ep, _) = bind().await;
+    let (honest_ep, _) = test_endpoint(vec![iroh_blobs::ALPN.to_vec()]).await;
     let honest = Router::builder(honest_ep.clone()).accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None)).spawn();
-    let (liar_ep, liar_lookup) = bind().await;
+    let (liar_ep, liar_lookup) = test_endpoint(vec![iroh_blobs::ALPN.to_vec()]).await;
     let lied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let liar = Router::builder(liar_ep.clone())
         .accept(iroh_blobs::ALPN, Corrupting { endpoint: liar_ep.clone(), honest: honest_ep.addr(), lied: lied.clone() })
         .spawn();
-    peernet_node::endpoint::remember(&liar_lookup, &ticket.index);
-    let client = peernet_node::index_client::IndexClient::remote(
-        liar_ep.clone(),
-        PeerAddr { id: liar_ep.id(), ip: liar_ep.bound_sockets(), relay: None },
-        ticket.index.clone(),
-        ticket.network_key,
-    );
-    client.join("mallory").await.unwrap();
     let entry = FileEntry { name: "dataset.tar".into(), size: 8 * 1024 * 1024, hash, kind: Default::default() };
-    assert!(matches!(client.request(Request::Publish { files: vec![entry] }).await.unwrap(), Response::Published { .. }));
+    publish_as(&liar_ep, &liar_lookup, &ticket, "mallory", entry).await;
 
     let ticket_text = index.ticket.clone();
     let d_dir = root.join("d");

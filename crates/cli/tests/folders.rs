@@ -77,7 +77,7 @@ fn a_folder_round_trips() {
 async fn a_crafted_folder_cannot_escape() {
     use iroh_blobs::{format::collection::Collection, store::mem::MemStore, BlobsProtocol};
     use peernet_proto::{
-        index::{FileEntry, Kind, PeerAddr, Request, Response},
+        index::{FileEntry, Kind},
         ticket::Ticket,
     };
 
@@ -101,25 +101,10 @@ async fn a_crafted_folder_cannot_escape() {
         std::mem::forget(tag);
     }
     let collection = Collection::from_iter(names).store(&store).await.unwrap();
-    let (ep, lookup) = peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
-        secret_key: iroh::SecretKey::generate(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        relay: None,
-        alpns: vec![iroh_blobs::ALPN.to_vec()],
-    })
-    .await
-    .unwrap();
+    let (ep, lookup) = test_endpoint(vec![iroh_blobs::ALPN.to_vec()]).await;
     let router = iroh::protocol::Router::builder(ep.clone()).accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None)).spawn();
-    peernet_node::endpoint::remember(&lookup, &ticket.index);
-    let client = peernet_node::index_client::IndexClient::remote(
-        ep.clone(),
-        PeerAddr { id: ep.id(), ip: ep.bound_sockets(), relay: None },
-        ticket.index.clone(),
-        ticket.network_key,
-    );
-    client.join("mallory").await.unwrap();
     let entry = FileEntry { name: "crafted".into(), size: 100, hash: collection.hash(), kind: Kind::Folder };
-    assert!(matches!(client.request(Request::Publish { files: vec![entry] }).await.unwrap(), Response::Published { .. }));
+    publish_as(&ep, &lookup, &ticket, "mallory", entry).await;
 
     let guest_dir = tmp_path.join("guest");
     let ticket_text = index.ticket.clone();

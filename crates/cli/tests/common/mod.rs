@@ -363,3 +363,37 @@ pub fn shell(data_dir: &Path, input: &str) -> String {
     assert!(out.status.success(), "shell failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// An iroh endpoint for a test that plays a peer itself, on loopback.
+pub async fn test_endpoint(alpns: Vec<Vec<u8>>) -> (iroh::Endpoint, iroh::address_lookup::memory::MemoryLookup) {
+    peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
+        secret_key: iroh::SecretKey::generate(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        relay: None,
+        alpns,
+    })
+    .await
+    .unwrap()
+}
+
+/// Joins the network as `nickname` from the test's own endpoint and
+/// publishes `entry` there: a provider the test controls.
+pub async fn publish_as(
+    ep: &iroh::Endpoint,
+    lookup: &iroh::address_lookup::memory::MemoryLookup,
+    ticket: &peernet_proto::ticket::Ticket,
+    nickname: &str,
+    entry: peernet_proto::index::FileEntry,
+) {
+    use peernet_proto::index::{PeerAddr, Request, Response};
+    peernet_node::endpoint::remember(lookup, &ticket.index);
+    let client = peernet_node::index_client::IndexClient::remote(
+        ep.clone(),
+        PeerAddr { id: ep.id(), ip: ep.bound_sockets(), relay: None },
+        ticket.index.clone(),
+        ticket.network_key,
+    );
+    client.join(nickname).await.unwrap();
+    let published = client.request(Request::Publish { files: vec![entry] }).await.unwrap();
+    assert!(matches!(published, Response::Published { .. }), "{published:?}");
+}
