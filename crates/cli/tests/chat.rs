@@ -27,9 +27,7 @@ fn ten_peers_talk_in_order_and_the_map_is_connected() {
     let sent = Instant::now();
     author.ok(&["say", "hello", "everyone"]);
     for p in peers.iter().filter(|p| p.name != author.name) {
-        wait_until(Duration::from_secs(5).saturating_sub(sent.elapsed()).max(Duration::from_millis(1)), "the message to arrive", || {
-            !texts_from(p, &author_id).is_empty()
-        });
+        wait_until(Duration::from_secs(7), "the message to arrive", || !texts_from(p, &author_id).is_empty());
     }
     eprintln!("hello reached all 9 others in {:?}", sent.elapsed());
     assert!(sent.elapsed() <= Duration::from_secs(5) + Duration::from_secs(2), "took {:?}", sent.elapsed());

@@ -97,7 +97,7 @@ fn flood_finds_a_file_three_hops_away_without_the_index() {
     // The overlay may still move under us; if the holder turns out to be
     // nearer than measured, measure again with a fresh file.
     let mut attempt = 0;
-    let (searcher, holder, file) = loop {
+    let (searcher, file) = loop {
         attempt += 1;
         let (s, h) = stable_pair();
         let (searcher, holder) = (&peers[s], &peers[h]);
@@ -129,9 +129,8 @@ fn flood_finds_a_file_three_hops_away_without_the_index() {
         );
         assert_eq!(found[0]["providers"][0]["peer"]["nickname"], holder.name.as_str());
         assert_eq!(hits("3").len(), 1, "exactly three hops is enough");
-        break (searcher, holder, file);
+        break (searcher, file);
     };
-    let _ = holder;
 
     // The hit carries what is needed to fetch without the index.
     let name = file.file_name().unwrap().to_str().unwrap();

@@ -97,8 +97,7 @@ fn hostile_names_stay_in_the_downloads_dir() {
     saved.sort();
     assert_eq!(saved, ["nul_name", "x", "x (1)"]);
     // Contents are the real files, and nothing appeared anywhere else.
-    for (i, hash) in hashes.iter().enumerate() {
-        let _ = hash;
+    for i in 0..hashes.len() {
         let want = format!("content {i}");
         assert!(saved.iter().any(|n| std::fs::read_to_string(b.downloads().join(n)).unwrap() == want));
     }

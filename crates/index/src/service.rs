@@ -173,7 +173,7 @@ fn store_error(e: StoreError) -> Response {
         StoreError::TooManyFiles => ErrorCode::LimitExceeded,
         StoreError::NotOwner => ErrorCode::NotOwner,
         StoreError::NotFound => ErrorCode::NotFound,
-        StoreError::Sqlite(_) | StoreError::Corrupt(_) => return internal(e),
+        StoreError::Sqlite(_) => return internal(e),
     };
     let message = match &e {
         StoreError::NicknameTaken(n) => format!("the nickname '{n}' is taken by another online peer; choose another with --nick"),

@@ -22,8 +22,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
     #[error("this key has not joined the network")]
     NotJoined,
     #[error("the nickname '{0}' is used by another online peer")]

@@ -580,6 +580,7 @@ impl Node {
     }
 
     pub fn status(&self) -> Status {
+        let (flood_handled, flood_duplicates) = self.flood_counters();
         Status {
             id: self.inner.endpoint.id().to_string(),
             nickname: self.nickname(),
@@ -590,8 +591,8 @@ impl Node {
             shares: self.inner.shares.list().len(),
             neighbors: self.inner.overlay.get().map(|o| o.neighbors().iter().map(|n| n.fmt_short().to_string()).collect()).unwrap_or_default(),
             dropped_events: self.inner.overlay.get().map(Overlay::dropped).unwrap_or_default(),
-            flood_handled: self.flood_counters().0,
-            flood_duplicates: self.flood_counters().1,
+            flood_handled,
+            flood_duplicates,
             data_dir: self.inner.data_dir.root().to_owned(),
             downloads: self.inner.downloads.clone(),
         }

@@ -211,12 +211,7 @@ impl Overlay {
     /// Signs and broadcasts an event, and applies it to our own room.
     async fn broadcast(&self, body: Body) -> Result<(), OverlayError> {
         let sender = self.sender.lock().await;
-        let (event, bytes) = {
-            let mut s = self.lock();
-            let now = now_ms();
-            let (event, bytes) = s.author.event(body, now);
-            (event, bytes)
-        };
+        let (event, bytes) = self.lock().author.event(body, now_ms());
         debug_assert!(bytes.len() <= MAX_EVENT_BYTES);
         self.lock().room.accept(event, now_ms()).ok();
         sender.broadcast(Bytes::from(bytes)).await.map_err(|e| OverlayError::Down(e.to_string()))

@@ -57,6 +57,8 @@ pub enum ShareError {
     BadName { path: PathBuf, why: String },
     #[error("cannot import {path} into the store: {why}")]
     Import { path: PathBuf, why: String },
+    #[error("cannot share {path}: a shared folder holds at most {MAX_FILES_PER_FOLDER} files; share smaller folders")]
+    TooManyFiles { path: PathBuf },
     #[error("you do not share a file named or hashed '{0}'; `peernet ls` lists what you share")]
     Unknown(String),
     #[error("'{target}' names {count} shared files; use the hash instead ({hashes})")]
@@ -108,7 +110,7 @@ impl Shares {
         let list = self.list();
         let lower = target.to_ascii_lowercase();
         let mut matches: Vec<&Share> = list.iter().filter(|s| s.name == target).collect();
-        if matches.is_empty() && lower.len() >= 6 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if matches.is_empty() && crate::resolve::looks_like_hash(&lower) {
             matches = list.iter().filter(|s| s.hash.to_hex().starts_with(&lower)).collect();
         }
         match matches.as_slice() {
@@ -188,10 +190,7 @@ pub async fn import_dir(store: &iroh_blobs::api::Store, dir: &Path) -> Result<(V
         }
     }
     if files.len() > MAX_FILES_PER_FOLDER {
-        return Err(ShareError::BadName {
-            path: dir,
-            why: format!("a shared folder holds at most {MAX_FILES_PER_FOLDER} files"),
-        });
+        return Err(ShareError::TooManyFiles { path: dir });
     }
     files.sort();
     let mut shares = Vec::with_capacity(files.len());
