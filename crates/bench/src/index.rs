@@ -1,0 +1,211 @@
+//! `index`: N concurrent clients, each publishing a new file and then
+//! searching for it, against a durable `peernet index` process for a fixed
+//! time; beside opentracker's HTTP announce under wrk at the same
+//! concurrency.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use peernet_node::index_client::IndexClient;
+use peernet_proto::{
+    index::{FileEntry, Kind, PeerAddr, Request, Response},
+    ticket::Ticket,
+};
+
+use crate::{
+    peers::Peer,
+    procs::{free_port, installed, wait_for_port, Proc},
+    report::{Report, Row},
+};
+
+pub struct Options {
+    pub clients: usize,
+    pub duration: Duration,
+}
+
+pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
+    eprintln!("index: {} clients for {:?}", o.clients, o.duration);
+    let index = Peer::start("index", &work.join("index"), None, &["index", "--bind", "127.0.0.1:0"])?;
+    let ticket: Ticket = index.ticket.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cpu0 = index.proc.cpu_seconds();
+    let (count, elapsed, mut latencies) = rt.block_on(load(&ticket, o))?;
+    let usage = index.proc.usage_since(cpu0);
+    index.stop();
+    latencies.sort();
+    let ours_rps = count as f64 / elapsed.as_secs_f64();
+    let ours = Row::new("peernet index: Publish then Search", ours_rps, "req/s").usage(Some(usage), None).note(format!(
+        "p50 {:.2} ms, p99 {:.2} ms; SQLite WAL, synchronous=FULL",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    ));
+    let p99 = Row::new("peernet index p99 latency", percentile(&latencies, 0.99), "ms").target("< 5 ms", |r| r.value.map(|v| v < 5.0));
+    let tracker = match opentracker(work, o)? {
+        Some((rps, p50, p99)) => Row::new("opentracker announce under wrk (reference)", rps, "req/s").note(format!("p50 {p50:.2} ms, p99 {p99:.2} ms; in memory")),
+        None => Row::skipped("opentracker announce under wrk (reference)", "req/s", "opentracker or wrk is not installed"),
+    };
+    let ours = ours.against(&tracker).target(">= 1.0x opentracker", |r| r.ratio.map(|x| x >= 1.0));
+    Ok(Report {
+        bench: "index",
+        setup: format!("{} concurrent clients, {:.0} s, loopback", o.clients, o.duration.as_secs_f64()),
+        rows: vec![tracker, ours, p99],
+    })
+}
+
+/// The clients' loop: every request timed; returns requests done, the time
+/// they took, and each latency in microseconds.
+async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, Vec<u64>)> {
+    let mut clients = Vec::new();
+    for i in 0..o.clients {
+        let (ep, lookup) = peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
+            secret_key: iroh::SecretKey::generate(),
+            bind: "127.0.0.1:0".parse()?,
+            relay: None,
+            alpns: vec![],
+        })
+        .await?;
+        peernet_node::endpoint::remember(&lookup, &ticket.index);
+        let me = PeerAddr { id: ep.id(), ip: ep.bound_sockets(), relay: None };
+        let client = IndexClient::remote(ep.clone(), me, ticket.index.clone(), ticket.network_key);
+        client.join(&format!("bench{i}")).await.with_context(|| format!("client {i} could not join"))?;
+        clients.push((ep, client));
+    }
+    let start = Instant::now();
+    let deadline = start + o.duration;
+    let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (i, (_, client)) in clients.iter().enumerate() {
+        let (client, done) = (client.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut k = 0u64;
+            while Instant::now() < deadline {
+                k += 1;
+                let word = format!("x{i}y{k}");
+                let entry = FileEntry {
+                    name: format!("bench-{word}.bin"),
+                    size: k,
+                    hash: (*blake3::hash(word.as_bytes()).as_bytes()).into(),
+                    kind: Kind::File,
+                };
+                let t = Instant::now();
+                let published = client.request(Request::Publish { files: vec![entry] }).await?;
+                mine.push(t.elapsed().as_micros() as u64);
+                if !matches!(published, Response::Published { .. }) {
+                    bail!("publish answered {published:?}");
+                }
+                let t = Instant::now();
+                let found = client.request(Request::Search { query: word, limit: 10 }).await?;
+                mine.push(t.elapsed().as_micros() as u64);
+                if !matches!(&found, Response::Hits(hits) if hits.len() == 1) {
+                    bail!("search for a file just published answered {found:?}");
+                }
+            }
+            done.lock().unwrap().extend(mine);
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = start.elapsed();
+    for (ep, _) in clients {
+        ep.close().await;
+    }
+    let latencies = std::mem::take(&mut *done.lock().unwrap());
+    Ok((latencies.len(), elapsed, latencies))
+}
+
+/// Milliseconds at quantile `q` of sorted microsecond latencies.
+pub fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// opentracker's announce (register + peer list) under wrk: requests/s,
+/// p50 and p99 in ms.
+fn opentracker(work: &Path, o: &Options) -> anyhow::Result<Option<(f64, f64, f64)>> {
+    if !installed("opentracker") || !installed("wrk") {
+        return Ok(None);
+    }
+    let dir = work.join("tracker");
+    std::fs::create_dir_all(&dir)?;
+    let info_hash = [0x5au8; 20];
+    std::fs::write(dir.join("whitelist"), format!("{}\n", crate::refs::hex(&info_hash)))?;
+    let port = free_port()?;
+    let _tracker = Proc::spawn(
+        "opentracker",
+        Command::new("opentracker")
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-w"])
+            .arg(dir.join("whitelist"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    wait_for_port(port, Duration::from_secs(10))?;
+    // Each request announces a new peer (random id and port) for the
+    // whitelisted torrent and gets the peer list back.
+    let escaped: String = info_hash.iter().map(|b| format!("%{b:02X}")).collect();
+    let script = format!(
+        "math.randomseed(os.time())\n\
+         request = function()\n\
+           local id = string.format('-PB0001-%012d', math.random(0, 999999999999))\n\
+           local path = '/announce?info_hash={escaped}&peer_id=' .. id .. '&port=' .. math.random(1024, 65000) .. '&uploaded=0&downloaded=0&left=1000&compact=1&numwant=50'\n\
+           return wrk.format('GET', path)\n\
+         end\n"
+    );
+    std::fs::write(dir.join("announce.lua"), script)?;
+    let out = Command::new("wrk")
+        .args(["-t", "2", "-c", &o.clients.max(2).to_string(), "-d", &format!("{}s", o.duration.as_secs().max(1)), "--latency", "-s"])
+        .arg(dir.join("announce.lua"))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_wrk(&text).with_context(|| format!("could not read wrk's output:\n{text}")).map(Some)
+}
+
+/// Requests/s, p50 and p99 (ms) from `wrk --latency` output.
+fn parse_wrk(text: &str) -> Option<(f64, f64, f64)> {
+    let ms = |v: &str| -> Option<f64> {
+        if let Some(x) = v.strip_suffix("us") {
+            x.parse::<f64>().ok().map(|x| x / 1000.0)
+        } else if let Some(x) = v.strip_suffix("ms") {
+            x.parse().ok()
+        } else {
+            v.strip_suffix('s')?.parse::<f64>().ok().map(|x| x * 1000.0)
+        }
+    };
+    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()));
+    let rps = field("Requests/sec:")?.parse().ok()?;
+    let errors = text.lines().any(|l| l.contains("Non-2xx"));
+    if errors {
+        return None;
+    }
+    Some((rps, ms(&field("50%")?)?, ms(&field("99%")?)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_read() {
+        let text = "  Latency Distribution\n     50%  812.00us\n     75%    1.20ms\n     90%    2.00ms\n     99%    4.40ms\n  237000 requests in 10.00s, 20MB read\nRequests/sec:  23700.12\nTransfer/sec:      2.00MB\n";
+        assert_eq!(parse_wrk(text), Some((23700.12, 0.812, 4.4)));
+        assert_eq!(parse_wrk(&format!("{text}  Non-2xx or 3xx responses: 5\n")), None);
+    }
+
+    #[test]
+    fn percentiles_of_microseconds_are_milliseconds() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[], 0.99), 0.0);
+    }
+}

@@ -1,0 +1,45 @@
+//! `peernet`: parse arguments, set up logging, run one command.
+//!
+//! A library as well as a binary so that the benchmark tool can start
+//! peernet peers from its own executable: the code it measures is then
+//! always the code it was built with.
+
+mod args;
+mod commands;
+mod output;
+mod shell;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use clap::Parser;
+
+/// Runs the `peernet` command line with these arguments (the first is the
+/// program name), as `main` does.
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = args::Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.log_filter())),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
