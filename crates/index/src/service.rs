@@ -3,7 +3,10 @@
 //! moves frames; everything a request means is decided here, so it is tested
 //! with plain values.
 
-use std::sync::Mutex;
+use std::{
+    sync::{mpsc, Mutex},
+    time::Duration,
+};
 
 use iroh::EndpointId;
 use peernet_proto::{
@@ -20,9 +23,16 @@ use crate::{
     Config,
 };
 
+/// A request waiting for the next group commit, with where its answer goes.
+type Waiting = (EndpointId, Request, u64, mpsc::SyncSender<Response>);
+
 #[derive(Debug)]
 pub struct Service {
     store: Mutex<Store>,
+    /// Requests waiting for a batch. Whoever holds the store handles all
+    /// of them in one transaction (group commit): one disk sync for many
+    /// requests, and still no answer before its change is on disk.
+    waiting: Mutex<Vec<Waiting>>,
     key: NetworkKey,
     me: EndpointId,
     config: Config,
@@ -30,7 +40,7 @@ pub struct Service {
 
 impl Service {
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
-        Self { store: Mutex::new(store), key, me, config }
+        Self { store: Mutex::new(store), waiting: Mutex::new(Vec::new()), key, me, config }
     }
 
     pub fn config(&self) -> &Config {
@@ -52,12 +62,63 @@ impl Service {
         self.store().online_peers(now)
     }
 
-    /// Handles one request from the authenticated key `from`.
+    /// Handles one request from the authenticated key `from`, answering
+    /// only after what it changed is committed. Concurrent callers are
+    /// batched: the first to get the store handles everyone waiting.
     pub fn handle(&self, from: EndpointId, request: Request, now: u64) -> Response {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).push((from, request, now, tx));
+        loop {
+            if let Ok(response) = rx.try_recv() {
+                return response;
+            }
+            match self.store.try_lock() {
+                Ok(mut store) => self.run_batch(&mut store),
+                Err(std::sync::TryLockError::Poisoned(e)) => self.run_batch(&mut e.into_inner()),
+                // Someone else is committing a batch, perhaps with ours in it.
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    if let Ok(response) = rx.recv_timeout(Duration::from_micros(200)) {
+                        return response;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every waiting request in one transaction. One batch per
+    /// turn: the caller's own request is in it (or already answered), and
+    /// nobody is kept committing for others under sustained load.
+    fn run_batch(&self, store: &mut Store) {
+        let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = store.begin_batch() {
+            let failed = internal(e);
+            for (.., tx) in batch {
+                tx.send(failed.clone()).ok();
+            }
+            return;
+        }
+        let answers: Vec<_> = batch
+            .into_iter()
+            .map(|(from, request, now, tx)| (self.handle_one(store, from, request, now), tx))
+            .collect();
+        // Nothing is answered before the commit; if it fails, nobody in the
+        // batch is told their change was kept.
+        let failed = store.commit_batch().err().map(|e| {
+            store.rollback_batch();
+            internal(e)
+        });
+        for (response, tx) in answers {
+            tx.send(failed.clone().unwrap_or(response)).ok();
+        }
+    }
+
+    fn handle_one(&self, store: &mut Store, from: EndpointId, request: Request, now: u64) -> Response {
         let ttl = self.config.lease_ttl.as_millis() as u64;
-        let mut store = self.store();
         let result = match request {
-            Request::Join(join) => return self.join(&mut store, from, join, now),
+            Request::Join(join) => return self.join(store, from, join, now),
             // The index itself (a hosting peer's overlay) may ask anything.
             other if from == self.me => other,
             other => {
@@ -428,5 +489,43 @@ mod tests {
         }
         let s = Store::open(&db).unwrap();
         assert_eq!(s.search("kept", 10, 2).unwrap().len(), 1);
+    }
+
+    /// Group commit: many callers at once, some of whose requests fail;
+    /// each gets its own answer, the failures change nothing, and every
+    /// acknowledged publish is in the database after reopening it.
+    #[test]
+    fn concurrent_requests_are_batched_and_each_answered_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let key = NetworkKey::generate();
+        let index = SecretKey::generate().public();
+        let config = Config { heartbeat: Duration::from_secs(1), lease_ttl: Duration::from_secs(60) };
+        let w = World { service: Service::new(Store::open(&db).unwrap(), key, index, config), key, index };
+        let owner = peer(200);
+        w.join(owner, "owner", 0);
+        w.publish(owner, &[file("owned.bin")], 0);
+        std::thread::scope(|scope| {
+            for t in 0..8u8 {
+                let w = &w;
+                scope.spawn(move || {
+                    let me = peer(t + 1);
+                    assert!(matches!(w.join(me, &format!("t{t}"), 1), Response::Joined { .. }));
+                    for k in 0..20 {
+                        let f = file(&format!("t{t}-k{k}.bin"));
+                        assert_eq!(w.publish(me, &[f], 2), Response::Published { count: 1 });
+                        // Fails inside the same batches as others' publishes.
+                        let r = w.service.handle(me, Request::Unpublish { hash: Hash::new(b"owned.bin") }, 2);
+                        assert_eq!(code(&r), Some(ErrorCode::NotOwner));
+                    }
+                });
+            }
+        });
+        drop(w);
+        let s = Store::open(&db).unwrap();
+        for t in 0..8 {
+            assert_eq!(s.search(&format!("t{t}"), 50, 3).unwrap().len(), 20, "all of t{t}'s files were kept");
+        }
+        assert_eq!(s.search("owned", 10, 3).unwrap().len(), 1, "the refused unpublishes changed nothing");
     }
 }

@@ -171,9 +171,28 @@ impl Store {
         Ok(Self { conn })
     }
 
+    /// Starts a batch: the requests that follow share one transaction (each
+    /// in its own savepoint, so one failing rolls back only itself) and one
+    /// commit, which is where the disk sync happens.
+    pub fn begin_batch(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the batch; nothing in it may be acknowledged before this.
+    pub fn commit_batch(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Undoes the batch after a failed commit.
+    pub fn rollback_batch(&mut self) {
+        self.conn.execute_batch("ROLLBACK").ok();
+    }
+
     /// Admits `addr.id` (or refreshes it) and starts its lease.
     pub fn join(&mut self, addr: &PeerAddr, nickname: &str, now: u64, ttl_ms: u64) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         check_nickname_free(&tx, &addr.id, nickname, now)?;
         tx.execute(
             "INSERT INTO peers(id, nickname, addr, joined_at, lease_until) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -221,7 +240,7 @@ impl Store {
     /// Registers files under `id`. Re-publishing a registered hash keeps its
     /// original registration time, so repeats are idempotent.
     pub fn publish(&mut self, id: &EndpointId, files: &[FileEntry], now: u64) -> Result<u32> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let exists: bool = tx
             .query_row("SELECT 1 FROM peers WHERE id = ?1", [id.as_bytes().as_slice()], |_| Ok(()))
             .optional()?
@@ -276,7 +295,7 @@ impl Store {
 
     /// Ends the lease now and drops every registration of `id`.
     pub fn leave(&mut self, id: &EndpointId) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM files WHERE peer = ?1", [id.as_bytes().as_slice()])?;
         tx.execute(
             "UPDATE peers SET lease_until = 0, neighbors = x'' WHERE id = ?1",
