@@ -5,7 +5,7 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,7 +19,7 @@ use peernet_proto::{
 
 use crate::{
     peers::Peer,
-    procs::{free_port, installed, wait_for_port, Proc},
+    procs::{free_port, installed},
     report::{Report, Row},
 };
 
@@ -138,20 +138,11 @@ fn opentracker(work: &Path, o: &Options) -> anyhow::Result<Option<(f64, f64, f64
     let dir = work.join("tracker");
     std::fs::create_dir_all(&dir)?;
     let info_hash = [0x5au8; 20];
-    std::fs::write(dir.join("whitelist"), format!("{}\n", crate::refs::hex(&info_hash)))?;
     let port = free_port()?;
-    let _tracker = Proc::spawn(
-        "opentracker",
-        Command::new("opentracker")
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-w"])
-            .arg(dir.join("whitelist"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    wait_for_port(port, Duration::from_secs(10))?;
+    let _tracker = crate::refs::opentracker(&dir, port, &info_hash)?;
     // Each request announces a new peer (random id and port) for the
     // whitelisted torrent and gets the peer list back.
-    let escaped: String = info_hash.iter().map(|b| format!("%{b:02X}")).collect();
+    let escaped = crate::refs::url_escaped(&info_hash);
     let script = format!(
         "math.randomseed(os.time())\n\
          request = function()\n\

@@ -146,17 +146,7 @@ pub fn bittorrent(src: &Path, dst_dir: &Path, work: &Path) -> anyhow::Result<Opt
     let (torrent, info_hash) = crate::torrent::make(src, &announce)?;
     let torrent_path = dir.join("file.torrent");
     std::fs::write(&torrent_path, torrent)?;
-    // Debian's opentracker serves only whitelisted torrents.
-    std::fs::write(dir.join("whitelist"), format!("{}\n", hex(&info_hash)))?;
-    let _tracker = Proc::spawn(
-        "opentracker",
-        Command::new("opentracker")
-            .args(["-i", "127.0.0.1", "-p", &tracker_port.to_string(), "-P", &tracker_port.to_string(), "-w"])
-            .arg(dir.join("whitelist"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    wait_for_port(tracker_port, Duration::from_secs(10))?;
+    let _tracker = opentracker(&dir, tracker_port, &info_hash)?;
     let common = |c: &mut Command| {
         c.args([
             "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
@@ -176,8 +166,10 @@ pub fn bittorrent(src: &Path, dst_dir: &Path, work: &Path) -> anyhow::Result<Opt
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let seeder = Proc::spawn("aria2c seeder", &mut seeder)?;
-    // Give the seeder time to announce before the leecher asks for peers.
-    std::thread::sleep(Duration::from_secs(2));
+    // The leecher must find the seeder at its first announce.
+    crate::wait_for(Duration::from_secs(30), "the aria2c seeder to announce itself", || {
+        seeders(tracker_port, &info_hash).map(|n| n > 0)
+    })?;
     let cpu0 = seeder.cpu_seconds();
     let mut leecher = Command::new("aria2c");
     common(&mut leecher);
@@ -197,6 +189,40 @@ pub fn bittorrent(src: &Path, dst_dir: &Path, work: &Path) -> anyhow::Result<Opt
         bail!("aria2c finished without writing {}", got.display());
     }
     Ok(Some(Moved { seconds: elapsed.as_secs_f64(), server: Some(server), client: Some(client) }))
+}
+
+/// opentracker on 127.0.0.1:`port`, serving only `info_hash` (Debian's
+/// build serves whitelisted torrents only), ready to answer.
+pub fn opentracker(dir: &Path, port: u16, info_hash: &[u8; 20]) -> anyhow::Result<Proc> {
+    let whitelist = dir.join("whitelist");
+    std::fs::write(&whitelist, format!("{}\n", hex(info_hash)))?;
+    let tracker = Proc::spawn(
+        "opentracker",
+        Command::new("opentracker")
+            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-w"])
+            .arg(whitelist)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    wait_for_port(port, Duration::from_secs(10))?;
+    Ok(tracker)
+}
+
+/// How many seeders the tracker knows for `info_hash` (from its scrape).
+fn seeders(port: u16, info_hash: &[u8; 20]) -> anyhow::Result<u32> {
+    let escaped = url_escaped(info_hash);
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    write!(conn, "GET /scrape?info_hash={escaped} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply)?;
+    let text = String::from_utf8_lossy(&reply);
+    let count = text.split("8:completei").nth(1).and_then(|rest| rest.split('e').next()?.parse().ok());
+    count.context("the tracker's scrape answer has no seeder count")
+}
+
+/// An info-hash as a tracker URL carries it.
+pub fn url_escaped(info_hash: &[u8; 20]) -> String {
+    info_hash.iter().map(|b| format!("%{b:02X}")).collect()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
