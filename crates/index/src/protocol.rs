@@ -15,11 +15,11 @@ use iroh::{
 };
 use peernet_proto::{
     frame::FrameError,
-    index::{close_code, Request, Response},
+    index::{close_code, Request},
     limits::{MAX_INDEX_CONNECTIONS, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_STREAMS_PER_CONNECTION},
 };
 use tokio::{sync::Semaphore, task::JoinSet};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{
     frame_io::{read_frame, write_frame, FrameIoError},
@@ -76,12 +76,7 @@ impl ProtocolHandler for IndexProtocol {
                                 ))
                             }
                         };
-                        let response = tokio::task::spawn_blocking(move || service.handle(from, request, now_ms()))
-                            .await
-                            .unwrap_or_else(|e| {
-                                warn!("index request handler panicked: {e}");
-                                Response::error(peernet_proto::index::ErrorCode::Internal, "the index failed on this request; try again")
-                            });
+                        let response = service.call(from, request, now_ms()).await;
                         if let Err(e) = write_frame(&mut send, &response, MAX_RESPONSE_FRAME).await {
                             debug!("could not answer {}: {e}", from.fmt_short());
                         }

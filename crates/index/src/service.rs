@@ -3,10 +3,7 @@
 //! moves frames; everything a request means is decided here, so it is tested
 //! with plain values.
 
-use std::{
-    sync::{mpsc, Mutex},
-    time::Duration,
-};
+use std::sync::{mpsc, Arc, Mutex};
 
 use iroh::EndpointId;
 use peernet_proto::{
@@ -22,87 +19,121 @@ use crate::{
     store::{PeerRecord, Store, StoreError},
     Config,
 };
+use tokio::sync::oneshot;
 
 /// A request waiting for the next group commit, with where its answer goes.
-type Waiting = (EndpointId, Request, u64, mpsc::SyncSender<Response>);
+struct Job {
+    from: EndpointId,
+    request: Request,
+    now: u64,
+    answer: oneshot::Sender<Response>,
+}
 
+/// At most this many requests share one transaction, so that the first of
+/// a batch is not kept waiting behind an unbounded queue.
+pub const MAX_BATCH: usize = 256;
+
+/// The index's request handler. Requests go through a channel to one
+/// thread that owns the database and handles everything waiting in one
+/// transaction (group commit): one disk sync for many requests, and still
+/// no answer before its change is on disk. A dedicated thread rather than a
+/// blocking task per request: under load the thread never sleeps between
+/// batches, so requests cost no thread hand-offs of their own.
 #[derive(Debug)]
 pub struct Service {
+    logic: Arc<Logic>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What a request means, given the store: everything the store thread needs.
+#[derive(Debug)]
+struct Logic {
     store: Mutex<Store>,
-    /// Requests waiting for a batch. Whoever holds the store handles all
-    /// of them in one transaction (group commit): one disk sync for many
-    /// requests, and still no answer before its change is on disk.
-    waiting: Mutex<Vec<Waiting>>,
     key: NetworkKey,
     me: EndpointId,
     config: Config,
 }
 
 impl Service {
+    /// Starts the store thread; it ends when the service is dropped.
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
-        Self { store: Mutex::new(store), waiting: Mutex::new(Vec::new()), key, me, config }
+        let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config });
+        let (jobs, queue) = mpsc::channel();
+        let worker = logic.clone();
+        std::thread::Builder::new()
+            .name("index-store".into())
+            .spawn(move || worker.serve(queue))
+            .expect("the index store thread could not start");
+        Self { logic, jobs }
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.logic.config
     }
 
     pub fn id(&self) -> EndpointId {
-        self.me
+        self.logic.me
     }
 
+    /// Online peers with their reported neighbours (for the map).
+    pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>, StoreError> {
+        self.logic.store().online_peers(now)
+    }
+
+    /// Handles one request from the authenticated key `from`, answering
+    /// only after what it changed is committed.
+    pub async fn call(&self, from: EndpointId, request: Request, now: u64) -> Response {
+        let (answer, rx) = oneshot::channel();
+        if self.jobs.send(Job { from, request, now, answer }).is_err() {
+            return stopped();
+        }
+        rx.await.unwrap_or_else(|_| stopped())
+    }
+
+    /// [`Service::call`] for callers outside an async runtime (tests, tools).
+    pub fn handle(&self, from: EndpointId, request: Request, now: u64) -> Response {
+        let (answer, rx) = oneshot::channel();
+        if self.jobs.send(Job { from, request, now, answer }).is_err() {
+            return stopped();
+        }
+        rx.blocking_recv().unwrap_or_else(|_| stopped())
+    }
+}
+
+/// The answer when the store thread is gone (it only ends on a panic or at
+/// shutdown).
+fn stopped() -> Response {
+    Response::error(ErrorCode::Internal, "the index is shutting down or failed; try again")
+}
+
+impl Logic {
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic while holding the lock leaves SQLite consistent (the
         // transaction rolls back), so the poisoned guard is safe to reuse.
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Online peers with their reported neighbours (for the map).
-    pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>, StoreError> {
-        self.store().online_peers(now)
-    }
-
-    /// Handles one request from the authenticated key `from`, answering
-    /// only after what it changed is committed. Concurrent callers are
-    /// batched: the first to get the store handles everyone waiting.
-    pub fn handle(&self, from: EndpointId, request: Request, now: u64) -> Response {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).push((from, request, now, tx));
-        loop {
-            if let Ok(response) = rx.try_recv() {
-                return response;
-            }
-            match self.store.try_lock() {
-                Ok(mut store) => self.run_batch(&mut store),
-                Err(std::sync::TryLockError::Poisoned(e)) => self.run_batch(&mut e.into_inner()),
-                // Someone else is committing a batch, perhaps with ours in it.
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    if let Ok(response) = rx.recv_timeout(Duration::from_micros(200)) {
-                        return response;
-                    }
-                }
-            }
+    /// The store thread: waits for a request, takes whatever else arrived
+    /// meanwhile (up to [`MAX_BATCH`]) and handles them in one transaction.
+    fn serve(&self, queue: mpsc::Receiver<Job>) {
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            batch.extend(queue.try_iter().take(MAX_BATCH - 1));
+            self.run_batch(&mut self.store(), batch);
         }
     }
 
-    /// Handles every waiting request in one transaction. One batch per
-    /// turn: the caller's own request is in it (or already answered), and
-    /// nobody is kept committing for others under sustained load.
-    fn run_batch(&self, store: &mut Store) {
-        let batch = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
-        if batch.is_empty() {
-            return;
-        }
+    fn run_batch(&self, store: &mut Store, batch: Vec<Job>) {
         if let Err(e) = store.begin_batch() {
             let failed = internal(e);
-            for (.., tx) in batch {
-                tx.send(failed.clone()).ok();
+            for job in batch {
+                job.answer.send(failed.clone()).ok();
             }
             return;
         }
         let answers: Vec<_> = batch
             .into_iter()
-            .map(|(from, request, now, tx)| (self.handle_one(store, from, request, now), tx))
+            .map(|j| (self.handle_one(store, j.from, j.request, j.now), j.answer))
             .collect();
         // Nothing is answered before the commit; if it fails, nobody in the
         // batch is told their change was kept.
@@ -110,8 +141,8 @@ impl Service {
             store.rollback_batch();
             internal(e)
         });
-        for (response, tx) in answers {
-            tx.send(failed.clone().unwrap_or(response)).ok();
+        for (response, answer) in answers {
+            answer.send(failed.clone().unwrap_or(response)).ok();
         }
     }
 

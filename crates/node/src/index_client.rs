@@ -161,11 +161,7 @@ impl IndexClient {
     pub async fn call(&self, request: Request) -> Result<Response, IndexError> {
         match &self.inner.route {
             Route::Local(service) => {
-                let service = service.clone();
-                let me = self.inner.me.id;
-                tokio::task::spawn_blocking(move || service.handle(me, request, now_ms()))
-                    .await
-                    .map_err(|e| IndexError::Unreachable(format!("index task failed: {e}")))
+                Ok(service.call(self.inner.me.id, request, now_ms()).await)
             }
             Route::Remote { endpoint, index } => {
                 let timeout = self.request_timeout();
