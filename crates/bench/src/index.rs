@@ -1,5 +1,6 @@
 //! `index`: N concurrent clients, each publishing a new file and then
-//! searching for it, against a durable `peernet index` process for a fixed
+//! searching for it (and, once it holds [`HELD_FILES`], unsharing its
+//! oldest), against a durable `peernet index` process for a fixed
 //! time; beside opentracker's HTTP announce under wrk at the same
 //! concurrency.
 
@@ -23,6 +24,10 @@ use crate::{
     report::{Report, Row},
 };
 
+/// Files each client keeps registered; beyond this it unshares its oldest
+/// after each publish (one more request, also counted).
+const HELD_FILES: usize = 500;
+
 pub struct Options {
     pub clients: usize,
     pub duration: Duration,
@@ -38,7 +43,7 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     index.stop();
     latencies.sort();
     let ours_rps = count as f64 / elapsed.as_secs_f64();
-    let ours = Row::new("peernet index: Publish then Search", ours_rps, "req/s").usage(Some(usage), None).note(format!(
+    let ours = Row::new("peernet index: Publish, Search, Unpublish", ours_rps, "req/s").usage(Some(usage), None).note(format!(
         "p50 {:.2} ms, p99 {:.2} ms; SQLite WAL, synchronous=FULL",
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99)
@@ -83,6 +88,7 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, 
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut k = 0u64;
+            let mut held = std::collections::VecDeque::new();
             while Instant::now() < deadline {
                 k += 1;
                 let word = format!("x{i}y{k}");
@@ -93,7 +99,7 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, 
                     kind: Kind::File,
                 };
                 let t = Instant::now();
-                let published = client.request(Request::Publish { files: vec![entry] }).await?;
+                let published = client.request(Request::Publish { files: vec![entry.clone()] }).await?;
                 mine.push(t.elapsed().as_micros() as u64);
                 if !matches!(published, Response::Published { .. }) {
                     bail!("publish answered {published:?}");
@@ -103,6 +109,15 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, 
                 mine.push(t.elapsed().as_micros() as u64);
                 if !matches!(&found, Response::Hits(hits) if hits.len() == 1) {
                     bail!("search for a file just published answered {found:?}");
+                }
+                // Files come and go: keep each client well under the
+                // per-peer limit however long the run is.
+                held.push_back(entry.hash);
+                if held.len() > HELD_FILES {
+                    let hash = held.pop_front().expect("not empty");
+                    let t = Instant::now();
+                    client.request(Request::Unpublish { hash }).await?;
+                    mine.push(t.elapsed().as_micros() as u64);
                 }
             }
             done.lock().unwrap().extend(mine);

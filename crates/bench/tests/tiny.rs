@@ -50,7 +50,7 @@ fn transfer_in_miniature() {
 #[test]
 fn index_in_miniature() {
     let r = bench(&["index", "--clients", "4", "--seconds", "2"]);
-    assert!(value(&r, "peernet index: Publish then Search") > 0.0);
+    assert!(value(&r, "peernet index: Publish, Search, Unpublish") > 0.0);
     row(&r, "opentracker");
 }
 

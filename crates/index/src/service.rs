@@ -502,6 +502,10 @@ mod tests {
             assert!(matches!(w.publish(a, &files, 2), Response::Published { .. }));
         }
         assert_eq!(code(&w.publish(a, &[file("one-too-many")], 3)), Some(ErrorCode::LimitExceeded));
+        // Unsharing one makes room for one.
+        assert_eq!(w.service.handle(a, Request::Unpublish { hash: file("g0").hash }, 3), Response::Ok);
+        assert!(matches!(w.publish(a, &[file("one-more")], 3), Response::Published { count: 1 }));
+        assert_eq!(code(&w.publish(a, &[file("one-too-many")], 3)), Some(ErrorCode::LimitExceeded));
         let long = "x".repeat(MAX_QUERY_BYTES + 1);
         let r = w.service.handle(a, Request::Search { query: long, limit: 1 }, 4);
         assert_eq!(code(&r), Some(ErrorCode::LimitExceeded));
@@ -520,6 +524,36 @@ mod tests {
         }
         let s = Store::open(&db).unwrap();
         assert_eq!(s.search("kept", 10, 2).unwrap().len(), 1);
+    }
+
+    /// A database written before peers had a file count gets one, filled
+    /// from its files, so the per-peer limit still holds after the upgrade.
+    #[test]
+    fn an_older_database_gets_its_file_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let a = peer(1);
+        let addr = PeerAddr { id: a, ip: vec![], relay: None };
+        let per_peer = peernet_proto::limits::MAX_FILES_PER_PEER;
+        {
+            let mut s = Store::open(&db).unwrap();
+            s.join(&addr, "a", 0, TTL).unwrap();
+            let files: Vec<_> = (0..per_peer).map(|i| file(&format!("old{i}"))).collect();
+            s.publish(&a, &files, 1).unwrap();
+        }
+        // What the schema looked like before.
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "DROP TRIGGER files_count_ai; DROP TRIGGER files_count_ad;
+                 ALTER TABLE peers DROP COLUMN file_count;",
+            )
+            .unwrap();
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.search("old999", 10, 2).unwrap().len(), 1, "nothing was lost");
+        assert!(matches!(s.publish(&a, &[file("new")], 2), Err(StoreError::TooManyFiles)));
+        s.unpublish(&a, &file("old0").hash).unwrap();
+        s.publish(&a, &[file("new")], 2).unwrap();
     }
 
     /// Group commit: many callers at once, some of whose requests fail;

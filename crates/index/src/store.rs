@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS peers(
     addr BLOB NOT NULL,
     joined_at INTEGER NOT NULL,
     lease_until INTEGER NOT NULL,
-    neighbors BLOB NOT NULL DEFAULT x''
+    neighbors BLOB NOT NULL DEFAULT x'',
+    file_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS peers_nickname ON peers(nickname COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS peers_lease ON peers(lease_until);
@@ -61,6 +62,14 @@ CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
 CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
     name, content='files', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
 );
+-- Kept by triggers so the per-peer limit costs one row read, not a count
+-- over all of the peer's files, on every publish.
+CREATE TRIGGER IF NOT EXISTS files_count_ai AFTER INSERT ON files BEGIN
+    UPDATE peers SET file_count = file_count + 1 WHERE id = new.peer;
+END;
+CREATE TRIGGER IF NOT EXISTS files_count_ad AFTER DELETE ON files BEGIN
+    UPDATE peers SET file_count = file_count - 1 WHERE id = old.peer;
+END;
 CREATE TRIGGER IF NOT EXISTS files_ai AFTER INSERT ON files BEGIN
     INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
 END;
@@ -153,6 +162,25 @@ fn check_nickname_free(conn: &Connection, me: &EndpointId, nickname: &str, now: 
     }
 }
 
+/// Databases written before `peers.file_count` existed get the column,
+/// filled from the files they hold, before the schema's triggers use it.
+fn add_file_count(conn: &Connection) -> Result<()> {
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('peers')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if columns.is_empty() || columns.iter().any(|c| c == "file_count") {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE peers ADD COLUMN file_count INTEGER NOT NULL DEFAULT 0;
+         UPDATE peers SET file_count = (SELECT COUNT(*) FROM files WHERE files.peer = peers.id);
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
         Self::setup(Connection::open(path)?)
@@ -179,6 +207,7 @@ impl Store {
         // back from the file on every query.
         conn.pragma_update(None, "cache_size", -32 * 1024)?;
         conn.set_prepared_statement_cache_capacity(64);
+        add_file_count(&conn)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self { conn })
     }
@@ -278,7 +307,7 @@ impl Store {
             }
         }
         let count: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM files WHERE peer = ?1")?
+            .prepare_cached("SELECT file_count FROM peers WHERE id = ?1")?
             .query_row([id.as_bytes().as_slice()], |r| r.get(0))?;
         if count as usize > MAX_FILES_PER_PEER {
             // Dropping the transaction rolls the whole request back.
