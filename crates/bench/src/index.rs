@@ -48,6 +48,13 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99)
     ));
+    let (count, elapsed, mut direct) = rt.block_on(load_in_process(&work.join("direct.db"), o))?;
+    direct.sort();
+    let direct = Row::new("peernet index handler in process (no QUIC)", count as f64 / elapsed.as_secs_f64(), "req/s").note(format!(
+        "p50 {:.2} ms, p99 {:.2} ms; the same SQLite work, to split the time",
+        percentile(&direct, 0.50),
+        percentile(&direct, 0.99)
+    ));
     let p99 = Row::new("peernet index p99 latency", percentile(&latencies, 0.99), "ms").target("< 5 ms", |r| r.value.map(|v| v < 5.0));
     let tracker = match opentracker(work, o)? {
         Some((rps, p50, p99)) => Row::new("opentracker announce under wrk (reference)", rps, "req/s").note(format!("p50 {p50:.2} ms, p99 {p99:.2} ms; in memory")),
@@ -57,13 +64,20 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     Ok(Report {
         bench: "index",
         setup: format!("{} concurrent clients, {:.0} s, loopback", o.clients, o.duration.as_secs_f64()),
-        rows: vec![tracker, ours, p99],
+        rows: vec![tracker, ours, p99, direct],
     })
 }
 
-/// The clients' loop: every request timed; returns requests done, the time
-/// they took, and each latency in microseconds.
-async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, Vec<u64>)> {
+/// Sends one request as one client, over whatever path is being measured.
+type Sender = Arc<dyn Fn(usize, Request) -> Pending + Send + Sync>;
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Response>> + Send>>;
+
+/// Requests done, the time they took, and each latency in microseconds.
+type Load = (usize, Duration, Vec<u64>);
+
+/// Every client over QUIC, each with its own endpoint, as real peers do.
+async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<Load> {
+    let mut endpoints = Vec::new();
     let mut clients = Vec::new();
     for i in 0..o.clients {
         let (ep, lookup) = peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
@@ -77,18 +91,72 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, 
         let me = PeerAddr { id: ep.id(), ip: ep.bound_sockets(), relay: None };
         let client = IndexClient::remote(ep.clone(), me, ticket.index.clone(), ticket.network_key);
         client.join(&format!("bench{i}")).await.with_context(|| format!("client {i} could not join"))?;
-        clients.push((ep, client));
+        endpoints.push(ep);
+        clients.push(client);
     }
+    let clients = Arc::new(clients);
+    let send: Sender = Arc::new(move |i, request| {
+        let clients = clients.clone();
+        Box::pin(async move { Ok(clients[i].request(request).await?) })
+    });
+    let result = drive(o, send).await;
+    for ep in endpoints {
+        ep.close().await;
+    }
+    result
+}
+
+/// The same clients calling the index's request handler in this process:
+/// SQLite and the group commit without QUIC, to show where the time goes.
+async fn load_in_process(db: &Path, o: &Options) -> anyhow::Result<Load> {
+    let key = peernet_proto::key::NetworkKey::generate();
+    let me = iroh::SecretKey::generate().public();
+    let store = peernet_index::store::Store::open(db)?;
+    let service = Arc::new(peernet_index::Service::new(store, key, me, Default::default()));
+    let mut ids = Vec::new();
+    for i in 0..o.clients {
+        let id = iroh::SecretKey::generate().public();
+        let join = peernet_proto::index::Join {
+            nickname: format!("bench{i}"),
+            proof: key.join_proof(&id, &me),
+            addr: PeerAddr { id, ip: vec![], relay: None },
+        };
+        let joined = service.call(id, Request::Join(join), peernet_index::now_ms()).await;
+        if !matches!(joined, Response::Joined { .. }) {
+            bail!("client {i} could not join: {joined:?}");
+        }
+        ids.push(id);
+    }
+    let send: Sender = Arc::new(move |i, request| {
+        let (service, id) = (service.clone(), ids[i]);
+        Box::pin(async move {
+            match service.call(id, request, peernet_index::now_ms()).await {
+                Response::Error { message, .. } => bail!("{message}"),
+                other => Ok(other),
+            }
+        })
+    });
+    drive(o, send).await
+}
+
+/// The clients' loop, each client its own task: publish a new file, search
+/// for it, and unshare the oldest beyond [`HELD_FILES`]; every request timed.
+async fn drive(o: &Options, send: Sender) -> anyhow::Result<Load> {
     let start = Instant::now();
     let deadline = start + o.duration;
-    let done = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for (i, (_, client)) in clients.iter().enumerate() {
-        let (client, done) = (client.clone(), done.clone());
+    for i in 0..o.clients {
+        let send = send.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut k = 0u64;
             let mut held = std::collections::VecDeque::new();
+            let mut timed = async |request| {
+                let t = Instant::now();
+                let response = send(i, request).await;
+                mine.push(t.elapsed().as_micros() as u64);
+                response
+            };
             while Instant::now() < deadline {
                 k += 1;
                 let word = format!("x{i}y{k}");
@@ -98,15 +166,11 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, 
                     hash: (*blake3::hash(word.as_bytes()).as_bytes()).into(),
                     kind: Kind::File,
                 };
-                let t = Instant::now();
-                let published = client.request(Request::Publish { files: vec![entry.clone()] }).await?;
-                mine.push(t.elapsed().as_micros() as u64);
+                let published = timed(Request::Publish { files: vec![entry.clone()] }).await?;
                 if !matches!(published, Response::Published { .. }) {
                     bail!("publish answered {published:?}");
                 }
-                let t = Instant::now();
-                let found = client.request(Request::Search { query: word, limit: 10 }).await?;
-                mine.push(t.elapsed().as_micros() as u64);
+                let found = timed(Request::Search { query: word, limit: 10 }).await?;
                 if !matches!(&found, Response::Hits(hits) if hits.len() == 1) {
                     bail!("search for a file just published answered {found:?}");
                 }
@@ -115,24 +179,17 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<(usize, Duration, 
                 held.push_back(entry.hash);
                 if held.len() > HELD_FILES {
                     let hash = held.pop_front().expect("not empty");
-                    let t = Instant::now();
-                    client.request(Request::Unpublish { hash }).await?;
-                    mine.push(t.elapsed().as_micros() as u64);
+                    timed(Request::Unpublish { hash }).await?;
                 }
             }
-            done.lock().unwrap().extend(mine);
-            anyhow::Ok(())
+            anyhow::Ok(mine)
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await??;
+        latencies.extend(t.await??);
     }
-    let elapsed = start.elapsed();
-    for (ep, _) in clients {
-        ep.close().await;
-    }
-    let latencies = std::mem::take(&mut *done.lock().unwrap());
-    Ok((latencies.len(), elapsed, latencies))
+    Ok((latencies.len(), start.elapsed(), latencies))
 }
 
 /// Milliseconds at quantile `q` of sorted microsecond latencies.

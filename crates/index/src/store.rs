@@ -280,46 +280,56 @@ impl Store {
 
     /// Registers files under `id`. Re-publishing a registered hash keeps its
     /// original registration time, so repeats are idempotent.
+    ///
+    /// The per-peer limit is checked before anything is written, so a
+    /// one-file publish (the common case under load) is a single statement,
+    /// atomic by itself, with no savepoint: releasing a savepoint makes
+    /// SQLite's full-text index write a segment of its own each time.
     pub fn publish(&mut self, id: &EndpointId, files: &[FileEntry], now: u64) -> Result<u32> {
-        let tx = self.conn.savepoint()?;
-        let exists: bool = tx
-            .prepare_cached("SELECT 1 FROM peers WHERE id = ?1")?
-            .query_row([id.as_bytes().as_slice()], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if !exists {
+        let key = id.as_bytes().as_slice();
+        let count: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT file_count FROM peers WHERE id = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        let Some(count) = count else {
             return Err(StoreError::NotJoined);
-        }
+        };
+        let mut new = std::collections::HashSet::new();
         {
-            let mut stmt = tx.prepare_cached(
+            let mut known = self.conn.prepare_cached("SELECT 1 FROM files WHERE peer = ?1 AND hash = ?2")?;
+            for f in files {
+                if !new.contains(&f.hash) && !known.exists(params![key, f.hash.to_hex()])? {
+                    new.insert(f.hash);
+                }
+            }
+        }
+        if count as usize + new.len() > MAX_FILES_PER_PEER {
+            return Err(StoreError::TooManyFiles);
+        }
+        let insert = |conn: &Connection| -> Result<()> {
+            let mut stmt = conn.prepare_cached(
                 "INSERT INTO files(peer, hash, name, size, kind, registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(peer, hash) DO UPDATE SET name = excluded.name, size = excluded.size, kind = excluded.kind",
             )?;
             for f in files {
-                stmt.execute(params![
-                    id.as_bytes().as_slice(),
-                    f.hash.to_hex(),
-                    f.name,
-                    f.size as i64,
-                    kind_to_sql(f.kind),
-                    now as i64
-                ])?;
+                stmt.execute(params![key, f.hash.to_hex(), f.name, f.size as i64, kind_to_sql(f.kind), now as i64])?;
             }
+            Ok(())
+        };
+        if let [_] = files {
+            insert(&self.conn)?;
+        } else {
+            // Several rows: all or none.
+            let tx = self.conn.savepoint()?;
+            insert(&tx)?;
+            tx.commit()?;
         }
-        let count: i64 = tx
-            .prepare_cached("SELECT file_count FROM peers WHERE id = ?1")?
-            .query_row([id.as_bytes().as_slice()], |r| r.get(0))?;
-        if count as usize > MAX_FILES_PER_PEER {
-            // Dropping the transaction rolls the whole request back.
-            return Err(StoreError::TooManyFiles);
-        }
-        tx.commit()?;
         Ok(files.len() as u32)
     }
 
     pub fn unpublish(&mut self, id: &EndpointId, hash: &Hash) -> Result<()> {
-        let n = self.conn.execute(
-            "DELETE FROM files WHERE peer = ?1 AND hash = ?2",
+        let n = self.conn.prepare_cached("DELETE FROM files WHERE peer = ?1 AND hash = ?2")?.execute(
             params![id.as_bytes().as_slice(), hash.to_hex()],
         )?;
         if n > 0 {
