@@ -81,6 +81,9 @@ enum Bench {
         peers: usize,
         #[arg(long, default_value_t = 100)]
         messages: usize,
+        /// Messages per second across the room, sent from peers in turn.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
     },
 }
 
@@ -120,7 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Bench::Transfer { size: 1 << 30, runs: 3, memory_sizes: Sizes(vec![256 << 20, 4 << 30]) },
             Bench::Swarm { size: 256 << 20, providers: 3, rate: "200mbit".into() },
             Bench::Index { clients: 50, seconds: 10.0 },
-            Bench::Chat { peers: 50, messages: 100 },
+            Bench::Chat { peers: 50, messages: 100, rate: 10.0 },
         ],
         one => vec![one],
     };
@@ -135,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Bench::Index { clients, seconds } => {
                 index::run(&dir, &index::Options { clients, duration: Duration::from_secs_f64(seconds) }, &rt)?
             }
-            Bench::Chat { peers, messages } => chat::run(&dir, &chat::Options { peers, messages })?,
+            Bench::Chat { peers, messages, rate } => chat::run(&dir, &chat::Options { peers, messages, rate }, &rt)?,
             Bench::All => unreachable!("`all` expands to the others"),
         };
         std::fs::remove_dir_all(&dir).ok();
@@ -159,10 +162,15 @@ fn name(bench: &Bench) -> &'static str {
 }
 
 /// CPU model, cores and memory, for the record.
+/// CPU cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+}
+
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()));
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = cores();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_gib = meminfo
         .lines()

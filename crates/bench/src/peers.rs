@@ -97,6 +97,43 @@ impl Peer {
 
     /// Stops the daemon gracefully (it leaves the network).
     pub fn stop(self) {
-        self.proc.stop(Duration::from_secs(10));
+        self.proc.stop(STOP_GRACE);
+    }
+
+    /// Starts `count` peers joining with `ticket`, named `{prefix}{i}` for
+    /// `i` from `first`, a few at a time: one by one, fifty daemons take
+    /// minutes to start on a small machine.
+    pub fn join_many(work: &Path, prefix: &str, first: usize, count: usize, ticket: &str) -> anyhow::Result<Vec<Peer>> {
+        let names: Vec<String> = (first..first + count).map(|i| format!("{prefix}{i}")).collect();
+        let mut peers = Vec::new();
+        for group in names.chunks(START_AT_ONCE) {
+            let started: Vec<anyhow::Result<Peer>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|name| {
+                        scope.spawn(move || {
+                            let args = ["up", "--bind", "127.0.0.1:0", "--nick", name.as_str(), "--join", ticket];
+                            Peer::start(name, &work.join(name), None, &args)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a start thread panicked")))).collect()
+            });
+            for p in started {
+                peers.push(p?);
+            }
+        }
+        Ok(peers)
+    }
+
+    /// Stops many daemons at once: all are told first, then each is waited for.
+    pub fn stop_all(peers: Vec<Peer>) {
+        Proc::stop_all(peers.into_iter().map(|p| p.proc).collect(), STOP_GRACE);
     }
 }
+
+/// How long a stopping daemon may take to leave before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Daemons started together by [`Peer::join_many`].
+const START_AT_ONCE: usize = 8;

@@ -49,6 +49,20 @@ impl Proc {
     pub fn stop(mut self, grace: Duration) {
         terminate(&mut self.child, grace);
     }
+
+    /// Sends SIGTERM to all, then waits for each (up to `grace` in all
+    /// before the rest are killed).
+    pub fn stop_all(mut procs: Vec<Proc>, grace: Duration) {
+        for p in &mut procs {
+            if p.child.try_wait().ok().flatten().is_none() {
+                unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for mut p in procs {
+            terminate(&mut p.child, deadline.saturating_duration_since(Instant::now()));
+        }
+    }
 }
 
 impl Drop for Proc {

@@ -328,7 +328,7 @@ impl IndexClient {
             let interval = self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(10));
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(crate::jitter::jittered(interval)) => {}
             }
             match self.request(Request::Heartbeat { neighbors: neighbors() }).await {
                 Ok(_) => {}

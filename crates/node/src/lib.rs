@@ -11,6 +11,7 @@ pub mod endpoint;
 mod fetch;
 pub mod flood;
 pub mod index_client;
+mod jitter;
 pub mod node;
 pub mod overlay;
 pub mod resolve;

@@ -128,6 +128,9 @@ impl Overlay {
             }
             let mut tick = tokio::time::interval(TICK);
             let mut last_presence = tokio::time::Instant::now();
+            // Each period a little shorter at random, so a room that started
+            // together does not announce itself all at once.
+            let mut presence_factor = crate::jitter::factor();
             let mut lonely_since: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
             loop {
                 tokio::select! {
@@ -179,8 +182,9 @@ impl Overlay {
                             s.room.set_presence_ttl(ttl.as_millis() as u64);
                             s.room.tick(now_ms());
                         }
-                        if me.present() && last_presence.elapsed() >= interval {
+                        if me.present() && last_presence.elapsed() >= interval.mul_f64(presence_factor) {
                             last_presence = tokio::time::Instant::now();
+                            presence_factor = crate::jitter::factor();
                             let nick = hooks.nickname.borrow().clone();
                             me.broadcast(Body::Presence { nickname: nick }).await.ok();
                         }
