@@ -25,6 +25,9 @@ pub struct Options {
 /// How long everyone may take to see everyone, and to receive the messages.
 const SETTLE: Duration = Duration::from_secs(180);
 const DELIVERY: Duration = Duration::from_secs(60);
+/// How long a full room is left alone before anything is measured, per
+/// peer (10 s for 50).
+const WARM_UP_PER_PEER: Duration = Duration::from_millis(200);
 /// How long the quiet room is watched before the messages.
 const IDLE_SAMPLE: Duration = Duration::from_secs(3);
 
@@ -50,6 +53,10 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         Ok(true)
     })?;
     let settled = settle.elapsed();
+    // A room that has just filled is still arranging its overlay (new
+    // links, the broadcast tree forming); measure one that has been up a
+    // little while, as a room people talk in has.
+    std::thread::sleep(WARM_UP_PER_PEER * n as u32);
 
     eprintln!("chat: sending {} messages", o.messages);
     // Through each daemon's control API, as the CLI does, but without
