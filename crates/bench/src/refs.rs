@@ -77,7 +77,7 @@ pub async fn blobs_fetch(src: &Path, dst: &Path, work: &Path) -> anyhow::Result<
     }
     lookup_b.add_endpoint_info(addr);
 
-    let start = Instant::now();
+    let (start, cpu0) = (Instant::now(), crate::procs::cpu_seconds(std::process::id()).unwrap_or(0.0));
     let conn = ep_b.connect(ep_a.id(), iroh_blobs::ALPN).await?;
     store_b.remote().fetch(conn.clone(), tag.hash).await?;
     store_b.blobs().export_with_opts(iroh_blobs::api::blobs::ExportOptions {
@@ -87,12 +87,14 @@ pub async fn blobs_fetch(src: &Path, dst: &Path, work: &Path) -> anyhow::Result<
     })
     .await?;
     let seconds = start.elapsed().as_secs_f64();
+    // Both sides run in this process, so this is their CPU together.
+    let both = Usage { peak_rss_mib: 0.0, cpu_seconds: crate::procs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu0 };
     conn.close(0u32.into(), b"done");
     router.shutdown().await.ok();
     ep_b.close().await;
     store_a.shutdown().await.ok();
     store_b.shutdown().await.ok();
-    Ok(Moved { seconds, server: None, client: None })
+    Ok(Moved { seconds, server: None, client: Some(both) })
 }
 
 /// nginx (sendfile on) serving the file to curl, when both are installed.

@@ -75,7 +75,11 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         std::fs::remove_dir_all(&dir).ok();
         Ok(m)
     })?;
-    let blobs = speed("iroh-blobs fetch between two file stores", &blobs).against(&tcp).note("in-process, import not timed");
+    let both_cpu = blobs.client.as_ref().map(|u| u.cpu_seconds).unwrap_or(0.0);
+    let blobs = speed("iroh-blobs fetch between two file stores", &blobs)
+        .usage(None, None)
+        .against(&tcp)
+        .note(format!("in-process, import not timed; {both_cpu:.1} CPU s for both sides together"));
     rows.push(blobs.clone());
 
     eprintln!("transfer: peernet get, warm and cold");

@@ -455,6 +455,14 @@ mod tests {
         assert!(w.search(b, "two", 3).is_empty());
         let Response::Peers(p) = w.service.handle(b, Request::Referral { k: 5 }, 3) else { panic!() };
         assert!(p.is_empty());
+        // A heartbeat that was on its way does not bring the peer back.
+        let late = w.service.handle(a, Request::Heartbeat { neighbors: vec![] }, 4);
+        assert_eq!(code(&late), Some(ErrorCode::NotJoined));
+        let Response::Peers(p) = w.service.handle(b, Request::Referral { k: 5 }, 5) else { panic!() };
+        assert!(p.is_empty(), "still gone after the late heartbeat");
+        // Joining again does.
+        assert!(matches!(w.join(a, "a", 6), Response::Joined { .. }));
+        assert_eq!(w.service.handle(a, Request::Heartbeat { neighbors: vec![] }, 7), Response::Ok);
     }
 
     #[test]

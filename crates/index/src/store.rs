@@ -255,9 +255,11 @@ impl Store {
             .is_some())
     }
 
-    /// Renews the lease and records the peer's overlay neighbours.
+    /// Renews the lease and records the peer's overlay neighbours. A peer
+    /// that left must join again: a heartbeat still on its way when the
+    /// leave was handled must not bring it back.
     pub fn heartbeat(&mut self, id: &EndpointId, neighbors: &[EndpointId], now: u64, ttl_ms: u64) -> Result<()> {
-        let n = self.conn.prepare_cached("UPDATE peers SET lease_until = ?2, neighbors = ?3 WHERE id = ?1")?.execute(
+        let n = self.conn.prepare_cached("UPDATE peers SET lease_until = ?2, neighbors = ?3 WHERE id = ?1 AND lease_until > 0")?.execute(
             params![id.as_bytes().as_slice(), (now + ttl_ms) as i64, encode(&neighbors)],
         )?;
         if n == 0 {

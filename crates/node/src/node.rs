@@ -188,6 +188,9 @@ pub(crate) struct Inner {
     /// Fired when the root closes the network.
     closed: CancellationToken,
     cancel: CancellationToken,
+    /// Stops the index session (heartbeats, re-joins) alone, so that
+    /// nothing renews our lease after we leave.
+    session: CancellationToken,
     shutdown_requested: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
 }
@@ -281,6 +284,7 @@ impl Node {
             .or_else(|| dirs_download())
             .unwrap_or_else(|| data_dir.root().join("downloads"));
         let downloader = store.downloader(&endpoint);
+        let cancel = CancellationToken::new();
         let node = Node {
             inner: Arc::new(Inner {
                 data_dir,
@@ -300,7 +304,8 @@ impl Node {
                 overlay: Arc::new(OnceLock::new()),
                 index_only: config.index_only,
                 closed: CancellationToken::new(),
-                cancel: CancellationToken::new(),
+                cancel: cancel.clone(),
+                session: cancel.child_token(),
                 shutdown_requested: CancellationToken::new(),
                 tasks: Mutex::new(JoinSet::new()),
             }),
@@ -333,7 +338,7 @@ impl Node {
             move || shares.entries(),
             move || overlay.get().map(Overlay::neighbors).unwrap_or_default(),
             tx,
-            self.inner.cancel.child_token(),
+            self.inner.session.clone(),
         );
         self.spawn_task(session);
         rx
@@ -709,6 +714,8 @@ impl Node {
             self.shutdown_without_leave().await;
             return;
         }
+        // No heartbeat or re-join may follow the leave and bring us back.
+        self.inner.session.cancel();
         match tokio::time::timeout(LEAVE_TIMEOUT, self.inner.index.leave()).await {
             Ok(Ok(())) => info!("left the network"),
             Ok(Err(e)) => warn!("could not leave the index cleanly: {e}"),
