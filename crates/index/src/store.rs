@@ -70,15 +70,30 @@ END;
 CREATE TRIGGER IF NOT EXISTS files_count_ad AFTER DELETE ON files BEGIN
     UPDATE peers SET file_count = file_count - 1 WHERE id = old.peer;
 END;
-CREATE TRIGGER IF NOT EXISTS files_ai AFTER INSERT ON files BEGIN
-    INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
+-- Changes to the full-text index are staged here and applied in one
+-- statement (see `Store::apply_staged_search_terms`): SQLite's full-text
+-- index writes out its pending terms at every statement inside a
+-- transaction, so writing it from each request's own statement made a
+-- batch of requests write as many small index segments. `op` 1 adds the
+-- name's terms, 0 removes them; `seq` keeps the order.
+CREATE TABLE IF NOT EXISTS fts_staged(
+    seq INTEGER PRIMARY KEY,
+    op INTEGER NOT NULL,
+    file INTEGER NOT NULL,
+    name TEXT NOT NULL
+);
+DROP TRIGGER IF EXISTS files_ai;
+DROP TRIGGER IF EXISTS files_ad;
+DROP TRIGGER IF EXISTS files_au;
+CREATE TRIGGER IF NOT EXISTS files_stage_ai AFTER INSERT ON files BEGIN
+    INSERT INTO fts_staged(op, file, name) VALUES (1, new.id, new.name);
 END;
-CREATE TRIGGER IF NOT EXISTS files_ad AFTER DELETE ON files BEGIN
-    INSERT INTO files_fts(files_fts, rowid, name) VALUES ('delete', old.id, old.name);
+CREATE TRIGGER IF NOT EXISTS files_stage_ad AFTER DELETE ON files BEGIN
+    INSERT INTO fts_staged(op, file, name) VALUES (0, old.id, old.name);
 END;
-CREATE TRIGGER IF NOT EXISTS files_au AFTER UPDATE OF name ON files BEGIN
-    INSERT INTO files_fts(files_fts, rowid, name) VALUES ('delete', old.id, old.name);
-    INSERT INTO files_fts(rowid, name) VALUES (new.id, new.name);
+CREATE TRIGGER IF NOT EXISTS files_stage_au AFTER UPDATE OF name ON files BEGIN
+    INSERT INTO fts_staged(op, file, name) VALUES (0, old.id, old.name);
+    INSERT INTO fts_staged(op, file, name) VALUES (1, new.id, new.name);
 END;
 "#;
 
@@ -92,6 +107,9 @@ pub struct PeerRecord {
 
 pub struct Store {
     conn: Connection,
+    /// Whether `fts_staged` may hold changes not yet in the full-text
+    /// index. True after opening, in case a crash left some behind.
+    staged: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -209,7 +227,27 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(64);
         add_file_count(&conn)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        Ok(Self { conn, staged: true })
+    }
+
+    /// Applies the staged full-text changes, in order, in one statement.
+    /// Searches call it first, so they always see every committed change;
+    /// a batch calls it before its commit.
+    fn apply_staged_search_terms(&mut self) -> Result<()> {
+        if !self.staged {
+            return Ok(());
+        }
+        // A non-NULL first column makes the row a command ('delete');
+        // NULL makes it a plain insert of the name's terms.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO files_fts(files_fts, rowid, name)
+                 SELECT CASE op WHEN 0 THEN 'delete' END, file, name FROM fts_staged ORDER BY seq",
+            )?
+            .execute([])?;
+        self.conn.prepare_cached("DELETE FROM fts_staged")?.execute([])?;
+        self.staged = false;
+        Ok(())
     }
 
     /// Starts a batch: the requests that follow share one transaction (each
@@ -222,6 +260,7 @@ impl Store {
 
     /// Commits the batch; nothing in it may be acknowledged before this.
     pub fn commit_batch(&mut self) -> Result<()> {
+        self.apply_staged_search_terms()?;
         self.conn.execute_batch("COMMIT")?;
         Ok(())
     }
@@ -288,6 +327,7 @@ impl Store {
     /// atomic by itself, with no savepoint: releasing a savepoint makes
     /// SQLite's full-text index write a segment of its own each time.
     pub fn publish(&mut self, id: &EndpointId, files: &[FileEntry], now: u64) -> Result<u32> {
+        self.staged = true;
         let key = id.as_bytes().as_slice();
         let count: Option<i64> = self
             .conn
@@ -331,6 +371,7 @@ impl Store {
     }
 
     pub fn unpublish(&mut self, id: &EndpointId, hash: &Hash) -> Result<()> {
+        self.staged = true;
         let n = self.conn.prepare_cached("DELETE FROM files WHERE peer = ?1 AND hash = ?2")?.execute(
             params![id.as_bytes().as_slice(), hash.to_hex()],
         )?;
@@ -347,6 +388,7 @@ impl Store {
 
     /// Ends the lease now and drops every registration of `id`.
     pub fn leave(&mut self, id: &EndpointId) -> Result<()> {
+        self.staged = true;
         let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM files WHERE peer = ?1", [id.as_bytes().as_slice()])?;
         tx.execute(
@@ -359,7 +401,8 @@ impl Store {
 
     /// Files of online peers whose names contain every word of `query` (as a
     /// word or word prefix), or whose hash starts with `query`.
-    pub fn search(&self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
+    pub fn search(&mut self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
+        self.apply_staged_search_terms()?;
         let mut hashes: Vec<String> = Vec::new();
         if let Some(prefix) = hash_prefix(query) {
             let mut stmt = self.conn.prepare_cached(
