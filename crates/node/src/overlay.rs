@@ -61,6 +61,10 @@ struct Shared {
     neighbors: BTreeSet<EndpointId>,
     author: Author,
     flood: Flood,
+    /// When we last sent the room anything. Every signed event shows we
+    /// are here, so a peer that talks needs no separate presence: in a busy
+    /// room that saves a broadcast to everyone per peer and period.
+    last_sent: tokio::time::Instant,
 }
 
 /// Handle to the overlay; cheap to clone.
@@ -113,6 +117,7 @@ impl Overlay {
             neighbors: BTreeSet::new(),
             author: Author::new(secret, topic),
             flood: Flood::default(),
+            last_sent: tokio::time::Instant::now(),
         }));
         let overlay = Self {
             shared: shared.clone(),
@@ -127,7 +132,6 @@ impl Overlay {
                 me.broadcast(Body::Hello { nickname: nick }).await.ok();
             }
             let mut tick = tokio::time::interval(TICK);
-            let mut last_presence = tokio::time::Instant::now();
             // Each period a little shorter at random, so a room that started
             // together does not announce itself all at once.
             let mut presence_factor = crate::jitter::factor();
@@ -182,8 +186,8 @@ impl Overlay {
                             s.room.set_presence_ttl(ttl.as_millis() as u64);
                             s.room.tick(now_ms());
                         }
-                        if me.present() && last_presence.elapsed() >= interval.mul_f64(presence_factor) {
-                            last_presence = tokio::time::Instant::now();
+                        let quiet_for = me.lock().last_sent.elapsed();
+                        if me.present() && quiet_for >= interval.mul_f64(presence_factor) {
                             presence_factor = crate::jitter::factor();
                             let nick = hooks.nickname.borrow().clone();
                             me.broadcast(Body::Presence { nickname: nick }).await.ok();
@@ -215,7 +219,11 @@ impl Overlay {
     /// Signs and broadcasts an event, and applies it to our own room.
     async fn broadcast(&self, body: Body) -> Result<(), OverlayError> {
         let sender = self.sender.lock().await;
-        let (event, bytes) = self.lock().author.event(body, now_ms());
+        let (event, bytes) = {
+            let mut s = self.lock();
+            s.last_sent = tokio::time::Instant::now();
+            s.author.event(body, now_ms())
+        };
         debug_assert!(bytes.len() <= MAX_EVENT_BYTES);
         self.lock().room.accept(event, now_ms()).ok();
         sender.broadcast(Bytes::from(bytes)).await.map_err(|e| OverlayError::Down(e.to_string()))
