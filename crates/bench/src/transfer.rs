@@ -97,8 +97,14 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         let name = format!("cold-{i}.bin");
         let file = src_dir.join(&name);
         crate::random_file(&file, o.size, 100 + i as u64)?;
+        // On disk before the clock starts: otherwise the kernel writes the
+        // new file back during the timed share and get, which measures the
+        // bench's own file, not peernet.
+        std::fs::File::open(&file)?.sync_all()?;
         let cold_want = crate::hash_file(&file)?;
         let downloader = downloader(work, &provider, &format!("cold-{i}"))?;
+        // Joined and settled, as the warm downloader is.
+        wait_listed(&downloader, "file.bin")?;
         let m = timed_get(&provider, &downloader, &name, &[file.to_str().unwrap()])?;
         verify(&downloader.data_dir.join("downloads").join(&name), &cold_want)?;
         remove(downloader);
