@@ -149,40 +149,34 @@ pub fn bittorrent(src: &Path, dst_dir: &Path, work: &Path) -> anyhow::Result<Opt
     let torrent_path = dir.join("file.torrent");
     std::fs::write(&torrent_path, torrent)?;
     let _tracker = opentracker(&dir, tracker_port, &info_hash)?;
-    let common = |c: &mut Command| {
+    // One aria2c with the settings both sides share: the tracker only (no
+    // DHT, local discovery or peer exchange), no upload cap, quiet.
+    let aria2c = |role: &[&str], dir: &Path| -> anyhow::Result<Command> {
+        let mut c = Command::new("aria2c");
         c.args([
             "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
             "--file-allocation=none", "--console-log-level=warn", "--summary-interval=0", "--check-certificate=false",
             "--bt-tracker-connect-timeout=5", "--disable-ipv6=true", "--max-overall-upload-limit=0",
-        ]);
-    };
-    let seed_dir = src.parent().context("file has a folder")?;
-    let mut seeder = Command::new("aria2c");
-    common(&mut seeder);
-    seeder
-        .args(["--seed-ratio=0.0", "--bt-seed-unverified=true", "--check-integrity=false", "--listen-port"])
+        ])
+        .args(role)
+        .arg("--listen-port")
         .arg(free_port()?.to_string())
         .arg("-d")
-        .arg(seed_dir)
+        .arg(dir)
         .arg(&torrent_path)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        Ok(c)
+    };
+    let seed_dir = src.parent().context("file has a folder")?;
+    let mut seeder = aria2c(&["--seed-ratio=0.0", "--bt-seed-unverified=true", "--check-integrity=false"], seed_dir)?;
     let seeder = Proc::spawn("aria2c seeder", &mut seeder)?;
     // The leecher must find the seeder at its first announce.
     crate::wait_for(Duration::from_secs(30), "the aria2c seeder to announce itself", || {
         seeders(tracker_port, &info_hash).map(|n| n > 0)
     })?;
     let cpu0 = seeder.cpu_seconds();
-    let mut leecher = Command::new("aria2c");
-    common(&mut leecher);
-    leecher
-        .args(["--seed-time=0", "--bt-stop-timeout=60", "--listen-port"])
-        .arg(free_port()?.to_string())
-        .arg("-d")
-        .arg(dst_dir)
-        .arg(&torrent_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut leecher = aria2c(&["--seed-time=0", "--bt-stop-timeout=60"], dst_dir)?;
     let (elapsed, client) = run_measured("aria2c leecher", &mut leecher, LIMIT)?;
     let server = seeder.usage_since(cpu0);
     seeder.stop(Duration::from_secs(3));

@@ -83,20 +83,24 @@ impl Service {
     /// Handles one request from the authenticated key `from`, answering
     /// only after what it changed is committed.
     pub async fn call(&self, from: EndpointId, request: Request, now: u64) -> Response {
-        let (answer, rx) = oneshot::channel();
-        if self.jobs.send(Job { from, request, now, answer }).is_err() {
-            return stopped();
+        match self.submit(from, request, now) {
+            Some(rx) => rx.await.unwrap_or_else(|_| stopped()),
+            None => stopped(),
         }
-        rx.await.unwrap_or_else(|_| stopped())
     }
 
     /// [`Service::call`] for callers outside an async runtime (tests, tools).
     pub fn handle(&self, from: EndpointId, request: Request, now: u64) -> Response {
-        let (answer, rx) = oneshot::channel();
-        if self.jobs.send(Job { from, request, now, answer }).is_err() {
-            return stopped();
+        match self.submit(from, request, now) {
+            Some(rx) => rx.blocking_recv().unwrap_or_else(|_| stopped()),
+            None => stopped(),
         }
-        rx.blocking_recv().unwrap_or_else(|_| stopped())
+    }
+
+    /// Queues a request for the store thread; `None` if it is gone.
+    fn submit(&self, from: EndpointId, request: Request, now: u64) -> Option<oneshot::Receiver<Response>> {
+        let (answer, rx) = oneshot::channel();
+        self.jobs.send(Job { from, request, now, answer }).ok().map(|_| rx)
     }
 }
 
@@ -331,6 +335,13 @@ mod tests {
         }
     }
 
+    /// A store on disk at `db` that `id` has joined as "a".
+    fn joined_store(db: &std::path::Path, id: EndpointId) -> Store {
+        let mut s = Store::open(db).unwrap();
+        s.join(&PeerAddr { id, ip: vec![], relay: None }, "a", 0, TTL).unwrap();
+        s
+    }
+
     fn code(r: &Response) -> Option<ErrorCode> {
         match r {
             Response::Error { code, .. } => Some(*code),
@@ -531,10 +542,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("index.db");
         let a = peer(1);
-        let addr = PeerAddr { id: a, ip: vec![], relay: None };
         {
-            let mut s = Store::open(&db).unwrap();
-            s.join(&addr, "a", 0, TTL).unwrap();
+            let mut s = joined_store(&db, a);
             s.publish(&a, &[file("kept.bin")], 1).unwrap();
         }
         let mut s = Store::open(&db).unwrap();
@@ -550,10 +559,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("index.db");
         let a = peer(1);
-        let addr = PeerAddr { id: a, ip: vec![], relay: None };
         {
-            let mut s = Store::open(&db).unwrap();
-            s.join(&addr, "a", 0, TTL).unwrap();
+            let mut s = joined_store(&db, a);
             s.begin_batch().unwrap();
             s.publish(&a, &[file("holiday-beach.jpg")], 1).unwrap();
             s.unpublish(&a, &file("holiday-beach.jpg").hash).unwrap();
@@ -579,11 +586,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("index.db");
         let a = peer(1);
-        let addr = PeerAddr { id: a, ip: vec![], relay: None };
         let per_peer = peernet_proto::limits::MAX_FILES_PER_PEER;
         {
-            let mut s = Store::open(&db).unwrap();
-            s.join(&addr, "a", 0, TTL).unwrap();
+            let mut s = joined_store(&db, a);
             let files: Vec<_> = (0..per_peer).map(|i| file(&format!("old{i}"))).collect();
             s.publish(&a, &files, 1).unwrap();
         }

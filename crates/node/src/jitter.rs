@@ -31,9 +31,7 @@ mod tests {
     fn waits_stay_within_the_period_and_vary() {
         let period = Duration::from_secs(10);
         let waits: Vec<Duration> = (0..200).map(|_| jittered(period)).collect();
-        assert!(waits
-            .iter()
-            .all(|w| *w <= period && *w >= period.mul_f64(1.0 - SPREAD)));
+        assert!(waits.iter().all(|w| *w <= period && *w >= period.mul_f64(1.0 - SPREAD)));
         let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
         assert!(distinct.len() > 100, "waits are spread, not one value");
     }
