@@ -38,7 +38,10 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     let ticket = host.ticket.clone();
     let mut peers = vec![host];
     peers.extend(Peer::join_many(work, "p", 1, n - 1, &ticket)?);
-    let ids: Vec<String> = peers.iter().map(|p| Ok(p.json(&["status"])?["id"].as_str().context("status has an id")?.to_string())).collect::<anyhow::Result<_>>()?;
+    let ids: Vec<String> = peers
+        .iter()
+        .map(|p| Ok(p.json(&["status"])?["id"].as_str().context("status has an id")?.to_string()))
+        .collect::<anyhow::Result<_>>()?;
 
     eprintln!("chat: waiting until every peer sees all {n}");
     let settle = Instant::now();
@@ -127,7 +130,12 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     let ratio = latencies.len() as f64 / expected as f64 * 100.0;
     Ok(Report {
         bench: "chat",
-        setup: format!("{n} peers, {} messages at {} msg/s, loopback; everyone saw everyone after {:.1} s", o.messages, o.rate, settled.as_secs_f64()),
+        setup: format!(
+            "{n} peers, {} messages at {} msg/s, loopback; everyone saw everyone after {:.1} s",
+            o.messages,
+            o.rate,
+            settled.as_secs_f64()
+        ),
         rows: vec![
             Row::new("messages delivered", ratio, "%")
                 .note(format!("{} of {expected}", latencies.len()))

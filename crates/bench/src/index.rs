@@ -57,7 +57,8 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     ));
     let p99 = Row::new("peernet index p99 latency", percentile(&latencies, 0.99), "ms").target("< 5 ms", |r| r.value.map(|v| v < 5.0));
     let tracker = match opentracker(work, o)? {
-        Some((rps, p50, p99)) => Row::new("opentracker announce under wrk (reference)", rps, "req/s").note(format!("p50 {p50:.2} ms, p99 {p99:.2} ms; in memory")),
+        Some((rps, p50, p99)) => Row::new("opentracker announce under wrk (reference)", rps, "req/s")
+            .note(format!("p50 {p50:.2} ms, p99 {p99:.2} ms; in memory")),
         None => Row::skipped("opentracker announce under wrk (reference)", "req/s", "opentracker or wrk is not installed"),
     };
     let ours = ours.against(&tracker).target(">= 1.0x opentracker", |r| r.ratio.map(|x| x >= 1.0));

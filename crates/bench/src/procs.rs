@@ -117,10 +117,7 @@ pub fn run_measured(name: &str, cmd: &mut Command, limit: Duration) -> anyhow::R
         bail!("{name} failed (wait status {status})");
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok((
-        elapsed,
-        Usage { peak_rss_mib: usage.ru_maxrss as f64 / 1024.0, cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime) },
-    ))
+    Ok((elapsed, Usage { peak_rss_mib: usage.ru_maxrss as f64 / 1024.0, cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime) }))
 }
 
 /// VmHWM (the peak resident set) of a live process, in MiB.
@@ -143,9 +140,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Whether `tool` is on the PATH.
 pub fn installed(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())).unwrap_or(false)
 }
 
 /// A free TCP port on 127.0.0.1 (the listener is dropped; the window for a

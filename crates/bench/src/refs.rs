@@ -80,12 +80,14 @@ pub async fn blobs_fetch(src: &Path, dst: &Path, work: &Path) -> anyhow::Result<
     let (start, cpu0) = (Instant::now(), crate::procs::cpu_seconds(std::process::id()).unwrap_or(0.0));
     let conn = ep_b.connect(ep_a.id(), iroh_blobs::ALPN).await?;
     store_b.remote().fetch(conn.clone(), tag.hash).await?;
-    store_b.blobs().export_with_opts(iroh_blobs::api::blobs::ExportOptions {
-        hash: tag.hash,
-        mode: ExportMode::TryReference,
-        target: std::path::absolute(dst)?,
-    })
-    .await?;
+    store_b
+        .blobs()
+        .export_with_opts(iroh_blobs::api::blobs::ExportOptions {
+            hash: tag.hash,
+            mode: ExportMode::TryReference,
+            target: std::path::absolute(dst)?,
+        })
+        .await?;
     let seconds = start.elapsed().as_secs_f64();
     // Both sides run in this process, so this is their CPU together.
     let both = Usage { peak_rss_mib: 0.0, cpu_seconds: crate::procs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu0 };
@@ -121,8 +123,15 @@ pub fn http(src: &Path, dst: &Path, work: &Path) -> anyhow::Result<Option<Moved>
     std::fs::write(dir.join("nginx.conf"), conf)?;
     let server = Proc::spawn(
         "nginx",
-        Command::new("nginx").arg("-p").arg(&dir).arg("-c").arg(dir.join("nginx.conf")).arg("-e").arg(dir.join("error.log"))
-            .stdout(Stdio::null()).stderr(Stdio::null()),
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
     )?;
     wait_for_port(port, Duration::from_secs(10))?;
     let cpu0 = server.cpu_seconds();
@@ -154,9 +163,17 @@ pub fn bittorrent(src: &Path, dst_dir: &Path, work: &Path) -> anyhow::Result<Opt
     let aria2c = |role: &[&str], dir: &Path| -> anyhow::Result<Command> {
         let mut c = Command::new("aria2c");
         c.args([
-            "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
-            "--file-allocation=none", "--console-log-level=warn", "--summary-interval=0", "--check-certificate=false",
-            "--bt-tracker-connect-timeout=5", "--disable-ipv6=true", "--max-overall-upload-limit=0",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--file-allocation=none",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--check-certificate=false",
+            "--bt-tracker-connect-timeout=5",
+            "--disable-ipv6=true",
+            "--max-overall-upload-limit=0",
         ])
         .args(role)
         .arg("--listen-port")
@@ -172,9 +189,7 @@ pub fn bittorrent(src: &Path, dst_dir: &Path, work: &Path) -> anyhow::Result<Opt
     let mut seeder = aria2c(&["--seed-ratio=0.0", "--bt-seed-unverified=true", "--check-integrity=false"], seed_dir)?;
     let seeder = Proc::spawn("aria2c seeder", &mut seeder)?;
     // The leecher must find the seeder at its first announce.
-    crate::wait_for(Duration::from_secs(30), "the aria2c seeder to announce itself", || {
-        seeders(tracker_port, &info_hash).map(|n| n > 0)
-    })?;
+    crate::wait_for(Duration::from_secs(30), "the aria2c seeder to announce itself", || seeders(tracker_port, &info_hash).map(|n| n > 0))?;
     let cpu0 = seeder.cpu_seconds();
     let mut leecher = aria2c(&["--seed-time=0", "--bt-stop-timeout=60"], dst_dir)?;
     let (elapsed, client) = run_measured("aria2c leecher", &mut leecher, LIMIT)?;

@@ -109,8 +109,7 @@ impl Report {
                 r.note.clone(),
             ]);
         }
-        let widths: Vec<usize> =
-            (0..header.len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+        let widths: Vec<usize> = (0..header.len()).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
         for (i, line) in lines.iter().enumerate() {
             let cells: Vec<String> = line.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
             println!("| {} |", cells.join(" | "));

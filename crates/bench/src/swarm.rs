@@ -43,12 +43,22 @@ pub fn run(work: &Path, o: &Options) -> anyhow::Result<Report> {
     let provider = |i: usize| {
         let name = format!("provider{i}");
         let bind = format!("{}:0", host_ip(i));
-        Peer::start(&name, &work.join(&name), Some(&lan.hosts[i]), &["up", "--join", &index.ticket, "--bind", &bind, "--nick", &name, "--share", file.to_str().unwrap()])
+        Peer::start(
+            &name,
+            &work.join(&name),
+            Some(&lan.hosts[i]),
+            &["up", "--join", &index.ticket, "--bind", &bind, "--nick", &name, "--share", file.to_str().unwrap()],
+        )
     };
     let fetch = |run: &str, providers: usize| -> anyhow::Result<f64> {
         let dir = work.join(run);
         let downloads = dir.join("downloads");
-        let peer = Peer::start(run, &dir, hub, &["up", "--join", &index.ticket, "--bind", &format!("{HUB_IP}:0"), "--downloads", downloads.to_str().unwrap()])?;
+        let peer = Peer::start(
+            run,
+            &dir,
+            hub,
+            &["up", "--join", &index.ticket, "--bind", &format!("{HUB_IP}:0"), "--downloads", downloads.to_str().unwrap()],
+        )?;
         crate::wait_for(std::time::Duration::from_secs(60), &format!("{providers} providers to be listed"), || {
             let hits = peer.json(&["search", "--index-only", "swarm.bin"])?;
             Ok(hits[0]["providers"].as_array().is_some_and(|p| p.len() == providers))

@@ -40,16 +40,18 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     let mut rows = vec![tcp.clone()];
 
     eprintln!("transfer: HTTP");
-    rows.push(match optional(o.runs, |_| {
-        let m = refs::http(&src, &out("http.bin"), work)?;
-        if m.is_some() {
-            verify(&out("http.bin"), &want)?;
-        }
-        Ok(m)
-    })? {
-        Some(m) => speed("HTTP: nginx (sendfile) to curl", &m).against(&tcp),
-        None => Row::skipped("HTTP: nginx (sendfile) to curl", "MB/s", "nginx or curl is not installed"),
-    });
+    rows.push(
+        match optional(o.runs, |_| {
+            let m = refs::http(&src, &out("http.bin"), work)?;
+            if m.is_some() {
+                verify(&out("http.bin"), &want)?;
+            }
+            Ok(m)
+        })? {
+            Some(m) => speed("HTTP: nginx (sendfile) to curl", &m).against(&tcp),
+            None => Row::skipped("HTTP: nginx (sendfile) to curl", "MB/s", "nginx or curl is not installed"),
+        },
+    );
 
     eprintln!("transfer: BitTorrent");
     let bt = match optional(o.runs, |i| {
@@ -83,7 +85,12 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     rows.push(blobs.clone());
 
     eprintln!("transfer: peernet get, warm and cold");
-    let provider = Peer::start("provider", &work.join("provider"), None, &["up", "--bind", "127.0.0.1:0", "--nick", "provider", "--share", src.to_str().unwrap()])?;
+    let provider = Peer::start(
+        "provider",
+        &work.join("provider"),
+        None,
+        &["up", "--bind", "127.0.0.1:0", "--nick", "provider", "--share", src.to_str().unwrap()],
+    )?;
     let warm = median(o.runs, |i| {
         let downloader = downloader(work, &provider, &format!("warm-{i}"))?;
         wait_listed(&downloader, "file.bin")?;
@@ -136,7 +143,8 @@ fn memory(work: &Path, sizes: &[u64]) -> anyhow::Result<Vec<Row>> {
         std::fs::create_dir_all(&dir)?;
         crate::random_file(&file, size, 200 + i as u64)?;
         let name = format!("mem-{i}.bin");
-        let provider = Peer::start("provider", &dir.join("provider"), None, &["up", "--bind", "127.0.0.1:0", "--share", file.to_str().unwrap()])?;
+        let provider =
+            Peer::start("provider", &dir.join("provider"), None, &["up", "--bind", "127.0.0.1:0", "--share", file.to_str().unwrap()])?;
         let downloader = downloader(&dir, &provider, "downloader")?;
         wait_listed(&downloader, &name)?;
         let m = timed_get(&provider, &downloader, &name, &[])?;
@@ -144,8 +152,8 @@ fn memory(work: &Path, sizes: &[u64]) -> anyhow::Result<Vec<Row>> {
         provider.stop();
         std::fs::remove_dir_all(&dir).ok();
         let client = m.client.context("downloader usage")?;
-        let mut row = Row::new(format!("peernet get peak RSS, {} MiB file", size >> 20), client.peak_rss_mib, "MiB")
-            .usage(m.server, m.client);
+        let mut row =
+            Row::new(format!("peernet get peak RSS, {} MiB file", size >> 20), client.peak_rss_mib, "MiB").usage(m.server, m.client);
         if let Some(first) = rows.first() {
             row = row.against(first).target("<= 1.10x the smallest", |r| r.ratio.map(|x| x <= 1.10));
         }
@@ -221,4 +229,3 @@ fn verify(copy: &Path, want: &blake3::Hash) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -6,8 +6,8 @@ use std::{path::Path, time::Instant};
 use anyhow::{Context, Result};
 use peernet_node::{
     control::{
-        client::ControlClient, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply,
-        ShareRequest, Status, UnshareRequest,
+        client::ControlClient, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply, ShareRequest, Status,
+        UnshareRequest,
     },
     shares::Share,
     Config, Node,
@@ -85,7 +85,13 @@ pub async fn run_client(client: &ControlClient, command: Command, json: bool) ->
             output::online(&reply.peers, json);
         }
         Command::Search { query, limit, index_only, flood_only, ttl, wait } => {
-            let mode = if index_only { "index" } else if flood_only { "flood" } else { "both" };
+            let mode = if index_only {
+                "index"
+            } else if flood_only {
+                "flood"
+            } else {
+                "both"
+            };
             let params = [
                 ("q", query),
                 ("limit", limit.to_string()),
@@ -97,9 +103,7 @@ pub async fn run_client(client: &ControlClient, command: Command, json: bool) ->
             output::hits(&reply.hits, json);
         }
         Command::Get { target, out } => {
-            let out = out
-                .map(|o| std::path::absolute(&o).with_context(|| format!("cannot resolve {}", o.display())))
-                .transpose()?;
+            let out = out.map(|o| std::path::absolute(&o).with_context(|| format!("cannot resolve {}", o.display()))).transpose()?;
             get(client, GetRequest { target, out }, json).await?;
         }
         Command::Status => {

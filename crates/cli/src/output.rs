@@ -120,8 +120,7 @@ pub fn hits(hits: &[Hit], json: bool) {
     }
     println!("{:<40} {:>10}  {:<10}  PROVIDERS", "NAME", "SIZE", "HASH");
     for h in hits {
-        let providers: Vec<String> =
-            h.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect();
+        let providers: Vec<String> = h.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect();
         println!("{:<40} {:>10}  {:<10}  {}", display_name(&h.name, h.kind), size(h.size), short(&h.hash.to_hex()), providers.join(", "));
     }
 }
@@ -184,14 +183,7 @@ pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
     }
     let fetched = r.size - r.resumed_from.min(r.size);
     let rate = fetched as f64 / elapsed.as_secs_f64().max(1e-3);
-    println!(
-        "saved {} ({}, {}) in {:.1}s, {}/s",
-        r.path.display(),
-        size(r.size),
-        short(r.hash),
-        elapsed.as_secs_f64(),
-        size(rate as u64)
-    );
+    println!("saved {} ({}, {}) in {:.1}s, {}/s", r.path.display(), size(r.size), short(r.hash), elapsed.as_secs_f64(), size(rate as u64));
     if let Some(note) = r.note {
         println!("note: {note}");
     }
@@ -259,7 +251,13 @@ pub fn members(members: &[Member], json: bool) {
         return;
     }
     for m in members {
-        let state = if m.online { "online" } else if m.left { "offline (left)" } else { "offline" };
+        let state = if m.online {
+            "online"
+        } else if m.left {
+            "offline (left)"
+        } else {
+            "offline"
+        };
         println!("{:<32} {}  {}", m.nickname, m.id.fmt_short(), state);
     }
 }

@@ -41,9 +41,7 @@ async fn send_raw(ep: &Endpoint, ticket: &Ticket, bytes: &[u8]) -> (u64, String)
     send.finish().ok();
     let _ = tokio::time::timeout(Duration::from_secs(30), recv.read_to_end(1024)).await;
     match tokio::time::timeout(Duration::from_secs(30), conn.closed()).await.expect("index closes the connection") {
-        ConnectionError::ApplicationClosed(close) => {
-            (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).to_string())
-        }
+        ConnectionError::ApplicationClosed(close) => (close.error_code.into_inner(), String::from_utf8_lossy(&close.reason).to_string()),
         other => panic!("expected an application close, got {other}"),
     }
 }
@@ -142,8 +140,7 @@ fn control_api_requires_the_token() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let host = Daemon::host("root", &tmp.path().join("host"), &[]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(host.data_dir.join("control.json")).unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(host.data_dir.join("control.json")).unwrap()).unwrap();
     let addr = info["addr"].as_str().unwrap();
     let request = |auth: &str| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();

@@ -54,8 +54,13 @@ fn ten_peers_talk_in_order_and_the_map_is_connected() {
         nodes == 10 && graph.is_connected()
     });
     assert_eq!(topo_nicks(&peers[5]), nicks(10));
-    let root = peers[0].json(&["topo", "--format", "json"])["nodes"].as_array().unwrap().iter()
-        .filter(|n| n["root"] == true).map(|n| n["nickname"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let root = peers[0].json(&["topo", "--format", "json"])["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["root"] == true)
+        .map(|n| n["nickname"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
     assert_eq!(root, ["n0"], "the root is marked");
     let dot = peers[2].ok(&["topo", "--format", "dot"]);
     let parsed = dot_parser::ast::Graph::try_from(dot.as_str()).expect("DOT output parses");
@@ -152,9 +157,8 @@ fn chat_survives_the_index_and_peers_return_to_it() {
     let tmp = tempfile::tempdir().unwrap();
     let index_dir = tmp.path().join("index");
     let mut index = Daemon::index(&index_dir);
-    let peers: Vec<Daemon> = (0..4)
-        .map(|i| Daemon::peer(&format!("n{i}"), &tmp.path().join(format!("n{i}")), &index.ticket, &[]))
-        .collect();
+    let peers: Vec<Daemon> =
+        (0..4).map(|i| Daemon::peer(&format!("n{i}"), &tmp.path().join(format!("n{i}")), &index.ticket, &[])).collect();
     let all: Vec<&Daemon> = peers.iter().collect();
     wait_for_room(&all, &nicks(4));
 

@@ -88,15 +88,12 @@ fn only_the_root_closes_the_network() {
 fn a_standalone_index_closes_its_network() {
     let tmp = tempfile::tempdir().unwrap();
     let mut index = Daemon::index(&tmp.path().join("index"));
-    let mut peers: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::peer(&format!("n{i}"), &tmp.path().join(format!("n{i}")), &index.ticket, &[]))
-        .collect();
+    let mut peers: Vec<Daemon> =
+        (0..3).map(|i| Daemon::peer(&format!("n{i}"), &tmp.path().join(format!("n{i}")), &index.ticket, &[])).collect();
     let all: Vec<&Daemon> = peers.iter().collect();
     wait_for_room(&all, &(0..3).map(|i| format!("n{i}")).collect::<Vec<_>>());
     // The index joins the overlay once peers are there to refer it to.
-    wait_until(PATIENCE, "the index to have overlay neighbours", || {
-        !index.json(&["status"])["neighbors"].as_array().unwrap().is_empty()
-    });
+    wait_until(PATIENCE, "the index to have overlay neighbours", || !index.json(&["status"])["neighbors"].as_array().unwrap().is_empty());
     index.ok(&["stop-network"]);
     for p in peers.iter_mut() {
         assert!(p.wait_exit(Duration::from_secs(10)).success(), "{} left", p.name);

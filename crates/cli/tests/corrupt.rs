@@ -109,10 +109,7 @@ async fn a_lying_provider_is_caught_and_reported() {
     .unwrap();
     assert!(lied.load(std::sync::atomic::Ordering::SeqCst), "the liar did send corrupted bytes");
     let liar_short = liar_ep.id().fmt_short().to_string();
-    assert!(
-        out["failed_providers"].as_array().unwrap().iter().any(|p| p == liar_short.as_str()),
-        "the liar is reported: {out}"
-    );
+    assert!(out["failed_providers"].as_array().unwrap().iter().any(|p| p == liar_short.as_str()), "the liar is reported: {out}");
     assert!(!out["sources"].as_array().unwrap().iter().any(|p| p == liar_short.as_str()), "nothing counted from the liar");
     assert!(same_bytes(&file, &d.downloads().join("dataset.tar")), "not one corrupt byte reached the file");
     tokio::time::timeout(Duration::from_secs(10), liar.shutdown()).await.ok();

@@ -32,7 +32,11 @@ fn overlay_graph(peers: &[Daemon], dead: &str) -> BTreeMap<String, BTreeSet<Stri
 
 /// One line for a test log: each peer's links, by the first 4 characters.
 fn describe(graph: &BTreeMap<String, BTreeSet<String>>) -> String {
-    graph.iter().map(|(n, links)| format!("{}->{}", &n[..4], links.iter().map(|l| &l[..4]).collect::<Vec<_>>().join(","))).collect::<Vec<_>>().join(" ")
+    graph
+        .iter()
+        .map(|(n, links)| format!("{}->{}", &n[..4], links.iter().map(|l| &l[..4]).collect::<Vec<_>>().join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn distances(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeMap<String, usize> {
@@ -65,7 +69,17 @@ fn flood_finds_a_file_three_hops_away_without_the_index() {
         .map(|i| {
             let dir = tmp.path().join(format!("n{i}"));
             let downloads = dir.join("downloads");
-            let args = ["up", "--join", &index.ticket, "--nick", &format!("n{i}"), "--bind", "127.0.0.1:0", "--downloads", downloads.to_str().unwrap()];
+            let args = [
+                "up",
+                "--join",
+                &index.ticket,
+                "--nick",
+                &format!("n{i}"),
+                "--bind",
+                "127.0.0.1:0",
+                "--downloads",
+                downloads.to_str().unwrap(),
+            ];
             Daemon::start_with_env(&format!("n{i}"), &dir, &args, &thin)
         })
         .collect();
@@ -121,9 +135,7 @@ fn flood_finds_a_file_three_hops_away_without_the_index() {
         holder.ok(&["share", file.to_str().unwrap()]);
         // A generous answer window: each hop opens a fresh connection, and
         // this machine may be slow and busy.
-        let hits = |ttl: &str| {
-            searcher.json(&["search", "--flood-only", "--wait", "5s", "--ttl", ttl, &name]).as_array().unwrap().clone()
-        };
+        let hits = |ttl: &str| searcher.json(&["search", "--flood-only", "--wait", "5s", "--ttl", ttl, &name]).as_array().unwrap().clone();
         let before = overlay_graph(&peers, &index_short);
         let (one_hop, found) = (hits("1"), hits("4"));
         // Only a run in which the overlay held still says anything.
@@ -137,7 +149,11 @@ fn flood_finds_a_file_three_hops_away_without_the_index() {
             found.len(),
             1,
             "TTL 4 reaches three hops away; flood log lines: {}; graph {:?}",
-            peers.iter().flat_map(|p| p.log_text().lines().filter(|l| l.contains("flood")).map(|l| format!("{}: {l}", p.name)).collect::<Vec<_>>()).collect::<Vec<_>>().join("\n"),
+            peers
+                .iter()
+                .flat_map(|p| p.log_text().lines().filter(|l| l.contains("flood")).map(|l| format!("{}: {l}", p.name)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+                .join("\n"),
             overlay_graph(&peers, &index_short)
         );
         assert_eq!(found[0]["providers"][0]["peer"]["nickname"], holder.name.as_str());

@@ -25,11 +25,12 @@ fn share_search_get_kill_and_come_back() {
     let small2 = files.join("recipe.md");
     random_file(&small2, 100_000, 2);
 
-    let mut a = Daemon::peer("alice", &root.join("a"), &index.ticket, &[
-        "--share", big.to_str().unwrap(),
-        "--share", small1.to_str().unwrap(),
-        "--share", small2.to_str().unwrap(),
-    ]);
+    let mut a = Daemon::peer(
+        "alice",
+        &root.join("a"),
+        &index.ticket,
+        &["--share", big.to_str().unwrap(), "--share", small1.to_str().unwrap(), "--share", small2.to_str().unwrap()],
+    );
     let b = Daemon::peer("bob", &root.join("b"), &index.ticket, &[]);
     let c = Daemon::peer("carol", &root.join("c"), &index.ticket, &[]);
 
@@ -40,8 +41,8 @@ fn share_search_get_kill_and_come_back() {
     assert_eq!(names, ["holiday-notes.txt", "holiday-video.mkv"]);
     assert_eq!(providers_of(&hits, "holiday-video.mkv"), ["alice"]);
     // ... and the hash finds the recipe.
-    let recipe_hash = a.json(&["ls"]).as_array().unwrap().iter()
-        .find(|s| s["name"] == "recipe.md").unwrap()["hash"].as_str().unwrap().to_string();
+    let recipe_hash =
+        a.json(&["ls"]).as_array().unwrap().iter().find(|s| s["name"] == "recipe.md").unwrap()["hash"].as_str().unwrap().to_string();
     let by_hash = search(&b, &recipe_hash);
     assert_eq!(by_hash.len(), 1);
     assert_eq!(by_hash[0]["name"], "recipe.md");
@@ -60,9 +61,7 @@ fn share_search_get_kill_and_come_back() {
     assert!(same_bytes(&big, &c.downloads().join("holiday-video.mkv")));
 
     // After the lease runs out, A's files and A itself are gone.
-    wait_until(LEASE_TTL_DURATION * 4, "alice's lease to expire", || {
-        !online_nicks(&b).contains(&"alice".to_string())
-    });
+    wait_until(LEASE_TTL_DURATION * 4, "alice's lease to expire", || !online_nicks(&b).contains(&"alice".to_string()));
     assert!(search(&b, "holiday-notes").is_empty(), "alice's files must vanish with her lease");
     assert_eq!(providers_of(&search(&b, "video"), "holiday-video.mkv"), ["carol", "bob"]);
 

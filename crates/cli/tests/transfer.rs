@@ -13,7 +13,11 @@ fn bytes_under(dir: &Path) -> u64 {
         .flatten()
         .map(|e| {
             let m = e.metadata().unwrap();
-            if m.is_dir() { bytes_under(&e.path()) } else { m.len() }
+            if m.is_dir() {
+                bytes_under(&e.path())
+            } else {
+                m.len()
+            }
         })
         .sum()
 }
@@ -79,9 +83,7 @@ fn hostile_names_stay_in_the_downloads_dir() {
     let hostile = ["../../etc/x", "/abs/x", "nul\0name"];
     let mut hashes = Vec::new();
     for (i, name) in hostile.iter().enumerate() {
-        let hash: String = db
-            .query_row("SELECT hash FROM files WHERE name = ?1", [format!("plain-{i}.txt")], |r| r.get(0))
-            .unwrap();
+        let hash: String = db.query_row("SELECT hash FROM files WHERE name = ?1", [format!("plain-{i}.txt")], |r| r.get(0)).unwrap();
         db.execute("UPDATE files SET name = ?1 WHERE hash = ?2", rusqlite::params![name, hash]).unwrap();
         hashes.push(hash);
     }
@@ -90,10 +92,8 @@ fn hostile_names_stay_in_the_downloads_dir() {
     for hash in &hashes {
         b.ok(&["get", hash]);
     }
-    let mut saved: Vec<String> = std::fs::read_dir(b.downloads())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
+    let mut saved: Vec<String> =
+        std::fs::read_dir(b.downloads()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     saved.sort();
     assert_eq!(saved, ["nul_name", "x", "x (1)"]);
     // Contents are the real files, and nothing appeared anywhere else.
@@ -165,10 +165,8 @@ fn three_providers_share_the_work_and_one_is_enough() {
     random_file(&file, size as usize, 21);
     let path = file.to_str().unwrap();
     let slow = ["--share", path, "--upload-limit", "8MB"];
-    let mut providers: Vec<Daemon> = ["p0", "p1", "p2"]
-        .iter()
-        .map(|n| Daemon::peer(n, &tmp.path().join(n), &index.ticket, &slow))
-        .collect();
+    let mut providers: Vec<Daemon> =
+        ["p0", "p1", "p2"].iter().map(|n| Daemon::peer(n, &tmp.path().join(n), &index.ticket, &slow)).collect();
 
     let d = Daemon::peer("d", &tmp.path().join("d"), &index.ticket, &[]);
     let out = d.json(&["get", "swarm.bin"]);

@@ -14,10 +14,7 @@ pub enum FrameIoError {
 }
 
 /// Reads one frame, checking the length prefix before reading the body.
-pub async fn read_frame<T: DeserializeOwned>(
-    reader: &mut (impl AsyncRead + Unpin),
-    max: usize,
-) -> Result<T, FrameIoError> {
+pub async fn read_frame<T: DeserializeOwned>(reader: &mut (impl AsyncRead + Unpin), max: usize) -> Result<T, FrameIoError> {
     let mut prefix = [0u8; PREFIX_LEN];
     reader.read_exact(&mut prefix).await?;
     let len = frame::body_len(prefix, max)?;
@@ -26,11 +23,7 @@ pub async fn read_frame<T: DeserializeOwned>(
     Ok(frame::decode(&body)?)
 }
 
-pub async fn write_frame<T: Serialize>(
-    writer: &mut (impl AsyncWrite + Unpin),
-    msg: &T,
-    max: usize,
-) -> Result<(), FrameIoError> {
+pub async fn write_frame<T: Serialize>(writer: &mut (impl AsyncWrite + Unpin), msg: &T, max: usize) -> Result<(), FrameIoError> {
     let bytes = frame::encode(msg, max)?;
     writer.write_all(&bytes).await?;
     Ok(())

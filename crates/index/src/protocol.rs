@@ -101,17 +101,13 @@ impl ProtocolHandler for IndexProtocol {
 /// or `None` when the stream merely ended (the client went away).
 fn close_for(e: FrameIoError) -> Option<(u32, String)> {
     match e {
-        FrameIoError::Frame(FrameError::TooLarge { len, max }) => Some((
-            close_code::TOO_LARGE,
-            format!("request frame of {len} bytes exceeds the limit of {max} bytes"),
-        )),
-        FrameIoError::Frame(FrameError::Malformed(why)) => {
-            Some((close_code::MALFORMED, format!("malformed request frame: {why}")))
+        FrameIoError::Frame(FrameError::TooLarge { len, max }) => {
+            Some((close_code::TOO_LARGE, format!("request frame of {len} bytes exceeds the limit of {max} bytes")))
         }
-        FrameIoError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Some((
-            close_code::MALFORMED,
-            "request frame ended early".to_string(),
-        )),
+        FrameIoError::Frame(FrameError::Malformed(why)) => Some((close_code::MALFORMED, format!("malformed request frame: {why}"))),
+        FrameIoError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Some((close_code::MALFORMED, "request frame ended early".to_string()))
+        }
         FrameIoError::Io(_) => None,
     }
 }

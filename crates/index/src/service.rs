@@ -9,9 +9,7 @@ use iroh::EndpointId;
 use peernet_proto::{
     index::{ErrorCode, Join, Request, Response, Topology, TopologyPeer},
     key::NetworkKey,
-    limits::{
-        MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_SEARCH_LIMIT,
-    },
+    limits::{MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_SEARCH_LIMIT},
     names::{validate_file_name, validate_nickname},
 };
 
@@ -139,13 +137,9 @@ impl Logic {
         // answered yet), so any order is a valid one, and this one applies
         // the batch's full-text changes once, at the first search, instead
         // of between every publish and search.
-        let (searches, others): (Vec<Job>, Vec<Job>) =
-            batch.into_iter().partition(|j| matches!(j.request, Request::Search { .. }));
-        let answers: Vec<_> = others
-            .into_iter()
-            .chain(searches)
-            .map(|j| (self.handle_one(store, j.from, j.request, j.now), j.answer))
-            .collect();
+        let (searches, others): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| matches!(j.request, Request::Search { .. }));
+        let answers: Vec<_> =
+            others.into_iter().chain(searches).map(|j| (self.handle_one(store, j.from, j.request, j.now), j.answer)).collect();
         // Nothing is answered before the commit; if it fails, nobody in the
         // batch is told their change was kept.
         let failed = store.commit_batch().err().map(|e| {
@@ -169,10 +163,7 @@ impl Logic {
                 match store.is_member(&from) {
                     Ok(true) => {}
                     Ok(false) => {
-                        return Response::error(
-                            ErrorCode::NotJoined,
-                            "this peer has not joined the network yet; join with a ticket first",
-                        )
+                        return Response::error(ErrorCode::NotJoined, "this peer has not joined the network yet; join with a ticket first")
                     }
                     Err(e) => return internal(e),
                 }
@@ -200,20 +191,13 @@ impl Logic {
             Request::Unpublish { hash } => store.unpublish(&from, &hash).map(|_| Response::Ok),
             Request::Search { query, limit } => {
                 if query.len() > MAX_QUERY_BYTES {
-                    return Response::error(
-                        ErrorCode::LimitExceeded,
-                        format!("a search query has at most {MAX_QUERY_BYTES} bytes"),
-                    );
+                    return Response::error(ErrorCode::LimitExceeded, format!("a search query has at most {MAX_QUERY_BYTES} bytes"));
                 }
                 let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
                 store.search(&query, limit, now).map(Response::Hits)
             }
-            Request::Online { page } => {
-                store.online(page, now).map(|(peers, next_page)| Response::Online { peers, next_page })
-            }
-            Request::Referral { k } => {
-                store.referral(&from, k.min(MAX_REFERRAL), now).map(Response::Peers)
-            }
+            Request::Online { page } => store.online(page, now).map(|(peers, next_page)| Response::Online { peers, next_page }),
+            Request::Referral { k } => store.referral(&from, k.min(MAX_REFERRAL), now).map(Response::Peers),
             Request::Rename { nickname } => {
                 if let Err(e) = validate_nickname(&nickname) {
                     return Response::error(ErrorCode::InvalidNickname, e.to_string());
@@ -224,10 +208,7 @@ impl Logic {
             Request::Topology => store.online_peers(now).map(|peers| {
                 Response::Topology(Topology {
                     root: self.me,
-                    peers: peers
-                        .into_iter()
-                        .map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors })
-                        .collect(),
+                    peers: peers.into_iter().map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors }).collect(),
                 })
             }),
         };
@@ -245,20 +226,14 @@ impl Logic {
             return Response::error(ErrorCode::InvalidRequest, "the advertised address belongs to another key");
         }
         if join.addr.ip.len() > MAX_ADDRS_PER_PEER {
-            return Response::error(
-                ErrorCode::LimitExceeded,
-                format!("a peer advertises at most {MAX_ADDRS_PER_PEER} addresses"),
-            );
+            return Response::error(ErrorCode::LimitExceeded, format!("a peer advertises at most {MAX_ADDRS_PER_PEER} addresses"));
         }
         if let Err(e) = validate_nickname(&join.nickname) {
             return Response::error(ErrorCode::InvalidNickname, e.to_string());
         }
         let ttl = self.config.lease_ttl.as_millis() as u64;
         match store.join(&join.addr, &join.nickname, now, ttl) {
-            Ok(()) => Response::Joined {
-                heartbeat_ms: self.config.heartbeat.as_millis() as u64,
-                lease_ttl_ms: ttl,
-            },
+            Ok(()) => Response::Joined { heartbeat_ms: self.config.heartbeat.as_millis() as u64, lease_ttl_ms: ttl },
             Err(e) => store_error(e),
         }
     }
@@ -290,8 +265,8 @@ mod tests {
     use std::time::Duration;
 
     use iroh::SecretKey;
-    use peernet_proto::Hash;
     use peernet_proto::index::{FileEntry, PeerAddr};
+    use peernet_proto::Hash;
 
     use super::*;
 
@@ -453,9 +428,7 @@ mod tests {
         let later = TTL + 1;
         w.service.handle(b, Request::Heartbeat { neighbors: vec![] }, later - 10);
         assert!(w.search(b, "report", later).is_empty());
-        let Response::Online { peers, .. } = w.service.handle(b, Request::Online { page: 0 }, later) else {
-            panic!()
-        };
+        let Response::Online { peers, .. } = w.service.handle(b, Request::Online { page: 0 }, later) else { panic!() };
         assert_eq!(peers.len(), 1, "only b is online");
         assert_eq!(w.service.handle(a, Request::Heartbeat { neighbors: vec![] }, later + 1), Response::Ok);
         assert_eq!(w.search(b, "report", later + 2).len(), 1, "back without publishing again");
@@ -503,9 +476,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut page = Some(0);
         while let Some(p) = page {
-            let Response::Online { peers, next_page } = w.service.handle(peer(1), Request::Online { page: p }, 20) else {
-                panic!()
-            };
+            let Response::Online { peers, next_page } = w.service.handle(peer(1), Request::Online { page: p }, 20) else { panic!() };
             seen.extend(peers.into_iter().map(|p| p.peer.nickname));
             page = next_page;
         }

@@ -123,15 +123,11 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> rusqlite::Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-    })
+    postcard::from_bytes(bytes).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
 }
 
 fn parse_hash(hex: String) -> rusqlite::Result<Hash> {
-    hex.parse().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+    hex.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn kind_to_sql(kind: Kind) -> i64 {
@@ -142,37 +138,31 @@ fn kind_to_sql(kind: Kind) -> i64 {
 }
 
 fn kind_from_sql(v: i64) -> Kind {
-    if v == 1 { Kind::Folder } else { Kind::File }
+    if v == 1 {
+        Kind::Folder
+    } else {
+        Kind::File
+    }
 }
 
 /// Splits a query into the words FTS5's unicode61 tokenizer would produce,
 /// so "holiday-photos" searches for both words.
 fn query_words(query: &str) -> Vec<String> {
-    query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase())
-        .collect()
+    query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
 }
 
 /// A query that may be (a prefix of) a hash in hex.
 fn hash_prefix(query: &str) -> Option<String> {
     let q = query.trim().to_ascii_lowercase();
-    (q.len() >= MIN_HASH_PREFIX && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then_some(q)
+    (q.len() >= MIN_HASH_PREFIX && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_hexdigit())).then_some(q)
 }
 
 /// Refuses a nickname held by another online key (case-insensitively, so
 /// "Alice" and "alice" cannot both be online).
 fn check_nickname_free(conn: &Connection, me: &EndpointId, nickname: &str, now: u64) -> Result<()> {
     let holder: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT id FROM peers WHERE nickname = ?1 COLLATE NOCASE AND lease_until > ?2 AND id != ?3 LIMIT 1",
-        )?
-        .query_row(
-            params![nickname, now as i64, me.as_bytes().as_slice()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM peers WHERE nickname = ?1 COLLATE NOCASE AND lease_until > ?2 AND id != ?3 LIMIT 1")?
+        .query_row(params![nickname, now as i64, me.as_bytes().as_slice()], |r| r.get(0))
         .optional()?;
     match holder {
         Some(_) => Err(StoreError::NicknameTaken(nickname.to_string())),
@@ -183,10 +173,8 @@ fn check_nickname_free(conn: &Connection, me: &EndpointId, nickname: &str, now: 
 /// Databases written before `peers.file_count` existed get the column,
 /// filled from the files they hold, before the schema's triggers use it.
 fn add_file_count(conn: &Connection) -> Result<()> {
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('peers')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+    let columns: Vec<String> =
+        conn.prepare("SELECT name FROM pragma_table_info('peers')")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
     if columns.is_empty() || columns.iter().any(|c| c == "file_count") {
         return Ok(());
     }
@@ -298,9 +286,10 @@ impl Store {
     /// that left must join again: a heartbeat still on its way when the
     /// leave was handled must not bring it back.
     pub fn heartbeat(&mut self, id: &EndpointId, neighbors: &[EndpointId], now: u64, ttl_ms: u64) -> Result<()> {
-        let n = self.conn.prepare_cached("UPDATE peers SET lease_until = ?2, neighbors = ?3 WHERE id = ?1 AND lease_until > 0")?.execute(
-            params![id.as_bytes().as_slice(), (now + ttl_ms) as i64, encode(&neighbors)],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached("UPDATE peers SET lease_until = ?2, neighbors = ?3 WHERE id = ?1 AND lease_until > 0")?
+            .execute(params![id.as_bytes().as_slice(), (now + ttl_ms) as i64, encode(&neighbors)])?;
         if n == 0 {
             return Err(StoreError::NotJoined);
         }
@@ -312,10 +301,7 @@ impl Store {
             return Err(StoreError::NotJoined);
         }
         check_nickname_free(&self.conn, id, nickname, now)?;
-        self.conn.execute(
-            "UPDATE peers SET nickname = ?2 WHERE id = ?1",
-            params![id.as_bytes().as_slice(), nickname],
-        )?;
+        self.conn.execute("UPDATE peers SET nickname = ?2 WHERE id = ?1", params![id.as_bytes().as_slice(), nickname])?;
         Ok(())
     }
 
@@ -329,11 +315,8 @@ impl Store {
     pub fn publish(&mut self, id: &EndpointId, files: &[FileEntry], now: u64) -> Result<u32> {
         self.staged = true;
         let key = id.as_bytes().as_slice();
-        let count: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT file_count FROM peers WHERE id = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()?;
+        let count: Option<i64> =
+            self.conn.prepare_cached("SELECT file_count FROM peers WHERE id = ?1")?.query_row([key], |r| r.get(0)).optional()?;
         let Some(count) = count else {
             return Err(StoreError::NotJoined);
         };
@@ -372,17 +355,15 @@ impl Store {
 
     pub fn unpublish(&mut self, id: &EndpointId, hash: &Hash) -> Result<()> {
         self.staged = true;
-        let n = self.conn.prepare_cached("DELETE FROM files WHERE peer = ?1 AND hash = ?2")?.execute(
-            params![id.as_bytes().as_slice(), hash.to_hex()],
-        )?;
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM files WHERE peer = ?1 AND hash = ?2")?
+            .execute(params![id.as_bytes().as_slice(), hash.to_hex()])?;
         if n > 0 {
             return Ok(());
         }
-        let someone_else: bool = self
-            .conn
-            .query_row("SELECT 1 FROM files WHERE hash = ?1 LIMIT 1", [hash.to_hex()], |_| Ok(()))
-            .optional()?
-            .is_some();
+        let someone_else: bool =
+            self.conn.query_row("SELECT 1 FROM files WHERE hash = ?1 LIMIT 1", [hash.to_hex()], |_| Ok(())).optional()?.is_some();
         Err(if someone_else { StoreError::NotOwner } else { StoreError::NotFound })
     }
 
@@ -391,10 +372,7 @@ impl Store {
         self.staged = true;
         let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM files WHERE peer = ?1", [id.as_bytes().as_slice()])?;
-        tx.execute(
-            "UPDATE peers SET lease_until = 0, neighbors = x'' WHERE id = ?1",
-            [id.as_bytes().as_slice()],
-        )?;
+        tx.execute("UPDATE peers SET lease_until = 0, neighbors = x'' WHERE id = ?1", [id.as_bytes().as_slice()])?;
         tx.commit()?;
         Ok(())
     }
@@ -417,11 +395,7 @@ impl Store {
         }
         let words = query_words(query);
         if !words.is_empty() && hashes.len() < limit as usize {
-            let expr = words
-                .iter()
-                .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            let expr = words.iter().map(|w| format!("\"{}\"*", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ");
             let mut stmt = self.conn.prepare_cached(
                 "SELECT f.hash FROM files_fts JOIN files f ON f.id = files_fts.rowid
                  JOIN peers p ON p.id = f.peer
@@ -456,23 +430,14 @@ impl Store {
                 Provider {
                     name: r.get(2)?,
                     registered_at: r.get::<_, i64>(3)? as u64,
-                    peer: PeerInfo {
-                        nickname: r.get(4)?,
-                        addr: decode(&r.get::<_, Vec<u8>>(5)?)?,
-                    },
+                    peer: PeerInfo { nickname: r.get(4)?, addr: decode(&r.get::<_, Vec<u8>>(5)?)? },
                 },
             ))
         })?;
         let mut hit: Option<Hit> = None;
         for row in rows {
             let (hash, size, kind, provider) = row?;
-            let hit = hit.get_or_insert_with(|| Hit {
-                hash,
-                size,
-                kind,
-                name: provider.name.clone(),
-                providers: Vec::new(),
-            });
+            let hit = hit.get_or_insert_with(|| Hit { hash, size, kind, name: provider.name.clone(), providers: Vec::new() });
             hit.providers.push(provider);
         }
         Ok(hit)
@@ -498,9 +463,7 @@ impl Store {
         }
         let next_page = (peers.len() as i64 > per_page).then_some(page + 1);
         peers.truncate(per_page as usize);
-        let mut files_stmt = self.conn.prepare_cached(
-            "SELECT name, size, hash, kind FROM files WHERE peer = ?1 ORDER BY name, hash",
-        )?;
+        let mut files_stmt = self.conn.prepare_cached("SELECT name, size, hash, kind FROM files WHERE peer = ?1 ORDER BY name, hash")?;
         let mut out = Vec::with_capacity(peers.len());
         for (id, peer, lease_until) in peers {
             let files = files_stmt

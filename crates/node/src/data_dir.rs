@@ -107,10 +107,10 @@ impl DataDir {
         let path = self.root.join("secret.key");
         match fs::read(&path) {
             Ok(bytes) => {
-                let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| DataDirError::Damaged {
-                    path: path.clone(),
-                    why: format!("expected 32 bytes, found {}", bytes.len()),
-                })?;
+                let arr: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| DataDirError::Damaged { path: path.clone(), why: format!("expected 32 bytes, found {}", bytes.len()) })?;
                 Ok(SecretKey::from_bytes(&arr))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -150,9 +150,9 @@ impl DataDir {
 
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| DataDirError::Damaged { path: path.to_owned(), why: e.to_string() }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| DataDirError::Damaged { path: path.to_owned(), why: e.to_string() })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(DataDirError::Io { path: path.to_owned(), source }),
     }

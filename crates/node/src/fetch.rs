@@ -13,6 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use bao_tree::ChunkNum;
 use iroh::EndpointId;
 use iroh_blobs::{
     api::{
@@ -21,10 +22,8 @@ use iroh_blobs::{
     },
     format::collection::Collection,
     protocol::{ChunkRanges, GetRequest},
-    BlobFormat,
-    Hash, HashAndFormat,
+    BlobFormat, Hash, HashAndFormat,
 };
-use bao_tree::ChunkNum;
 use n0_future::StreamExt;
 use peernet_proto::index::Kind;
 use tokio::sync::mpsc;
@@ -32,8 +31,7 @@ use tokio::sync::mpsc;
 use crate::{
     control::GetEvent,
     node::{Node, NodeError},
-    resolve,
-    save,
+    resolve, save,
     shares::{self, Share},
 };
 
@@ -48,11 +46,12 @@ pub(crate) async fn get(node: &Node, target: &str, out: Option<PathBuf>, events:
     let hits = match node.search(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await {
         Ok(hits) if !hits.is_empty() => hits,
         other => {
-            let flooded = node
-                .flood_search(target, peernet_proto::flood::DEFAULT_TTL, crate::node::FLOOD_WINDOW)
-                .await
-                .unwrap_or_default();
-            if flooded.is_empty() { other? } else { flooded }
+            let flooded = node.flood_search(target, peernet_proto::flood::DEFAULT_TTL, crate::node::FLOOD_WINDOW).await.unwrap_or_default();
+            if flooded.is_empty() {
+                other?
+            } else {
+                flooded
+            }
         }
     };
     let hit = resolve::choose(target, hits)?;
@@ -146,7 +145,8 @@ async fn save_file(node: &Node, name: &str, hash: Hash, dir: &Path, fallback: &s
 /// are unsafe (`..`, absolute, control characters) are skipped and reported.
 async fn save_folder(node: &Node, name: &str, hash: Hash, dir: &Path, fallback: &str) -> Result<(PathBuf, u64, Option<String>), NodeError> {
     let store = &node.inner.store;
-    let collection = Collection::load(hash, store.deref()).await.map_err(|e| NodeError::Save(format!("the folder's listing is unreadable: {e}")))?;
+    let collection =
+        Collection::load(hash, store.deref()).await.map_err(|e| NodeError::Save(format!("the folder's listing is unreadable: {e}")))?;
     let (d, n, f) = (dir.to_owned(), name.to_owned(), fallback.to_owned());
     let root = tokio::task::spawn_blocking(move || save::reserve_dir(&d, &n, &f))
         .await
@@ -194,7 +194,11 @@ pub fn plan_parts(size: u64, parts: usize) -> Vec<ChunkRanges> {
     (0..parts)
         .map(|i| {
             let start = ChunkNum(i * step);
-            if i + 1 == parts { ChunkRanges::from(start..) } else { ChunkRanges::from(start..ChunkNum((i + 1) * step)) }
+            if i + 1 == parts {
+                ChunkRanges::from(start..)
+            } else {
+                ChunkRanges::from(start..ChunkNum((i + 1) * step))
+            }
         })
         .collect()
 }
@@ -210,7 +214,13 @@ struct DownloadReport {
 /// parts fetched at once, each trying the providers in a different order,
 /// so the load spreads and a provider that fails mid-way is replaced by
 /// another for the parts it was serving. Every chunk is verified.
-async fn download(node: &Node, content: HashAndFormat, size: u64, providers: Vec<EndpointId>, events: &mpsc::Sender<GetEvent>) -> DownloadReport {
+async fn download(
+    node: &Node,
+    content: HashAndFormat,
+    size: u64,
+    providers: Vec<EndpointId>,
+    events: &mpsc::Sender<GetEvent>,
+) -> DownloadReport {
     let requests: Vec<GetRequest> = if content.format == BlobFormat::Raw && providers.len() >= 2 && size >= SWARM_MIN_SIZE {
         plan_parts(size, providers.len().min(MAX_PARTS))
             .into_iter()

@@ -9,12 +9,12 @@ use std::{
     time::Duration,
 };
 
+use iroh::EndpointId;
 use iroh::{
     endpoint::Connection,
     protocol::{AcceptError, ProtocolHandler},
 };
 use peernet_index::frame_io::{read_frame, write_frame};
-use iroh::EndpointId;
 use peernet_proto::{
     flood::{Answer, FloodFrame, Query, MAX_ANSWER_FILES, MAX_FLOOD_FRAME},
     index::{Hit, PeerInfo, Provider},

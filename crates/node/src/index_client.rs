@@ -144,9 +144,7 @@ impl IndexClient {
     fn request_timeout(&self) -> Duration {
         // A request that takes longer than a heartbeat interval means the
         // link is dead; waiting longer would delay re-joining.
-        self.timing()
-            .map(|t| t.heartbeat.clamp(Duration::from_secs(1), DEFAULT_REQUEST_TIMEOUT))
-            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+        self.timing().map(|t| t.heartbeat.clamp(Duration::from_secs(1), DEFAULT_REQUEST_TIMEOUT)).unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
     /// Sends one request and maps an error response to [`IndexError::Refused`].
@@ -160,9 +158,7 @@ impl IndexClient {
     /// Sends one request and returns the raw response.
     pub async fn call(&self, request: Request) -> Result<Response, IndexError> {
         match &self.inner.route {
-            Route::Local(service) => {
-                Ok(service.call(self.inner.me.id, request, now_ms()).await)
-            }
+            Route::Local(service) => Ok(service.call(self.inner.me.id, request, now_ms()).await),
             Route::Remote { endpoint, index } => {
                 let timeout = self.request_timeout();
                 let conn = tokio::time::timeout(timeout, self.connection(endpoint, index))
@@ -191,10 +187,7 @@ impl IndexClient {
                 return Ok(conn.clone());
             }
         }
-        let conn = endpoint
-            .connect(index.to_endpoint_addr(), ALPN)
-            .await
-            .map_err(|e| IndexError::Unreachable(e.to_string()))?;
+        let conn = endpoint.connect(index.to_endpoint_addr(), ALPN).await.map_err(|e| IndexError::Unreachable(e.to_string()))?;
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -212,10 +205,8 @@ impl IndexClient {
         let request = Request::Join(Join { nickname: nickname.to_string(), proof, addr: self.inner.me.clone() });
         match self.request(request).await? {
             Response::Joined { heartbeat_ms, lease_ttl_ms } => {
-                let timing = Timing {
-                    heartbeat: Duration::from_millis(heartbeat_ms.max(100)),
-                    lease_ttl: Duration::from_millis(lease_ttl_ms),
-                };
+                let timing =
+                    Timing { heartbeat: Duration::from_millis(heartbeat_ms.max(100)), lease_ttl: Duration::from_millis(lease_ttl_ms) };
                 *self.inner.timing.lock().expect("timing lock") = Some(timing);
                 self.inner.status.send_replace(IndexStatus::Joined {
                     since_ms: now_ms(),
@@ -255,9 +246,7 @@ impl IndexClient {
     }
 
     async fn flush_pending_unpublish(&self) {
-        let pending: Vec<Hash> = std::mem::take(&mut *self.inner.pending_unpublish.lock().expect("pending lock"))
-            .into_iter()
-            .collect();
+        let pending: Vec<Hash> = std::mem::take(&mut *self.inner.pending_unpublish.lock().expect("pending lock")).into_iter().collect();
         for hash in pending {
             if let Err(e @ IndexError::Unreachable(_)) = self.unpublish(hash).await {
                 debug!("unpublish of {hash} postponed again: {e}");

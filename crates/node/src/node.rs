@@ -13,26 +13,26 @@ use std::{
 use axum::http::StatusCode;
 use iroh::{address_lookup::memory::MemoryLookup, protocol::Router, Endpoint, RelayUrl};
 use iroh_blobs::{api::downloader::Downloader, store::fs::FsStore, BlobsProtocol};
-use peernet_index::IndexProtocol;
-use peernet_proto::{
-    index::{ErrorCode, Hit, OnlinePeer, PeerAddr, Request, Response},
-    key::NetworkKey,
-    ticket::Ticket,
-};
-use tokio::{
-    sync::{mpsc, oneshot, watch},
-    task::JoinSet,
-};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 use iroh_gossip::net::Gossip;
+use peernet_index::IndexProtocol;
 use peernet_proto::{
     chat::{ChatMessage, Member},
     flood::{Action as FloodAction, Answer, FloodFrame, Query},
     names::validate_nickname,
     topo::Graph,
 };
+use peernet_proto::{
+    index::{ErrorCode, Hit, OnlinePeer, PeerAddr, Request, Response},
+    key::NetworkKey,
+    ticket::Ticket,
+};
 use std::sync::OnceLock;
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::{
     control::{self, GetEvent, ShareReply, Status},
@@ -153,9 +153,7 @@ impl From<OverlayError> for NodeError {
 impl NodeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Share(ShareError::Unknown(_)) | Self::Resolve(ResolveError::Unknown(_)) | Self::NoProvider(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::Share(ShareError::Unknown(_)) | Self::Resolve(ResolveError::Unknown(_)) | Self::NoProvider(_) => StatusCode::NOT_FOUND,
             Self::Share(_) | Self::Resolve(_) | Self::Chat(_) | Self::Nickname(_) => StatusCode::BAD_REQUEST,
             Self::NotRoot => StatusCode::FORBIDDEN,
             Self::Index(IndexError::Refused { code: ErrorCode::NotOwner, .. }) => StatusCode::FORBIDDEN,
@@ -245,7 +243,8 @@ impl Node {
                 (Ticket { index: me.clone(), network_key: *network_key }, Some(protocol), client)
             }
             Membership::Member { ticket } => {
-                let ticket: Ticket = ticket.parse().map_err(|e: peernet_proto::ticket::TicketError| NodeError::StoredTicket(e.to_string()))?;
+                let ticket: Ticket =
+                    ticket.parse().map_err(|e: peernet_proto::ticket::TicketError| NodeError::StoredTicket(e.to_string()))?;
                 endpoint::remember(&lookup, &ticket.index);
                 let client = IndexClient::remote(endpoint.clone(), me.clone(), ticket.index.clone(), ticket.network_key);
                 (ticket, None, client)
@@ -253,13 +252,13 @@ impl Node {
         };
         let router = router.spawn();
 
-        let nickname = config
-            .nickname
-            .clone()
-            .or_else(|| state.nickname.clone())
-            .unwrap_or_else(|| {
-                if config.index_only { "index".to_string() } else { format!("peer-{}", endpoint.id().fmt_short()) }
-            });
+        let nickname = config.nickname.clone().or_else(|| state.nickname.clone()).unwrap_or_else(|| {
+            if config.index_only {
+                "index".to_string()
+            } else {
+                format!("peer-{}", endpoint.id().fmt_short())
+            }
+        });
         let shares = Arc::new(Shares::load(data_dir.shares_file())?);
         for path in &config.share {
             if path.is_dir() {
@@ -278,11 +277,7 @@ impl Node {
         state.port = endpoint.bound_sockets().first().map(|s| s.port());
         data_dir.save_state(&state)?;
 
-        let downloads = config
-            .downloads
-            .clone()
-            .or_else(|| dirs_download())
-            .unwrap_or_else(|| data_dir.root().join("downloads"));
+        let downloads = config.downloads.clone().or_else(|| dirs_download()).unwrap_or_else(|| data_dir.root().join("downloads"));
         let downloader = store.downloader(&endpoint);
         let cancel = CancellationToken::new();
         let node = Node {
@@ -440,7 +435,8 @@ impl Node {
         let overlay = self.overlay()?;
         let id: [u8; 16] = rand::random();
         let mut answers_rx = self.inner.pending.open(id);
-        if let FloodAction::Forward { query, to } = overlay.flood_start(id, endpoint::own_addr(&self.inner.endpoint), text.to_string(), ttl) {
+        if let FloodAction::Forward { query, to } = overlay.flood_start(id, endpoint::own_addr(&self.inner.endpoint), text.to_string(), ttl)
+        {
             self.send_query(query, to);
         }
         let mut answers = Vec::new();
@@ -594,7 +590,12 @@ impl Node {
             index: self.inner.index.status(),
             addrs: endpoint::own_addr(&self.inner.endpoint).ip.iter().map(|a| a.to_string()).collect(),
             shares: self.inner.shares.list().len(),
-            neighbors: self.inner.overlay.get().map(|o| o.neighbors().iter().map(|n| n.fmt_short().to_string()).collect()).unwrap_or_default(),
+            neighbors: self
+                .inner
+                .overlay
+                .get()
+                .map(|o| o.neighbors().iter().map(|n| n.fmt_short().to_string()).collect())
+                .unwrap_or_default(),
             dropped_events: self.inner.overlay.get().map(Overlay::dropped).unwrap_or_default(),
             flood_handled,
             flood_duplicates,
@@ -624,7 +625,9 @@ impl Node {
         entries.push(share.entry());
         let warning = match self.inner.index.publish(&entries).await {
             Ok(()) => None,
-            Err(IndexError::Unreachable(e)) => Some(format!("shared, but the index is unreachable ({e}); it will be published when the index is back")),
+            Err(IndexError::Unreachable(e)) => {
+                Some(format!("shared, but the index is unreachable ({e}); it will be published when the index is back"))
+            }
             Err(e) => return Err(e.into()),
         };
         Ok(ShareReply { share, warning })
@@ -768,7 +771,5 @@ pub(crate) async fn bind_endpoint(
 }
 
 fn dirs_download() -> Option<PathBuf> {
-    std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Downloads"))
-    })
+    std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Downloads")))
 }

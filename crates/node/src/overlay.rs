@@ -106,10 +106,7 @@ impl Overlay {
     ) -> Result<(Self, impl std::future::Future<Output = ()> + Send + 'static), OverlayError> {
         let topic = key.topic();
         let bootstrap = referral(&index, &lookup).await;
-        let sub = gossip
-            .subscribe(TopicId::from_bytes(topic), bootstrap)
-            .await
-            .map_err(|e| OverlayError::Down(e.to_string()))?;
+        let sub = gossip.subscribe(TopicId::from_bytes(topic), bootstrap).await.map_err(|e| OverlayError::Down(e.to_string()))?;
         let (sender, mut receiver) = sub.split();
         let ttl = DEFAULT_PRESENCE * 3;
         let shared = Arc::new(Mutex::new(Shared {

@@ -32,11 +32,7 @@ pub fn choose(target: &str, hits: Vec<Hit>) -> Result<Hit, ResolveError> {
         by_hash
     } else {
         let named = |exact: bool| -> Vec<&Hit> {
-            hits.iter()
-                .filter(|h| {
-                    h.providers.iter().any(|p| if exact { p.name == t } else { p.name.eq_ignore_ascii_case(t) })
-                })
-                .collect()
+            hits.iter().filter(|h| h.providers.iter().any(|p| if exact { p.name == t } else { p.name.eq_ignore_ascii_case(t) })).collect()
         };
         let exact = named(true);
         let loose = named(false);
@@ -54,12 +50,7 @@ pub fn choose(target: &str, hits: Vec<Hit>) -> Result<Hit, ResolveError> {
         many => Err(ResolveError::Ambiguous {
             target: t.to_string(),
             count: many.len(),
-            choices: many
-                .iter()
-                .take(5)
-                .map(|h| format!("{} {}", h.name, h.hash.fmt_short()))
-                .collect::<Vec<_>>()
-                .join(", "),
+            choices: many.iter().take(5).map(|h| format!("{} {}", h.name, h.hash.fmt_short())).collect::<Vec<_>>().join(", "),
         }),
     }
 }

@@ -2,8 +2,7 @@
 //! directory, never an existing file.
 
 use std::{
-    fs,
-    io,
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -20,9 +19,7 @@ const MAX_ALTERNATIVES: u32 = 1000;
 /// created a moment ago by someone else. The caller writes into the returned
 /// path and removes it on failure.
 pub fn reserve(dir: &Path, advertised: &str, fallback: &str) -> io::Result<PathBuf> {
-    first_free(dir, advertised, fallback, |path| {
-        fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop)
-    })
+    first_free(dir, advertised, fallback, |path| fs::OpenOptions::new().write(true).create_new(true).open(path).map(drop))
 }
 
 /// Creates a new, empty directory for `advertised` inside `dir`, with the

@@ -136,11 +136,8 @@ impl Shares {
 /// Imports `path` into the store without copying where the store allows,
 /// and tags it so it stays while shared.
 pub async fn import(store: &iroh_blobs::api::Store, path: &Path) -> Result<Share, ShareError> {
-    let path = std::path::absolute(path)
-        .map_err(|e| ShareError::Unreadable { path: path.to_owned(), why: e.to_string() })?;
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| ShareError::Unreadable { path: path.clone(), why: e.to_string() })?;
+    let path = std::path::absolute(path).map_err(|e| ShareError::Unreadable { path: path.to_owned(), why: e.to_string() })?;
+    let meta = tokio::fs::metadata(&path).await.map_err(|e| ShareError::Unreadable { path: path.clone(), why: e.to_string() })?;
     if !meta.is_file() {
         return Err(ShareError::NotAFile { path });
     }
@@ -175,9 +172,7 @@ pub async fn import_dir(store: &iroh_blobs::api::Store, dir: &Path) -> Result<(V
     let mut files = Vec::new();
     let mut pending = vec![dir.clone()];
     while let Some(d) = pending.pop() {
-        let mut entries = tokio::fs::read_dir(&d)
-            .await
-            .map_err(|e| ShareError::Unreadable { path: d.clone(), why: e.to_string() })?;
+        let mut entries = tokio::fs::read_dir(&d).await.map_err(|e| ShareError::Unreadable { path: d.clone(), why: e.to_string() })?;
         while let Some(entry) = entries.next_entry().await.map_err(|e| ShareError::Unreadable { path: d.clone(), why: e.to_string() })? {
             let kind = entry.file_type().await.map_err(|e| ShareError::Unreadable { path: entry.path(), why: e.to_string() })?;
             if kind.is_dir() {
@@ -197,7 +192,10 @@ pub async fn import_dir(store: &iroh_blobs::api::Store, dir: &Path) -> Result<(V
     let mut collection = Vec::with_capacity(files.len());
     for path in files {
         let share = import(store, &path).await?;
-        let relative = path.strip_prefix(&dir).expect("walked from dir").components()
+        let relative = path
+            .strip_prefix(&dir)
+            .expect("walked from dir")
+            .components()
             .map(|c| c.as_os_str().to_string_lossy().to_string())
             .collect::<Vec<_>>()
             .join("/");

@@ -39,11 +39,19 @@ pub const HISTORY: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
     /// A peer entered the room (also sent when its overlay reconnects).
-    Hello { nickname: String },
+    Hello {
+        nickname: String,
+    },
     /// Periodic "still here".
-    Presence { nickname: String },
-    Message { text: String },
-    Rename { nickname: String },
+    Presence {
+        nickname: String,
+    },
+    Message {
+        text: String,
+    },
+    Rename {
+        nickname: String,
+    },
     /// A graceful leave.
     Leave,
     /// The whole network is closed; only valid from the root's key.
@@ -103,10 +111,7 @@ pub fn open(bytes: &[u8], topic: &[u8; 32], now_ms: u64) -> Result<Event, Reject
     }
     let signed: SignedEvent = postcard::from_bytes(bytes).map_err(|_| Rejected::Malformed)?;
     let event: Event = postcard::from_bytes(&signed.event).map_err(|_| Rejected::Malformed)?;
-    event
-        .author
-        .verify(&signed.event, &signed.signature)
-        .map_err(|_| Rejected::BadSignature)?;
+    event.author.verify(&signed.event, &signed.signature).map_err(|_| Rejected::BadSignature)?;
     if &event.topic != topic {
         return Err(Rejected::WrongTopic);
     }
@@ -198,10 +203,7 @@ impl Room {
     }
 
     pub fn members(&self, now_ms: u64) -> Vec<Member> {
-        self.members
-            .values()
-            .map(|m| Member { online: !m.left && m.last_seen_ms + self.presence_ttl_ms > now_ms, ..m.clone() })
-            .collect()
+        self.members.values().map(|m| Member { online: !m.left && m.last_seen_ms + self.presence_ttl_ms > now_ms, ..m.clone() }).collect()
     }
 
     pub fn nickname_of(&self, id: &EndpointId) -> Option<&str> {

@@ -195,9 +195,7 @@ mod tests {
         assert_eq!(clamp_ttl(4), 4);
         assert_eq!(clamp_ttl(200), MAX_TTL);
         let mut f = Flood::default();
-        let Action::Forward { query: started, .. } = f.start([1; 16], origin(), "x".into(), 99, &[id(2)], 0) else {
-            panic!()
-        };
+        let Action::Forward { query: started, .. } = f.start([1; 16], origin(), "x".into(), 99, &[id(2)], 0) else { panic!() };
         assert_eq!(started.ttl, MAX_TTL);
         // A neighbour sending an inflated TTL is clamped too.
         let actions = f.handle(query(5, 250), id(2), &[id(3)], 0);

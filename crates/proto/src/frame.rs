@@ -38,10 +38,7 @@ pub fn body_len(prefix: [u8; PREFIX_LEN], max: usize) -> Result<usize, FrameErro
 
 fn check_len(len: u64, max: usize) -> Result<(), FrameError> {
     if len > max as u64 {
-        return Err(FrameError::TooLarge {
-            len: len as usize,
-            max,
-        });
+        return Err(FrameError::TooLarge { len: len as usize, max });
     }
     Ok(())
 }
@@ -49,13 +46,9 @@ fn check_len(len: u64, max: usize) -> Result<(), FrameError> {
 /// Decodes a body; trailing bytes are an error so that two merged frames can
 /// never be mistaken for one.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    let (msg, rest) =
-        postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let (msg, rest) = postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(FrameError::Malformed(format!(
-            "{} unexpected bytes after the message",
-            rest.len()
-        )));
+        return Err(FrameError::Malformed(format!("{} unexpected bytes after the message", rest.len())));
     }
     Ok(msg)
 }
@@ -83,10 +76,7 @@ mod tests {
     #[test]
     fn oversized_message_is_not_encoded() {
         let big = vec![7u8; 2000];
-        assert!(matches!(
-            encode(&big, 1024),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(encode(&big, 1024), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]

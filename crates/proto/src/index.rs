@@ -65,11 +65,7 @@ impl PeerAddr {
     }
 
     pub fn from_endpoint_addr(addr: &iroh::EndpointAddr) -> Self {
-        Self {
-            id: addr.id,
-            ip: addr.ip_addrs().copied().collect(),
-            relay: addr.relay_urls().next().map(|u| u.to_string()),
-        }
+        Self { id: addr.id, ip: addr.ip_addrs().copied().collect(), relay: addr.relay_urls().next().map(|u| u.to_string()) }
     }
 }
 
@@ -115,20 +111,35 @@ pub struct Join {
 pub enum Request {
     Join(Join),
     /// Renews the lease. `neighbors` are the peer's current overlay links.
-    Heartbeat { neighbors: Vec<EndpointId> },
+    Heartbeat {
+        neighbors: Vec<EndpointId>,
+    },
     /// Registers files under the caller's key. Publishing a file the caller
     /// already registered updates its name and is otherwise a no-op.
-    Publish { files: Vec<FileEntry> },
+    Publish {
+        files: Vec<FileEntry>,
+    },
     /// Removes the caller's registration of a hash.
-    Unpublish { hash: Hash },
+    Unpublish {
+        hash: Hash,
+    },
     /// Words and prefixes of file names, or a hash or hash prefix (hex).
-    Search { query: String, limit: u32 },
+    Search {
+        query: String,
+        limit: u32,
+    },
     /// Online peers with their files, [`crate::limits::ONLINE_PAGE_PEERS`] a page.
-    Online { page: u32 },
+    Online {
+        page: u32,
+    },
     /// Up to `k` random online peers other than the caller.
-    Referral { k: u32 },
+    Referral {
+        k: u32,
+    },
     /// Changes the caller's nickname.
-    Rename { nickname: String },
+    Rename {
+        nickname: String,
+    },
     /// Ends the lease now and removes every registration of the caller.
     Leave,
     /// Every online peer with the overlay neighbours it last reported.
@@ -204,7 +215,9 @@ pub enum Response {
         lease_ttl_ms: u64,
     },
     Ok,
-    Published { count: u32 },
+    Published {
+        count: u32,
+    },
     Hits(Vec<Hit>),
     Online {
         peers: Vec<OnlinePeer>,
@@ -213,15 +226,15 @@ pub enum Response {
     Peers(Vec<PeerInfo>),
     Topology(Topology),
     /// A refusal. `message` is one sentence meant for the person at the keyboard.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Response {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error {
-            code,
-            message: message.into(),
-        }
+        Self::Error { code, message: message.into() }
     }
 }
 
@@ -255,14 +268,10 @@ mod tests {
 
     fn arb_request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            ("\\PC{0,40}", any::<[u8; 32]>(), any::<u8>(), proptest::collection::vec(arb_addr(), 0..4))
-                .prop_map(|(nickname, proof, seed, ip)| Request::Join(Join {
-                    nickname,
-                    proof,
-                    addr: PeerAddr { id: id(seed), ip, relay: None },
-                })),
-            proptest::collection::vec(any::<u8>(), 0..8)
-                .prop_map(|s| Request::Heartbeat { neighbors: s.into_iter().map(id).collect() }),
+            ("\\PC{0,40}", any::<[u8; 32]>(), any::<u8>(), proptest::collection::vec(arb_addr(), 0..4)).prop_map(
+                |(nickname, proof, seed, ip)| Request::Join(Join { nickname, proof, addr: PeerAddr { id: id(seed), ip, relay: None } })
+            ),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(|s| Request::Heartbeat { neighbors: s.into_iter().map(id).collect() }),
             proptest::collection::vec(arb_entry(), 0..8).prop_map(|files| Request::Publish { files }),
             any::<[u8; 32]>().prop_map(|h| Request::Unpublish { hash: Hash::from_bytes(h) }),
             ("\\PC{0,60}", any::<u32>()).prop_map(|(query, limit)| Request::Search { query, limit }),
@@ -303,11 +312,9 @@ mod tests {
                 registered_at: 9,
             }],
         };
-        for resp in [
-            Response::Hits(vec![hit]),
-            Response::error(ErrorCode::NotOwner, "no"),
-            Response::Joined { heartbeat_ms: 1, lease_ttl_ms: 2 },
-        ] {
+        for resp in
+            [Response::Hits(vec![hit]), Response::error(ErrorCode::NotOwner, "no"), Response::Joined { heartbeat_ms: 1, lease_ttl_ms: 2 }]
+        {
             let bytes = frame::encode(&resp, usize::MAX).unwrap();
             let back: Response = frame::decode(&bytes[frame::PREFIX_LEN..]).unwrap();
             assert_eq!(back, resp);

@@ -76,14 +76,8 @@ pub fn validate_file_name(name: &str) -> Result<(), FileNameError> {
 /// component survives, so `../../etc/x` and `/abs/x` both become `x`. When
 /// nothing usable is left, `fallback` is used.
 pub fn sanitize_file_name(advertised: &str, fallback: &str) -> String {
-    let last = advertised
-        .rsplit(['/', '\\'])
-        .find(|part| !part.trim().is_empty() && *part != "." && *part != "..")
-        .unwrap_or("");
-    let mut clean: String = last
-        .chars()
-        .map(|c| if c.is_control() || is_invisible(c) || c == ':' { '_' } else { c })
-        .collect();
+    let last = advertised.rsplit(['/', '\\']).find(|part| !part.trim().is_empty() && *part != "." && *part != "..").unwrap_or("");
+    let mut clean: String = last.chars().map(|c| if c.is_control() || is_invisible(c) || c == ':' { '_' } else { c }).collect();
     clean = clean.trim().to_string();
     // A name made only of dots is a directory reference on some systems.
     if clean.chars().all(|c| c == '.') {

@@ -23,7 +23,9 @@ pub struct Ticket {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TicketError {
-    #[error("this is not a peernet ticket: a ticket starts with '{PREFIX}'; copy the whole line printed by `peernet up` or `peernet index`")]
+    #[error(
+        "this is not a peernet ticket: a ticket starts with '{PREFIX}'; copy the whole line printed by `peernet up` or `peernet index`"
+    )]
     WrongPrefix,
     #[error("the ticket contains characters that cannot appear in a ticket; copy it again")]
     BadEncoding,
@@ -54,9 +56,7 @@ impl FromStr for Ticket {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let rest = s.strip_prefix(PREFIX).ok_or(TicketError::WrongPrefix)?;
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(rest.to_ascii_uppercase().as_bytes())
-            .map_err(|_| TicketError::BadEncoding)?;
+        let bytes = data_encoding::BASE32_NOPAD.decode(rest.to_ascii_uppercase().as_bytes()).map_err(|_| TicketError::BadEncoding)?;
         if bytes.len() < CHECKSUM_LEN {
             return Err(TicketError::Checksum);
         }

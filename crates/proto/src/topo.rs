@@ -34,13 +34,24 @@ impl Graph {
             .iter()
             .map(|p| {
                 let id = p.peer.addr.id;
-                (id, Node { id: id.to_string(), short_id: id.fmt_short().to_string(), nickname: p.peer.nickname.clone(), root: id == t.root })
+                (
+                    id,
+                    Node {
+                        id: id.to_string(),
+                        short_id: id.fmt_short().to_string(),
+                        nickname: p.peer.nickname.clone(),
+                        root: id == t.root,
+                    },
+                )
             })
             .collect();
         let reported_root = t.peers.iter().any(|p| p.neighbors.contains(&t.root));
         if !nodes.contains_key(&t.root) && reported_root {
             // A standalone index: part of the overlay but not a peer.
-            nodes.insert(t.root, Node { id: t.root.to_string(), short_id: t.root.fmt_short().to_string(), nickname: "index".into(), root: true });
+            nodes.insert(
+                t.root,
+                Node { id: t.root.to_string(), short_id: t.root.fmt_short().to_string(), nickname: "index".into(), root: true },
+            );
         }
         let mut edges = BTreeSet::new();
         for p in &t.peers {
@@ -90,7 +101,15 @@ impl Graph {
             let links: Vec<String> = self
                 .edges
                 .iter()
-                .filter_map(|(a, b)| if *a == n.id { Some(b) } else if *b == n.id { Some(a) } else { None })
+                .filter_map(|(a, b)| {
+                    if *a == n.id {
+                        Some(b)
+                    } else if *b == n.id {
+                        Some(a)
+                    } else {
+                        None
+                    }
+                })
                 .map(|other| {
                     self.nodes.iter().find(|m| m.id == *other).map(|m| format!("{} ({})", m.nickname, m.short_id)).unwrap_or_default()
                 })
@@ -107,13 +126,7 @@ impl Graph {
         let mut out = String::from("graph peernet {\n  node [shape=box, style=rounded];\n");
         for n in &self.nodes {
             let style = if n.root { ", style=\"rounded,bold\", peripheries=2" } else { "" };
-            out.push_str(&format!(
-                "  \"{}\" [label=\"{}\\n{}\"{}];\n",
-                n.short_id,
-                esc(&n.nickname),
-                esc(&n.short_id),
-                style
-            ));
+            out.push_str(&format!("  \"{}\" [label=\"{}\\n{}\"{}];\n", n.short_id, esc(&n.nickname), esc(&n.short_id), style));
         }
         for (a, b) in &self.edges {
             let short = |id: &str| self.nodes.iter().find(|n| n.id == id).map(|n| n.short_id.clone()).unwrap_or_default();

@@ -104,9 +104,7 @@ impl Daemon {
     }
 
     fn wait_for_control(&self) {
-        wait_until(PATIENCE, &format!("{} control API", self.name), || {
-            self.cli(&["status"]).status.success()
-        });
+        wait_until(PATIENCE, &format!("{} control API", self.name), || self.cli(&["status"]).status.success());
     }
 
     pub fn downloads(&self) -> PathBuf {
@@ -135,7 +133,12 @@ impl Daemon {
     /// Runs a CLI command that must fail; returns its stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(!out.status.success(), "`peernet {}` should have failed but printed {}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "`peernet {}` should have failed but printed {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -275,12 +278,7 @@ pub fn providers_of(hits: &[serde_json::Value], name: &str) -> Vec<String> {
 
 /// Nicknames of online peers.
 pub fn online_nicks(d: &Daemon) -> Vec<String> {
-    d.json(&["online"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["peer"]["nickname"].as_str().unwrap().to_string())
-        .collect()
+    d.json(&["online"]).as_array().unwrap().iter().map(|p| p["peer"]["nickname"].as_str().unwrap().to_string()).collect()
 }
 
 /// A hosted network of `n` peers: `n0` hosts the index, `n1..` join it.
@@ -311,9 +309,7 @@ pub fn online_members(d: &Daemon) -> Vec<String> {
 pub fn wait_for_room(peers: &[&Daemon], expected: &[String]) {
     let mut expected = expected.to_vec();
     expected.sort();
-    wait_until(PATIENCE, "everyone to see the same room", || {
-        peers.iter().all(|p| online_members(p) == expected)
-    });
+    wait_until(PATIENCE, "everyone to see the same room", || peers.iter().all(|p| online_members(p) == expected));
 }
 
 /// Chat texts `d` received from the author with nickname `from`, in order.
@@ -329,12 +325,8 @@ pub fn texts_from(d: &Daemon, from_id: &str) -> Vec<String> {
 
 /// Nicknames on the map.
 pub fn topo_nicks(d: &Daemon) -> Vec<String> {
-    let mut v: Vec<String> = d.json(&["topo"])["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["nickname"].as_str().unwrap().to_string())
-        .collect();
+    let mut v: Vec<String> =
+        d.json(&["topo"])["nodes"].as_array().unwrap().iter().map(|n| n["nickname"].as_str().unwrap().to_string()).collect();
     v.sort();
     v
 }

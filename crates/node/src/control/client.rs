@@ -58,8 +58,8 @@ impl ControlClient {
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Transport(format!("unreadable answer: {e}")))
         } else {
-            let err: ApiError = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| ApiError { error: format!("the daemon answered {status}") });
+            let err: ApiError =
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| ApiError { error: format!("the daemon answered {status}") });
             Err(ClientError::Api(err.error))
         }
     }

@@ -111,9 +111,19 @@ pub struct MessagesQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum GetEvent {
-    Resolved { name: String, hash: String, size: u64, providers: Vec<String> },
-    Progress { done: u64, total: u64 },
-    ProviderFailed { provider: String },
+    Resolved {
+        name: String,
+        hash: String,
+        size: u64,
+        providers: Vec<String>,
+    },
+    Progress {
+        done: u64,
+        total: u64,
+    },
+    ProviderFailed {
+        provider: String,
+    },
     Saved {
         path: PathBuf,
         hash: String,
@@ -125,5 +135,7 @@ pub enum GetEvent {
         /// Providers that delivered parts of this download (short ids).
         sources: Vec<String>,
     },
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }

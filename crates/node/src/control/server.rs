@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ApiError, GetEvent, GetRequest, MessagesQuery, NickRequest, OnlineReply, SayRequest, SearchQuery, SearchReply,
-    ShareRequest, UnshareRequest, AUTH_HEADER,
+    ApiError, GetEvent, GetRequest, MessagesQuery, NickRequest, OnlineReply, SayRequest, SearchQuery, SearchReply, ShareRequest,
+    UnshareRequest, AUTH_HEADER,
 };
 use crate::node::{Node, NodeError};
 
@@ -63,7 +63,9 @@ pub async fn serve(node: Node, token: String, cancel: CancellationToken) -> std:
                 if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
                     return (
                         StatusCode::UNAUTHORIZED,
-                        Json(ApiError { error: "missing or wrong control token; the token is in control.json in the data directory".into() }),
+                        Json(ApiError {
+                            error: "missing or wrong control token; the token is in control.json in the data directory".into(),
+                        }),
                     )
                         .into_response();
                 }
