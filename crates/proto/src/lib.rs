@@ -4,6 +4,7 @@
 //! Nothing in this crate does IO. Everything here can be tested with plain
 //! values, and every other crate agrees on the network through these types.
 
+pub mod answers;
 pub mod chat;
 pub mod flood;
 pub mod frame;
@@ -11,7 +12,10 @@ pub mod index;
 pub mod key;
 pub mod limits;
 pub mod names;
+pub mod search;
+pub mod session;
 pub mod ticket;
+pub mod timers;
 pub mod topo;
 
 pub use iroh::EndpointId;

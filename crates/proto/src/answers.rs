@@ -1,0 +1,1 @@
+//! Merging search answers (index hits and flood answers) into one list.

@@ -1,0 +1,1 @@
+//! The index session as a pure state machine: join, heartbeat, back-off.

@@ -1,0 +1,1 @@
+//! The overlay's timers as a pure state machine: presence and re-referral.
