@@ -12,6 +12,16 @@
 //! [`MAX_EVENT_BYTES`] on the wire.
 //!
 //! Pure state: time is an argument, nothing here touches the network.
+//!
+//! Every number that came off the wire (`seq`, `sent_at_ms`, `session`) or
+//! from the caller's clock may be anything from 0 to `u64::MAX`, and the
+//! clock may jump backwards; all arithmetic on them saturates, so extreme
+//! values are refused or delivered, never a panic. Sequence numbers:
+//! `u64::MAX` is a valid last number (the counter then stays there), and an
+//! event numbered more than [`MAX_SEQ_BEHIND`] below what was already
+//! delivered for its session restarts the numbering instead of being dropped,
+//! so an author whose counter once jumped to the top is not silenced for the
+//! rest of its session.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -35,6 +45,16 @@ pub const REORDER_WAIT_MS: u64 = 2000;
 pub const MAX_PENDING_PER_AUTHOR: usize = 256;
 /// Recent messages kept for `peernet messages`.
 pub const HISTORY: usize = 1000;
+/// An event numbered this far below its author's next expected number is
+/// not a late arrival (no author sends that many events within
+/// [`REPLAY_WINDOW_MS`]) but a restarted numbering: ordering starts over at it.
+pub const MAX_SEQ_BEHIND: u64 = 1 << 32;
+/// Most (author, nonce) pairs remembered for replay detection. Past it the
+/// events closest to leaving the replay window are forgotten first, which
+/// only lets a replay of those through to the per-author order check.
+pub const MAX_SEEN_EVENTS: usize = 1 << 16;
+/// The seen-set is not swept below this size.
+const SEEN_SWEEP_FLOOR: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
@@ -115,7 +135,9 @@ pub fn open(bytes: &[u8], topic: &[u8; 32], now_ms: u64) -> Result<Event, Reject
     if &event.topic != topic {
         return Err(Rejected::WrongTopic);
     }
-    if event.sent_at_ms + REPLAY_WINDOW_MS < now_ms || event.sent_at_ms > now_ms + MAX_FUTURE_SKEW_MS {
+    let too_old = now_ms.saturating_sub(event.sent_at_ms) > REPLAY_WINDOW_MS;
+    let too_new = event.sent_at_ms.saturating_sub(now_ms) > MAX_FUTURE_SKEW_MS;
+    if too_old || too_new {
         return Err(Rejected::Stale);
     }
     match &event.body {
@@ -177,6 +199,9 @@ pub struct Room {
     members: BTreeMap<EndpointId, Member>,
     order: HashMap<EndpointId, AuthorOrder>,
     seen: HashMap<(EndpointId, [u8; 16]), u64>,
+    /// Size of `seen` at which it is swept next (doubling, so sweeps are
+    /// amortised over the inserts).
+    seen_sweep_at: usize,
     history: VecDeque<ChatMessage>,
     next_index: u64,
     /// Events dropped, by reason, for metrics and tests.
@@ -192,6 +217,7 @@ impl Room {
             members: BTreeMap::new(),
             order: HashMap::new(),
             seen: HashMap::new(),
+            seen_sweep_at: SEEN_SWEEP_FLOOR,
             history: VecDeque::new(),
             next_index: 1,
             dropped: BTreeMap::new(),
@@ -203,7 +229,10 @@ impl Room {
     }
 
     pub fn members(&self, now_ms: u64) -> Vec<Member> {
-        self.members.values().map(|m| Member { online: !m.left && m.last_seen_ms + self.presence_ttl_ms > now_ms, ..m.clone() }).collect()
+        self.members
+            .values()
+            .map(|m| Member { online: !m.left && m.last_seen_ms.saturating_add(self.presence_ttl_ms) > now_ms, ..m.clone() })
+            .collect()
     }
 
     pub fn nickname_of(&self, id: &EndpointId) -> Option<&str> {
@@ -260,7 +289,7 @@ impl Room {
             }
             Body::Close => changes.push(Change::Closed),
             _ => {
-                let was_away = known.as_ref().is_none_or(|k| k.left || k.last_seen_ms + self.presence_ttl_ms <= now_ms);
+                let was_away = known.as_ref().is_none_or(|k| k.left || k.last_seen_ms.saturating_add(self.presence_ttl_ms) <= now_ms);
                 member.left = false;
                 if was_away {
                     changes.push(Change::Joined(author));
@@ -280,16 +309,37 @@ impl Room {
     }
 
     fn expire_seen(&mut self, now_ms: u64) {
-        if self.seen.len() > 4096 {
-            self.seen.retain(|_, sent| *sent + REPLAY_WINDOW_MS + MAX_FUTURE_SKEW_MS >= now_ms);
+        if self.seen.len() <= self.seen_sweep_at {
+            return;
         }
+        // An event can pass `open` again while it is inside the window.
+        self.seen.retain(|_, sent| sent.saturating_add(REPLAY_WINDOW_MS + MAX_FUTURE_SKEW_MS) >= now_ms);
+        if self.seen.len() > MAX_SEEN_EVENTS {
+            // Still too many (a flood of fresh events, or a clock that went
+            // backwards): keep the newest three quarters.
+            let mut sent: Vec<u64> = self.seen.values().copied().collect();
+            let drop = sent.len() - MAX_SEEN_EVENTS / 4 * 3;
+            let (_, &mut cutoff, _) = sent.select_nth_unstable(drop - 1);
+            let mut excess = drop;
+            self.seen.retain(|_, s| {
+                let forget = excess > 0 && *s <= cutoff;
+                excess -= usize::from(forget);
+                !forget
+            });
+        }
+        self.seen_sweep_at = (self.seen.len() * 2).clamp(SEEN_SWEEP_FLOOR, MAX_SEEN_EVENTS);
     }
 
     fn order_and_deliver(&mut self, event: Event, now_ms: u64) -> Vec<Change> {
         let author = event.author;
-        let state = self.order.entry(author).or_default();
-        if state.session != event.session {
-            // A new process of this author: its numbering starts over.
+        let state = self.order.entry(author).or_insert_with(|| AuthorOrder {
+            session: event.session,
+            next_seq: event.seq,
+            pending: BTreeMap::new(),
+        });
+        // A new process of this author, or a numbering restarted far below
+        // the one we follow: ordering starts over at this event.
+        if state.session != event.session || event.seq.saturating_add(MAX_SEQ_BEHIND) < state.next_seq {
             *state = AuthorOrder { session: event.session, next_seq: event.seq, pending: BTreeMap::new() };
         }
         if event.seq < state.next_seq {
@@ -307,14 +357,17 @@ impl Room {
     fn drain(&mut self, author: EndpointId, now_ms: u64, force: bool) -> Vec<Change> {
         let mut ready = Vec::new();
         if let Some(state) = self.order.get_mut(&author) {
-            loop {
-                let Some((&seq, (_, arrived))) = state.pending.first_key_value() else { break };
-                let waited_out = force && arrived + REORDER_WAIT_MS <= now_ms;
+            while let Some((&seq, &(_, arrived))) = state.pending.first_key_value() {
+                // A clock that went backwards counts as waited out, rather
+                // than holding this author's messages until it catches up.
+                let waited_out = force && now_ms.checked_sub(arrived).is_none_or(|waited| waited >= REORDER_WAIT_MS);
                 if seq != state.next_seq && !waited_out {
                     break;
                 }
                 let (_, (event, _)) = state.pending.pop_first().expect("checked above");
-                state.next_seq = seq + 1;
+                // u64::MAX is a last number: the counter stays there, so a
+                // second event numbered u64::MAX is still delivered.
+                state.next_seq = seq.saturating_add(1);
                 ready.push(event);
             }
         }
@@ -376,7 +429,12 @@ impl Author {
             sent_at_ms: now_ms,
             body,
         };
-        self.next_seq += 1;
+        // Numbers never wrap within a session: past the last one, this
+        // author becomes a new session that starts again at 0.
+        match self.next_seq.checked_add(1) {
+            Some(next) => self.next_seq = next,
+            None => (self.session, self.next_seq) = (rand::random(), 0),
+        }
         let bytes = seal(&self.key, &event);
         (event, bytes)
     }
@@ -384,6 +442,10 @@ impl Author {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     const TOPIC: [u8; 32] = [7; 32];
@@ -516,5 +578,263 @@ mod tests {
         }
         let mut second = Author::new(key(1), TOPIC);
         assert_eq!(texts(&r.receive(&second.event(msg("b0"), NOW).1, NOW).unwrap()), ["b0"]);
+    }
+
+    /// Signs an event with any number and send time, as a buggy or hostile
+    /// author could; the author's session is left as it was.
+    fn event_at(author: &mut Author, seq: u64, body: Body, sent_at_ms: u64) -> Vec<u8> {
+        let session = author.session;
+        author.next_seq = seq;
+        let (_, bytes) = author.event(body, sent_at_ms);
+        author.session = session;
+        bytes
+    }
+
+    #[test]
+    fn send_times_at_the_ends_of_the_range_are_judged_without_overflow() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let max = u64::MAX;
+        for (sent, now, accepted) in [
+            (max, NOW, false),
+            (0, NOW, false),
+            (max, 0, false),
+            (0, max, false),
+            (max, max, true),
+            (0, 0, true),
+            (max - MAX_FUTURE_SKEW_MS, 0, false),
+            (0, REPLAY_WINDOW_MS, true),
+            (0, REPLAY_WINDOW_MS + 1, false),
+            (MAX_FUTURE_SKEW_MS, 0, true),
+            (MAX_FUTURE_SKEW_MS + 1, 0, false),
+            (max, max - MAX_FUTURE_SKEW_MS, true),
+            (max, max - MAX_FUTURE_SKEW_MS - 1, false),
+            (max - REPLAY_WINDOW_MS, max, true),
+            (max - REPLAY_WINDOW_MS - 1, max, false),
+        ] {
+            let bytes = event_at(&mut alice, 0, msg("t"), sent);
+            let got = open(&bytes, &TOPIC, now);
+            if accepted {
+                assert!(got.is_ok(), "sent {sent} at {now}: {got:?}");
+            } else {
+                assert_eq!(got, Err(Rejected::Stale), "sent {sent} at {now}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_sequence_number_is_delivered_and_does_not_silence_the_author() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let mut r = room();
+        let mut say = |r: &mut Room, seq: u64, text: &str| texts(&r.receive(&event_at(&mut alice, seq, msg(text), NOW), NOW).unwrap());
+        assert_eq!(say(&mut r, 0, "first"), ["first"]);
+        assert!(say(&mut r, u64::MAX, "top").is_empty(), "waits for the gap");
+        assert_eq!(texts(&r.tick(NOW + REORDER_WAIT_MS)), ["top"]);
+        assert_eq!(say(&mut r, u64::MAX, "top again"), ["top again"], "another event with the last number is still heard");
+        // Numbering from low numbers again in the same session is a restart
+        // (far below), not a stream of late arrivals.
+        assert_eq!(say(&mut r, 1, "again"), ["again"]);
+        assert_eq!(say(&mut r, 2, "and on"), ["and on"]);
+        assert!(say(&mut r, 0, "late").is_empty(), "a merely late arrival is still dropped");
+        assert!(say(&mut r, u64::MAX - 1, "near the top").is_empty());
+        assert_eq!(texts(&r.tick(NOW + 2 * REORDER_WAIT_MS)), ["near the top"]);
+        assert_eq!(say(&mut r, u64::MAX, "top, in order"), ["top, in order"]);
+    }
+
+    #[test]
+    fn an_author_never_wraps_its_numbering() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let session = alice.session;
+        alice.next_seq = u64::MAX;
+        let (top, top_bytes) = alice.event(msg("top"), NOW);
+        let (next, next_bytes) = alice.event(msg("next"), NOW);
+        assert_eq!((top.session, top.seq), (session, u64::MAX));
+        assert_eq!(next.seq, 0);
+        assert_ne!(next.session, session, "past the last number the author is a new session");
+        let mut r = room();
+        assert_eq!(texts(&r.receive(&top_bytes, NOW).unwrap()), ["top"]);
+        assert_eq!(texts(&r.receive(&next_bytes, NOW).unwrap()), ["next"]);
+    }
+
+    #[test]
+    fn a_clock_that_goes_backwards_does_not_hold_messages() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let mut r = room();
+        r.receive(&event_at(&mut alice, 0, msg("0"), NOW), NOW).unwrap();
+        assert!(texts(&r.receive(&event_at(&mut alice, 2, msg("2"), NOW), NOW).unwrap()).is_empty());
+        assert_eq!(texts(&r.tick(NOW - 10_000)), ["2"]);
+        // And presence arithmetic at the top of the range does not overflow.
+        r.set_presence_ttl(u64::MAX);
+        r.members(u64::MAX);
+        assert!(r.members(u64::MAX - 1)[0].online);
+    }
+
+    #[test]
+    fn the_replay_memory_is_capped() {
+        let mut r = room();
+        let mut event = Event {
+            author: key(1).public(),
+            topic: TOPIC,
+            session: 1,
+            seq: 0,
+            nonce: [0; 16],
+            sent_at_ms: NOW,
+            body: Body::Presence { nickname: "alice".into() },
+        };
+        // Fresh events, all inside the replay window, so only the cap can
+        // keep the set small.
+        for i in 0..(MAX_SEEN_EVENTS as u64 * 3 / 2) {
+            event.nonce[..8].copy_from_slice(&i.to_be_bytes());
+            event.seq = i;
+            event.sent_at_ms = NOW + i / 100;
+            r.accept(event.clone(), NOW + i / 100).unwrap();
+            assert!(r.seen.len() <= MAX_SEEN_EVENTS);
+        }
+        assert!(r.seen.len() > MAX_SEEN_EVENTS / 2, "the cap forgets the oldest, not everything");
+        assert_eq!(r.accept(event.clone(), event.sent_at_ms), Err(Rejected::Replay), "the newest are still remembered");
+    }
+
+    /// A send time: fixed, or relative to the receiver's clock.
+    #[derive(Debug, Clone)]
+    enum SentAt {
+        At(u64),
+        Offset(i64),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Send { author: usize, new_session: bool, seq: u64, sent_at: SentAt, now: u64, body: u8 },
+        Replay { pick: usize, now: u64 },
+        Tick { now: u64 },
+    }
+
+    fn seqs() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0), Just(1), Just(u64::MAX - 1), Just(u64::MAX), 0..8u64, any::<u64>()]
+    }
+
+    fn clocks() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            4 => Just(NOW),
+            1 => Just(0),
+            1 => Just(u64::MAX),
+            1 => Just(u64::MAX - MAX_FUTURE_SKEW_MS),
+            1 => any::<u64>(),
+            2 => (NOW - REPLAY_WINDOW_MS)..(NOW + REPLAY_WINDOW_MS),
+        ]
+    }
+
+    fn send_times() -> impl Strategy<Value = SentAt> {
+        let window = REPLAY_WINDOW_MS as i64;
+        let skew = MAX_FUTURE_SKEW_MS as i64;
+        prop_oneof![
+            Just(SentAt::At(0)),
+            Just(SentAt::At(u64::MAX)),
+            any::<u64>().prop_map(SentAt::At),
+            Just(SentAt::Offset(0)),
+            Just(SentAt::Offset(-window)),
+            Just(SentAt::Offset(-window - 1)),
+            Just(SentAt::Offset(skew)),
+            Just(SentAt::Offset(skew + 1)),
+            (-window..=skew).prop_map(SentAt::Offset),
+        ]
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        let send = (0..3usize, prop::bool::weighted(0.1), seqs(), send_times(), clocks(), 0..4u8)
+            .prop_map(|(author, new_session, seq, sent_at, now, body)| Step::Send { author, new_session, seq, sent_at, now, body });
+        let step = prop_oneof![
+            6 => send,
+            1 => (any::<usize>(), clocks()).prop_map(|(pick, now)| Step::Replay { pick, now }),
+            1 => clocks().prop_map(|now| Step::Tick { now }),
+        ];
+        prop::collection::vec(step, 1..40)
+    }
+
+    fn delivered(changes: Vec<Change>, seen: &mut HashSet<String>) -> Result<Vec<String>, TestCaseError> {
+        let texts = texts(&changes);
+        for t in &texts {
+            prop_assert!(seen.insert(t.clone()), "{t} delivered twice");
+        }
+        Ok(texts)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever numbers and times authors sign and whatever the local
+        /// clock says: no panic, every message at most once, bounded memory,
+        /// and afterwards each author, going on from where its numbering
+        /// stands, is heard again.
+        #[test]
+        fn extreme_numbers_never_panic_or_silence_an_author(steps in steps()) {
+            let mut authors: Vec<Author> = (1..=3).map(|s| Author::new(key(s), TOPIC)).collect();
+            // (author, session) -> highest number it signed
+            let mut highest: HashMap<(usize, u64), u64> = HashMap::new();
+            let mut accepted: Vec<Vec<u8>> = Vec::new();
+            let mut heard = HashSet::new();
+            let mut r = room();
+            for (i, step) in steps.into_iter().enumerate() {
+                let now = match step {
+                    Step::Send { author, new_session, seq, sent_at, now, body } => {
+                        let a = &mut authors[author];
+                        if new_session {
+                            a.session = a.session.wrapping_add(1);
+                        }
+                        let sent_at_ms = match sent_at {
+                            SentAt::At(t) => t,
+                            SentAt::Offset(d) => now.saturating_add_signed(d),
+                        };
+                        let body = match body {
+                            0 | 1 => msg(&format!("m{i}")),
+                            2 => Body::Presence { nickname: format!("n{author}") },
+                            _ => Body::Leave,
+                        };
+                        let bytes = event_at(a, seq, body, sent_at_ms);
+                        let top = highest.entry((author, a.session)).or_insert(seq);
+                        *top = (*top).max(seq);
+                        if let Ok(changes) = r.receive(&bytes, now) {
+                            delivered(changes, &mut heard)?;
+                            accepted.push(bytes);
+                        }
+                        now
+                    }
+                    Step::Replay { pick, now } => {
+                        if !accepted.is_empty() {
+                            prop_assert!(r.receive(&accepted[pick % accepted.len()], now).is_err(), "a replay is never accepted");
+                        }
+                        now
+                    }
+                    Step::Tick { now } => {
+                        delivered(r.tick(now), &mut heard)?;
+                        now
+                    }
+                };
+                r.members(now);
+                let history = r.messages_after(0);
+                prop_assert!(history.windows(2).all(|w| w[0].index < w[1].index));
+                prop_assert!(r.seen.len() <= MAX_SEEN_EVENTS);
+                prop_assert!(r.members.len() <= authors.len() && r.order.len() <= authors.len());
+                prop_assert!(r.order.values().all(|o| o.pending.len() <= MAX_PENDING_PER_AUTHOR));
+                prop_assert!(r.history.len() <= HISTORY);
+            }
+            // Each author goes on as `Author::event` would, one message per
+            // reorder wait, with a clock past everything above.
+            let mut now = NOW + 10 * REPLAY_WINDOW_MS;
+            for (i, a) in authors.iter_mut().enumerate() {
+                match highest.get(&(i, a.session)) {
+                    Some(&u64::MAX) => (a.session, a.next_seq) = (a.session.wrapping_add(1), 0),
+                    Some(&top) => a.next_seq = top + 1,
+                    None => a.next_seq = 0,
+                }
+                let mut got = Vec::new();
+                for k in 0..3 {
+                    let (_, bytes) = a.event(msg(&format!("final {i} {k}")), now);
+                    got.extend(delivered(r.receive(&bytes, now).expect("a fresh event is accepted"), &mut heard)?);
+                    now += REORDER_WAIT_MS;
+                    got.extend(delivered(r.tick(now), &mut heard)?);
+                }
+                let finals: Vec<String> = got.into_iter().filter(|t| t.starts_with("final")).collect();
+                prop_assert_eq!(finals, (0..3).map(|k| format!("final {i} {k}")).collect::<Vec<_>>());
+            }
+        }
     }
 }

@@ -106,7 +106,7 @@ pub struct Flood {
 impl Flood {
     fn forget_old(&mut self, now_ms: u64) {
         while let Some((id, at)) = self.order.front().copied() {
-            if self.order.len() <= MAX_SEEN && at + SEEN_WINDOW_MS > now_ms {
+            if self.order.len() <= MAX_SEEN && at.saturating_add(SEEN_WINDOW_MS) > now_ms {
                 break;
             }
             self.order.pop_front();
