@@ -215,7 +215,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         _ => return Err(format!("unknown unit in '{s}'; use B, KB, MB, GB, KiB, MiB or GiB")),
     };
     let rate = value * factor;
-    if !(rate >= 1024.0) {
+    if rate.is_nan() || rate < 1024.0 {
         return Err(format!("'{s}' is below the smallest upload limit, 1KiB per second"));
     }
     Ok(rate as u64)
