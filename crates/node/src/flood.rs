@@ -1,7 +1,8 @@
-//! Flood search on this peer: answering queries that reach us through the
-//! overlay, receiving answers to our own queries over direct connections,
-//! and merging them into search hits. The bookkeeping is
-//! [`peernet_proto::flood`]; this module moves bytes.
+//! Flood search on this peer: the `peernet/flood/1` protocol handler, the
+//! runtime that answers and forwards queries from neighbours, and our own
+//! queries with their answer window. The bookkeeping (ids, TTL, seen-set)
+//! is [`peernet_proto::flood`] and the merging of answers is
+//! [`peernet_proto::answers`]; this module moves bytes.
 
 use std::{
     collections::HashMap,
@@ -10,16 +11,19 @@ use std::{
 };
 
 use iroh::EndpointId;
+use iroh::{address_lookup::memory::MemoryLookup, Endpoint};
 use iroh::{
     endpoint::Connection,
     protocol::{AcceptError, ProtocolHandler},
 };
 use peernet_index::frame_io::{read_frame, write_frame};
 use peernet_proto::{
-    flood::{Answer, FloodFrame, Query, MAX_ANSWER_FILES, MAX_FLOOD_FRAME},
-    index::{Hit, PeerInfo, Provider},
+    flood::{Action, Answer, FloodFrame, Query, MAX_ANSWER_FILES, MAX_FLOOD_FRAME},
+    index::Hit,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+use crate::{endpoint, overlay::Overlay, shares::Shares, tasks::Tasks};
 use tracing::debug;
 
 /// How long an answer may take to arrive once its stream is open.
@@ -87,7 +91,7 @@ impl ProtocolHandler for FloodProtocol {
 }
 
 /// Sends one frame (a query to a neighbour, an answer to an origin).
-pub async fn send_frame(endpoint: &iroh::Endpoint, frame: FloodFrame, to: impl Into<iroh::EndpointAddr>) -> Result<(), String> {
+async fn send_frame(endpoint: &iroh::Endpoint, frame: FloodFrame, to: impl Into<iroh::EndpointAddr>) -> Result<(), String> {
     let conn = endpoint.connect(to, peernet_proto::flood::ALPN).await.map_err(|e| e.to_string())?;
     let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
     write_frame(&mut send, &frame, MAX_FLOOD_FRAME).await.map_err(|e| e.to_string())?;
@@ -98,38 +102,113 @@ pub async fn send_frame(endpoint: &iroh::Endpoint, frame: FloodFrame, to: impl I
     Ok(())
 }
 
-/// Merges answers into hits, one per hash, providers in arrival order.
-pub fn hits_from_answers(answers: Vec<Answer>) -> Vec<Hit> {
-    let mut hits: Vec<Hit> = Vec::new();
-    for a in answers {
-        for f in a.files {
-            let provider = Provider {
-                peer: PeerInfo { addr: a.provider.clone(), nickname: a.nickname.clone() },
-                name: f.name.clone(),
-                registered_at: 0,
-            };
-            match hits.iter_mut().find(|h| h.hash == f.hash) {
-                Some(h) if !h.providers.iter().any(|p| p.peer.addr.id == a.provider.id) => h.providers.push(provider),
-                Some(_) => {}
-                None => hits.push(Hit { hash: f.hash, size: f.size, kind: f.kind, name: f.name, providers: vec![provider] }),
-            }
-        }
-    }
-    hits
+/// Flood queries from neighbours waiting to be handled; more are dropped.
+pub const QUERY_BUFFER: usize = 256;
+
+/// This peer's part in flood search; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FloodSearch {
+    endpoint: Endpoint,
+    lookup: MemoryLookup,
+    overlay: Overlay,
+    pending: Pending,
+    shares: Arc<Shares>,
+    nickname: watch::Receiver<String>,
+    /// A standalone index forwards queries but has no files to answer with.
+    answers: bool,
+    tasks: Tasks,
 }
 
-/// Adds `extra` hits into `hits`: same hash, union of providers.
-pub fn merge_hits(hits: &mut Vec<Hit>, extra: Vec<Hit>) {
-    for e in extra {
-        match hits.iter_mut().find(|h| h.hash == e.hash) {
-            Some(h) => {
-                for p in e.providers {
-                    if !h.providers.iter().any(|q| q.peer.addr.id == p.peer.addr.id) {
-                        h.providers.push(p);
+impl FloodSearch {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        endpoint: Endpoint,
+        lookup: MemoryLookup,
+        overlay: Overlay,
+        pending: Pending,
+        shares: Arc<Shares>,
+        nickname: watch::Receiver<String>,
+        answers: bool,
+        tasks: Tasks,
+    ) -> Self {
+        Self { endpoint, lookup, overlay, pending, shares, nickname, answers, tasks }
+    }
+
+    /// Handles queries from neighbours until the channel closes or the node
+    /// stops: answer if we match, pass on while the TTL lasts.
+    pub fn start(&self, mut queries: mpsc::Receiver<(Query, EndpointId)>) {
+        let this = self.clone();
+        self.tasks.spawn(async move {
+            while let Some((query, from)) = queries.recv().await {
+                for action in this.overlay.flood_handle(query, from) {
+                    match action {
+                        Action::Answer(q) => this.answer(q),
+                        Action::Forward { query, to } => this.forward(query, to),
                     }
                 }
             }
-            None => hits.push(e),
+        });
+    }
+
+    fn forward(&self, query: Query, to: Vec<EndpointId>) {
+        for neighbour in to {
+            let endpoint = self.endpoint.clone();
+            let frame = FloodFrame::Query(query.clone());
+            self.tasks.spawn(async move {
+                if let Err(e) = send_frame(&endpoint, frame, neighbour).await {
+                    debug!("could not pass a flood query to {}: {e}", neighbour.fmt_short());
+                }
+            });
         }
+    }
+
+    /// Answers a flood query with our matching files, if any, straight to
+    /// its origin.
+    fn answer(&self, query: Query) {
+        if !self.answers {
+            return;
+        }
+        let files: Vec<_> =
+            self.shares.entries().into_iter().filter(|e| peernet_proto::search::matches(&query.text, e)).take(MAX_ANSWER_FILES).collect();
+        if files.is_empty() {
+            return;
+        }
+        let nickname = self.nickname.borrow().clone();
+        let answer = Answer { query: query.id, provider: endpoint::own_addr(&self.endpoint), nickname, files };
+        let origin = query.origin.to_endpoint_addr();
+        let endpoint = self.endpoint.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = send_frame(&endpoint, FloodFrame::Answer(answer), origin).await {
+                debug!("could not answer a flood query: {e}");
+            }
+        });
+    }
+
+    /// Asks the overlay: the query goes from neighbour to neighbour with a
+    /// TTL, and peers with matches answer us directly within `window`.
+    pub async fn search(&self, text: &str, ttl: u8, window: Duration) -> Vec<Hit> {
+        let id: [u8; 16] = rand::random();
+        let mut answers_rx = self.pending.open(id);
+        if let Action::Forward { query, to } = self.overlay.flood_start(id, endpoint::own_addr(&self.endpoint), text.to_string(), ttl) {
+            self.forward(query, to);
+        }
+        let mut answers = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers_rx.recv()).await {
+            answers.push(answer);
+        }
+        self.pending.close(&id);
+        let hits = peernet_proto::answers::from_answers(answers);
+        for h in &hits {
+            for p in &h.providers {
+                endpoint::remember(&self.lookup, &p.peer.addr);
+            }
+        }
+        hits
+    }
+
+    /// Flood queries handled here (first sight) and copies dropped as seen.
+    pub fn counters(&self) -> (u64, u64) {
+        self.overlay.flood_counters()
     }
 }

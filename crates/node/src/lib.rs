@@ -1,22 +1,43 @@
 //! A peernet peer: client and server at once.
 //!
-//! [`Node`] owns an iroh endpoint that serves verified blobs (and the index,
-//! when this peer started the network), keeps a session with the index
-//! ([`index_client`]), shares files ([`shares`]), fetches them ([`fetch`])
-//! and answers the local control API ([`control`]) the CLI talks to.
+//! [`Node`] is the handle; each job has its own module, reached through a
+//! sub-API of the node:
+//!
+//! - [`startup`]: binding, the store, the router, the hosted index, which
+//!   network this data directory belongs to; a failed start stops what it
+//!   started.
+//! - [`files`]: share, unshare, ls ([`shares`] keeps the list on disk).
+//! - [`search`]: the index, the overlay, or both, with one policy.
+//! - [`transfers`]: get, resume, swarm downloads, saving ([`save`]) and
+//!   becoming a source.
+//! - [`chat`]: say, rename, who, messages, over the [`overlay`].
+//! - [`network`]: status, online peers, the map, closing the network.
+//! - [`flood`]: the flood-search protocol and its runtime.
+//! - [`index_client`]: the session with the index (join, heartbeat,
+//!   back-off) and its requests.
+//! - [`tasks`]: every task the node runs, tracked and cancelled as one.
+//! - [`control`]: the local HTTP API the CLI talks to; it depends on the
+//!   node, never the reverse.
 
+pub mod chat;
 pub mod control;
 pub mod data_dir;
 pub mod endpoint;
-mod fetch;
+pub mod files;
 pub mod flood;
 pub mod index_client;
 mod jitter;
+pub mod network;
 pub mod node;
 pub mod overlay;
 pub mod resolve;
 pub mod save;
+pub mod search;
 pub mod shares;
+pub mod startup;
+pub mod tasks;
 pub mod throttle;
+pub mod transfers;
 
-pub use node::{Config, Node, NodeError};
+pub use node::Node;
+pub use startup::{Config, StartError};

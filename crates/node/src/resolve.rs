@@ -11,43 +11,42 @@ pub enum ResolveError {
     Ambiguous { target: String, count: usize, choices: String },
 }
 
-/// Is `target` a hash or hash prefix rather than a name?
-pub fn looks_like_hash(target: &str) -> bool {
-    let t = target.trim();
-    t.len() >= peernet_proto::limits::MIN_HASH_PREFIX && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// Picks the hit `target` names: a hash prefix must match exactly one hash;
-/// a name prefers exact matches (case-sensitive, then not), and otherwise
-/// accepts a lone search hit.
+/// a name prefers hits that some provider calls exactly that (then the same
+/// ignoring case), and otherwise accepts a lone search hit. A hit picked by
+/// its name carries that name, whatever its latest provider calls it, so a
+/// file is saved as what was asked for.
 pub fn choose(target: &str, hits: Vec<Hit>) -> Result<Hit, ResolveError> {
     let t = target.trim();
-    let by_hash: Vec<&Hit> = if looks_like_hash(t) {
-        let lower = t.to_ascii_lowercase();
-        hits.iter().filter(|h| h.hash.to_hex().starts_with(&lower)).collect()
-    } else {
-        Vec::new()
+    let by_hash: Vec<Hit> = match peernet_proto::search::hash_prefix(t) {
+        Some(prefix) => hits.iter().filter(|h| h.hash.to_hex().starts_with(&prefix)).cloned().collect(),
+        None => Vec::new(),
     };
-    let candidates: Vec<&Hit> = if !by_hash.is_empty() {
+    let candidates: Vec<Hit> = if !by_hash.is_empty() {
         by_hash
     } else {
-        let named = |exact: bool| -> Vec<&Hit> {
-            hits.iter().filter(|h| h.providers.iter().any(|p| if exact { p.name == t } else { p.name.eq_ignore_ascii_case(t) })).collect()
+        let named = |same: &dyn Fn(&str) -> bool| -> Vec<Hit> {
+            hits.iter()
+                .filter_map(|h| {
+                    let provider = h.providers.iter().find(|p| same(&p.name))?;
+                    Some(Hit { name: provider.name.clone(), ..h.clone() })
+                })
+                .collect()
         };
-        let exact = named(true);
-        let loose = named(false);
+        let exact = named(&|name| name == t);
+        let loose = named(&|name| name.eq_ignore_ascii_case(t));
         if !exact.is_empty() {
             exact
         } else if !loose.is_empty() {
             loose
         } else {
-            hits.iter().collect()
+            hits
         }
     };
-    match candidates.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(ResolveError::Unknown(t.to_string())),
-        many => Err(ResolveError::Ambiguous {
+    match <[Hit; 1]>::try_from(candidates) {
+        Ok([one]) => Ok(one),
+        Err(many) if many.is_empty() => Err(ResolveError::Unknown(t.to_string())),
+        Err(many) => Err(ResolveError::Ambiguous {
             target: t.to_string(),
             count: many.len(),
             choices: many.iter().take(5).map(|h| format!("{} {}", h.name, h.hash.fmt_short())).collect::<Vec<_>>().join(", "),
@@ -101,6 +100,19 @@ mod tests {
         let hex = Hash::new("2").to_hex();
         assert_eq!(choose(&hex[..12], hits.clone()).unwrap().name, "b");
         assert_eq!(choose(&hex.to_uppercase(), hits).unwrap().name, "b");
+    }
+
+    #[test]
+    fn a_hit_picked_by_name_carries_that_name() {
+        // The latest provider saved it under a numbered local name; an
+        // older one still calls it what it is.
+        let mut h = hit("big sample (1).bin", "1");
+        let mut original = h.providers[0].clone();
+        original.name = "big sample.bin".into();
+        h.providers.push(original);
+        let chosen = choose("big sample.bin", vec![h, hit("big sample.bin.part", "2")]).unwrap();
+        assert_eq!(chosen.hash, Hash::new("1"));
+        assert_eq!(chosen.name, "big sample.bin", "saved under the name asked for, not the latest provider's");
     }
 
     #[test]

@@ -109,8 +109,14 @@ impl Shares {
     pub fn find(&self, target: &str) -> Result<Share, ShareError> {
         let list = self.list();
         let lower = target.to_ascii_lowercase();
+        // The name the network knows, or the local file's name when the
+        // two differ (a download saved as "name (1).ext").
+        let local_name = |s: &Share| s.path.file_name().is_some_and(|n| n == target);
         let mut matches: Vec<&Share> = list.iter().filter(|s| s.name == target).collect();
-        if matches.is_empty() && crate::resolve::looks_like_hash(&lower) {
+        if matches.is_empty() {
+            matches = list.iter().filter(|s| local_name(s)).collect();
+        }
+        if matches.is_empty() && peernet_proto::search::hash_prefix(&lower).is_some() {
             matches = list.iter().filter(|s| s.hash.to_hex().starts_with(&lower)).collect();
         }
         match matches.as_slice() {

@@ -6,13 +6,12 @@
 //! when the chunk fits the rate. Reservations are made in order on one
 //! shared clock, so the limit holds across connections.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use iroh_blobs::provider::events::{EventMask, EventSender, ProviderMessage, ThrottleMode};
 use tokio::time::Instant;
+
+use crate::tasks::Tasks;
 
 /// Pending throttle decisions buffered between the provider and us.
 const THROTTLE_CHANNEL: usize = 64;
@@ -26,23 +25,21 @@ pub fn reserve(clock: Instant, now: Instant, size: u64, bytes_per_sec: u64) -> (
 }
 
 /// An event sender for [`iroh_blobs::BlobsProtocol`] that throttles uploads.
-pub fn upload_limiter(bytes_per_sec: u64) -> EventSender {
+///
+/// One task answers the requests in the order they come: reservations are
+/// made in that order on one clock, so each answer is due no earlier than
+/// the one before it, and waiting for each in turn loses nothing.
+pub fn upload_limiter(bytes_per_sec: u64, tasks: &Tasks) -> EventSender {
     let mask = EventMask { throttle: ThrottleMode::Intercept, ..EventMask::DEFAULT };
     let (tx, mut rx) = EventSender::channel(THROTTLE_CHANNEL, mask);
-    let clock = Arc::new(Mutex::new(Instant::now()));
-    tokio::spawn(async move {
+    tasks.spawn(async move {
+        let mut clock = Instant::now();
         while let Some(msg) = rx.recv().await {
             if let ProviderMessage::Throttle(msg) = msg {
-                let at = {
-                    let mut c = clock.lock().expect("clock lock");
-                    let (at, next) = reserve(*c, Instant::now(), msg.inner.size, bytes_per_sec);
-                    *c = next;
-                    at
-                };
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
-                    msg.tx.send(Ok(())).await.ok();
-                });
+                let (at, next) = reserve(clock, Instant::now(), msg.inner.size, bytes_per_sec);
+                clock = next;
+                tokio::time::sleep_until(at).await;
+                msg.tx.send(Ok(())).await.ok();
             }
         }
     });

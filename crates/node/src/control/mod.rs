@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use peernet_proto::index::{Hit, OnlinePeer};
 use serde::{Deserialize, Serialize};
 
-use crate::{index_client::IndexStatus, shares::Share};
+// The node's own types, re-exported for the API's clients: the wire is
+// their JSON form. `POST /v1/get` answers with one `GetEvent` per line.
+pub use crate::{files::ShareReply, network::Status, transfers::GetEvent};
 
 /// Header carrying the bearer token.
 pub const AUTH_HEADER: &str = "authorization";
@@ -25,35 +27,8 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub id: String,
-    pub nickname: String,
-    pub ticket: String,
-    pub hosts_index: bool,
-    pub index: IndexStatus,
-    pub addrs: Vec<String>,
-    pub shares: usize,
-    /// Current overlay neighbours (short ids).
-    pub neighbors: Vec<String>,
-    /// Flood queries handled here, and duplicate copies dropped.
-    pub flood_handled: u64,
-    pub flood_duplicates: u64,
-    /// Overlay events dropped, by reason (forged, replayed, ...).
-    pub dropped_events: std::collections::BTreeMap<String, u64>,
-    pub data_dir: PathBuf,
-    pub downloads: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShareRequest {
     pub path: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShareReply {
-    pub share: Share,
-    /// Set when the file is shared locally but the index could not be told yet.
-    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +41,7 @@ pub struct SearchQuery {
     pub q: String,
     pub limit: Option<u32>,
     /// Index, overlay (flood) or both; both when unset.
-    pub mode: Option<crate::node::SearchMode>,
+    pub mode: Option<crate::search::SearchMode>,
     /// Flood TTL; clamped to 1..=7, default 4.
     pub ttl: Option<u8>,
     /// How long to collect flood answers, in milliseconds (at most 30 s).
@@ -105,37 +80,4 @@ pub struct NickRequest {
 pub struct MessagesQuery {
     /// Only messages after this history index.
     pub after: Option<u64>,
-}
-
-/// One line of the newline-delimited JSON stream `POST /v1/get` answers with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum GetEvent {
-    Resolved {
-        name: String,
-        hash: String,
-        size: u64,
-        providers: Vec<String>,
-    },
-    Progress {
-        done: u64,
-        total: u64,
-    },
-    ProviderFailed {
-        provider: String,
-    },
-    Saved {
-        path: PathBuf,
-        hash: String,
-        size: u64,
-        note: Option<String>,
-        failed_providers: Vec<String>,
-        /// Verified bytes that were already here when this get started (resume).
-        resumed_from: u64,
-        /// Providers that delivered parts of this download (short ids).
-        sources: Vec<String>,
-    },
-    Failed {
-        error: String,
-    },
 }

@@ -15,19 +15,89 @@ use axum::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use peernet_proto::index::ErrorCode;
+
 use super::{
     ApiError, GetEvent, GetRequest, MessagesQuery, NickRequest, OnlineReply, SayRequest, SearchQuery, SearchReply, ShareRequest,
     UnshareRequest, AUTH_HEADER,
 };
-use crate::node::{Node, NodeError};
+use crate::{
+    chat::ChatError,
+    files::FilesError,
+    index_client::IndexError,
+    network::NetworkError,
+    node::Node,
+    resolve::ResolveError,
+    search::{SearchError, SearchMode, FLOOD_WINDOW},
+    shares::ShareError,
+};
 
 /// Events buffered per `get` before the download waits for the client.
 const GET_EVENT_BUFFER: usize = 64;
 
-impl IntoResponse for NodeError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        (status, Json(ApiError { error: self.to_string() })).into_response()
+/// The HTTP status each of the node's errors is answered with; the body is
+/// always the error's one sentence.
+trait HttpStatus: std::fmt::Display {
+    fn status(&self) -> StatusCode;
+
+    fn into_response(self) -> Response
+    where
+        Self: Sized,
+    {
+        (self.status(), Json(ApiError { error: self.to_string() })).into_response()
+    }
+}
+
+impl HttpStatus for IndexError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Refused { code: ErrorCode::NotOwner, .. } => StatusCode::FORBIDDEN,
+            Self::Refused { code: ErrorCode::NotFound, .. } => StatusCode::NOT_FOUND,
+            Self::Refused { .. } => StatusCode::BAD_REQUEST,
+            Self::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl HttpStatus for SearchError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Index(e) => e.status(),
+        }
+    }
+}
+
+impl HttpStatus for FilesError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Share(ShareError::Unknown(_)) | Self::Resolve(ResolveError::Unknown(_)) => StatusCode::NOT_FOUND,
+            Self::Share(ShareError::Persist(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Share(_) | Self::Resolve(_) => StatusCode::BAD_REQUEST,
+            Self::Index(e) => e.status(),
+            Self::Search(e) => e.status(),
+        }
+    }
+}
+
+impl HttpStatus for ChatError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::IndexUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Index(e) => e.status(),
+            Self::Overlay(_) | Self::DataDir(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for NetworkError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Index(e) => e.status(),
+            Self::NotRoot => StatusCode::FORBIDDEN,
+            Self::Overlay(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
@@ -35,8 +105,12 @@ fn bad_request(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(ApiError { error: msg.to_string() })).into_response()
 }
 
-/// Binds 127.0.0.1 on a random port and serves until `cancel`.
-pub async fn serve(node: Node, token: String, cancel: CancellationToken) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+/// Binds 127.0.0.1 on a random port; the returned future serves until `cancel`.
+pub async fn serve(
+    node: Node,
+    token: String,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send + 'static)> {
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let expected = format!("Bearer {token}");
@@ -73,13 +147,13 @@ pub async fn serve(node: Node, token: String, cancel: CancellationToken) -> std:
             }
         }))
         .with_state(node);
-    let handle = tokio::spawn(async move {
+    let server = async move {
         let shutdown = async move { cancel.cancelled().await };
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!("control API stopped: {e}");
         }
-    });
-    Ok((addr, handle))
+    };
+    Ok((addr, server))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -87,45 +161,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn status(State(node): State<Node>) -> Response {
-    Json(node.status()).into_response()
+    Json(node.network().status()).into_response()
 }
 
 async fn ls(State(node): State<Node>) -> Response {
-    Json(node.shares()).into_response()
+    Json(node.files().list()).into_response()
+}
+
+fn reply<T: serde::Serialize, E: HttpStatus>(result: Result<T, E>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn share(State(node): State<Node>, Json(req): Json<ShareRequest>) -> Response {
-    match node.share(&req.path).await {
-        Ok(reply) => Json(reply).into_response(),
-        Err(e) => e.into_response(),
-    }
+    reply(node.files().share(&req.path).await)
 }
 
 async fn unshare(State(node): State<Node>, Json(req): Json<UnshareRequest>) -> Response {
-    match node.unshare(&req.target).await {
-        Ok(share) => Json(share).into_response(),
-        Err(e) => e.into_response(),
-    }
+    reply(node.files().unshare(&req.target).await)
 }
 
 async fn search(State(node): State<Node>, Query(q): Query<SearchQuery>) -> Response {
     if q.q.trim().is_empty() {
         return bad_request("the search query is empty; give a word of the file name or a hash");
     }
-    let mode = q.mode.unwrap_or(crate::node::SearchMode::Both);
+    let mode = q.mode.unwrap_or(SearchMode::Both);
     let ttl = q.ttl.unwrap_or(peernet_proto::flood::DEFAULT_TTL);
-    let window = q.wait_ms.map(|ms| std::time::Duration::from_millis(ms.min(30_000))).unwrap_or(crate::node::FLOOD_WINDOW);
-    match node.search_with(&q.q, q.limit.unwrap_or(20), mode, ttl, window).await {
-        Ok(hits) => Json(SearchReply { hits }).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let window = q.wait_ms.map(|ms| std::time::Duration::from_millis(ms.min(30_000))).unwrap_or(FLOOD_WINDOW);
+    reply(node.search().run(&q.q, q.limit.unwrap_or(20), mode, ttl, window).await.map(|hits| SearchReply { hits }))
 }
 
 async fn online(State(node): State<Node>) -> Response {
-    match node.online().await {
-        Ok(peers) => Json(OnlineReply { peers }).into_response(),
-        Err(e) => e.into_response(),
-    }
+    reply(node.network().online().await.map(|peers| OnlineReply { peers }))
 }
 
 async fn get_file(State(node): State<Node>, Json(req): Json<GetRequest>) -> Response {
@@ -137,7 +206,7 @@ async fn get_file(State(node): State<Node>, Json(req): Json<GetRequest>) -> Resp
     let (tx, rx) = mpsc::channel::<GetEvent>(GET_EVENT_BUFFER);
     // The download runs as the node's task: it finishes (and the file is
     // published) even if the client goes away.
-    node.spawn_get(req.target, req.out, tx);
+    node.transfers().spawn_get(req.target, req.out, tx);
     let lines = n0_future::stream::unfold(rx, |mut rx| async move {
         let event = rx.recv().await?;
         let mut line = serde_json::to_vec(&event).expect("events always serialize");
@@ -155,33 +224,26 @@ async fn down(State(node): State<Node>) -> Response {
     Json(serde_json::json!({"ok": true})).into_response()
 }
 
-fn reply<T: serde::Serialize>(result: Result<T, NodeError>) -> Response {
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
 async fn say(State(node): State<Node>, Json(req): Json<SayRequest>) -> Response {
-    reply(node.say(&req.text).await)
+    reply(node.chat().say(&req.text).await)
 }
 
 async fn nick(State(node): State<Node>, Json(req): Json<NickRequest>) -> Response {
-    reply(node.rename(&req.nickname).await.map(|_| serde_json::json!({"nickname": req.nickname})))
+    reply(node.chat().rename(&req.nickname).await.map(|_| serde_json::json!({"nickname": req.nickname})))
 }
 
 async fn who(State(node): State<Node>) -> Response {
-    reply(node.members())
+    Json(node.chat().members()).into_response()
 }
 
 async fn messages(State(node): State<Node>, Query(q): Query<MessagesQuery>) -> Response {
-    reply(node.messages_after(q.after.unwrap_or(0)))
+    Json(node.chat().messages_after(q.after.unwrap_or(0))).into_response()
 }
 
 async fn topo(State(node): State<Node>) -> Response {
-    reply(node.topology().await)
+    reply(node.network().topology().await)
 }
 
 async fn stop_network(State(node): State<Node>) -> Response {
-    reply(node.stop_network().await.map(|_| serde_json::json!({"ok": true})))
+    reply(node.network().stop().await.map(|_| serde_json::json!({"ok": true})))
 }

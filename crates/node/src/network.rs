@@ -1,0 +1,186 @@
+//! The network as this peer sees it: status, who is online, the map, and
+//! closing the whole network (the root only).
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use iroh::Endpoint;
+use peernet_proto::{
+    index::{OnlinePeer, Request, Response},
+    ticket::Ticket,
+    topo::Graph,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    data_dir::DataDir,
+    endpoint,
+    flood::FloodSearch,
+    index_client::{IndexClient, IndexError, IndexStatus},
+    overlay::{Overlay, OverlayError},
+    shares::Shares,
+    tasks::{self, Tasks},
+};
+
+/// Most online pages fetched for one `online` call.
+const MAX_ONLINE_PAGES: u32 = 256;
+/// Time for the root's close event to spread before the root goes away.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What `peernet status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub id: String,
+    pub nickname: String,
+    pub ticket: String,
+    pub hosts_index: bool,
+    pub index: IndexStatus,
+    pub addrs: Vec<String>,
+    pub shares: usize,
+    /// Current overlay neighbours (short ids).
+    pub neighbors: Vec<String>,
+    /// Flood queries handled here, and duplicate copies dropped.
+    pub flood_handled: u64,
+    pub flood_duplicates: u64,
+    /// Overlay events dropped, by reason (forged, replayed, ...).
+    pub dropped_events: BTreeMap<String, u64>,
+    /// Tasks this node is running, and every live task of the process's
+    /// runtime (detached ones included): both return to their idle level
+    /// when work is done.
+    #[serde(default)]
+    pub node_tasks: usize,
+    #[serde(default)]
+    pub runtime_tasks: usize,
+    pub data_dir: PathBuf,
+    pub downloads: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("only the root can close the network: run stop-network with the data directory of the peer or index that started it")]
+    NotRoot,
+    #[error("{0}")]
+    Overlay(#[from] OverlayError),
+}
+
+/// The network handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Network {
+    endpoint: Endpoint,
+    ticket: Ticket,
+    index: IndexClient,
+    hosts_index: bool,
+    overlay: Overlay,
+    flood: FloodSearch,
+    shares: Arc<Shares>,
+    nickname: watch::Receiver<String>,
+    data_dir: DataDir,
+    downloads: PathBuf,
+    /// Fired when the root closes the network.
+    closed: CancellationToken,
+    tasks: Tasks,
+}
+
+/// What [`Network`] is built from.
+pub struct Parts {
+    pub endpoint: Endpoint,
+    pub ticket: Ticket,
+    pub index: IndexClient,
+    pub hosts_index: bool,
+    pub overlay: Overlay,
+    pub flood: FloodSearch,
+    pub shares: Arc<Shares>,
+    pub nickname: watch::Receiver<String>,
+    pub data_dir: DataDir,
+    pub downloads: PathBuf,
+    pub closed: CancellationToken,
+    pub tasks: Tasks,
+}
+
+impl Network {
+    pub fn new(p: Parts) -> Self {
+        Self {
+            endpoint: p.endpoint,
+            ticket: p.ticket,
+            index: p.index,
+            hosts_index: p.hosts_index,
+            overlay: p.overlay,
+            flood: p.flood,
+            shares: p.shares,
+            nickname: p.nickname,
+            data_dir: p.data_dir,
+            downloads: p.downloads,
+            closed: p.closed,
+            tasks: p.tasks,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let (flood_handled, flood_duplicates) = self.flood.counters();
+        Status {
+            id: self.endpoint.id().to_string(),
+            nickname: self.nickname.borrow().clone(),
+            ticket: self.ticket.to_string(),
+            hosts_index: self.hosts_index,
+            index: self.index.status(),
+            addrs: endpoint::own_addr(&self.endpoint).ip.iter().map(|a| a.to_string()).collect(),
+            shares: self.shares.list().len(),
+            neighbors: self.overlay.neighbors().iter().map(|n| n.fmt_short().to_string()).collect(),
+            dropped_events: self.overlay.dropped(),
+            flood_handled,
+            flood_duplicates,
+            node_tasks: self.tasks.len(),
+            runtime_tasks: tasks::runtime_alive_tasks(),
+            data_dir: self.data_dir.root().to_owned(),
+            downloads: self.downloads.clone(),
+        }
+    }
+
+    /// The peers online and their files, from the index, page by page.
+    pub async fn online(&self) -> Result<Vec<OnlinePeer>, NetworkError> {
+        let mut peers = Vec::new();
+        let mut page = Some(0);
+        while let Some(p) = page.filter(|p| *p < MAX_ONLINE_PAGES) {
+            match self.index.request(Request::Online { page: p }).await? {
+                Response::Online { peers: more, next_page } => {
+                    peers.extend(more);
+                    page = next_page;
+                }
+                _ => return Err(IndexError::Unexpected.into()),
+            }
+        }
+        Ok(peers)
+    }
+
+    /// The map of the network, from the index.
+    pub async fn topology(&self) -> Result<Graph, NetworkError> {
+        match self.index.request(Request::Topology).await? {
+            Response::Topology(t) => Ok(Graph::from_topology(&t)),
+            _ => Err(IndexError::Unexpected.into()),
+        }
+    }
+
+    /// Closes the whole network: only the root can. The close event is
+    /// signed with the root's key; every peer verifies it and leaves.
+    pub async fn stop(&self) -> Result<(), NetworkError> {
+        if !self.hosts_index {
+            return Err(NetworkError::NotRoot);
+        }
+        self.overlay.close_network().await?;
+        let closed = self.closed.clone();
+        self.tasks.spawn(async move {
+            // Give the event time to spread before this peer goes away.
+            tokio::time::sleep(CLOSE_GRACE).await;
+            closed.cancel();
+        });
+        Ok(())
+    }
+
+    /// Resolves when the root has closed the network.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+}

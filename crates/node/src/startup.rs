@@ -1,0 +1,395 @@
+//! Starting a peer: the data directory and which network it belongs to,
+//! the endpoint, the blob store, the router with every protocol, the hosted
+//! index, the session with the index, the overlay, and the sub-APIs. A
+//! start that fails stops everything it had started, so the same data
+//! directory can be started again at once.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use iroh::{address_lookup::memory::MemoryLookup, protocol::Router, Endpoint, RelayUrl};
+use iroh_blobs::{store::fs::FsStore, BlobsProtocol};
+use iroh_gossip::net::Gossip;
+use peernet_proto::{index::FileEntry, key::NetworkKey, ticket::Ticket};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    chat::Chat,
+    data_dir::{ControlInfo, DataDir, DataDirError, Membership, State},
+    endpoint::{self, EndpointConfig},
+    files::Files,
+    flood::{FloodProtocol, FloodSearch, Pending},
+    index_client::{IndexClient, IndexError},
+    network::{self, Network},
+    node::{Inner, Node},
+    overlay::{Hooks, Overlay, OverlayError},
+    search::Search,
+    shares::{ShareError, Shares},
+    tasks::Tasks,
+    transfers::{self, BoxFuture, Publisher, Transfers},
+};
+
+/// How long `up` waits for the first join before carrying on in the background.
+const FIRST_JOIN_WAIT: Duration = Duration::from_secs(10);
+/// Gossip message cap: a signed chat event of the largest allowed text fits.
+const GOSSIP_MAX_MESSAGE: usize = peernet_proto::chat::MAX_EVENT_BYTES + 1024;
+/// How long a failed start waits for what it started to stop.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub join: Option<Ticket>,
+    pub nickname: Option<String>,
+    pub share: Vec<PathBuf>,
+    pub downloads: Option<PathBuf>,
+    /// Address to bind; port 0 reuses the port of the last run (or picks one).
+    pub bind: SocketAddr,
+    pub relay: Option<RelayUrl>,
+    /// Lease timing, used when this peer hosts the index.
+    pub index: peernet_index::Config,
+    /// Most bytes per second served to other peers, all together.
+    pub upload_limit: Option<u64>,
+    /// Run only the index (the root), without sharing or registering as a peer.
+    pub index_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Endpoint(#[from] endpoint::EndpointError),
+    #[error("cannot open the blob store: {0}")]
+    Store(String),
+    #[error("cannot open the index database: {0}")]
+    IndexDb(String),
+    #[error("this data directory hosts its own network; to join another one, use a different --data-dir")]
+    HostsNetwork,
+    #[error("this data directory belongs to a peer that joined another network; run the index with its own --data-dir")]
+    MemberDataDir,
+    #[error("the stored ticket is unreadable ({0}); join again with --join TICKET")]
+    StoredTicket(String),
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{0}")]
+    Share(#[from] ShareError),
+    #[error("{0}")]
+    Overlay(#[from] OverlayError),
+    #[error("cannot start the control API: {0}")]
+    Control(String),
+}
+
+/// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
+/// (the number of overlay neighbours); it exists so tests can build long,
+/// thin overlays, and is not needed otherwise.
+fn gossip_builder() -> iroh_gossip::net::Builder {
+    let mut builder = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE);
+    if let Some(degree) = std::env::var("PEERNET_OVERLAY_DEGREE").ok().and_then(|d| d.parse::<usize>().ok()) {
+        let membership = iroh_gossip::proto::HyparviewConfig { active_view_capacity: degree.max(1), ..Default::default() };
+        builder = builder.membership_config(membership);
+    }
+    builder
+}
+
+impl Publisher for IndexClient {
+    fn publish<'a>(&'a self, files: Vec<FileEntry>) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { IndexClient::publish(self, &files).await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// What a start has brought up so far, to be stopped if a later step fails.
+#[derive(Default)]
+struct Started {
+    endpoint: Option<Endpoint>,
+    store: Option<FsStore>,
+    gossip: Option<Gossip>,
+    router: Option<Router>,
+    tasks: Option<Tasks>,
+}
+
+impl Started {
+    async fn stop(self) {
+        if let Some(tasks) = &self.tasks {
+            if !tasks.stop(ABORT_WAIT).await {
+                warn!("some tasks did not stop after a failed start");
+            }
+        }
+        if let Some(gossip) = &self.gossip {
+            gossip.shutdown().await.ok();
+        }
+        match (&self.router, &self.endpoint) {
+            // The router closes the endpoint as it shuts down.
+            (Some(router), _) => {
+                router.shutdown().await.ok();
+            }
+            (None, Some(endpoint)) => endpoint.close().await,
+            (None, None) => {}
+        }
+        if let Some(store) = &self.store {
+            store.shutdown().await.ok();
+        }
+    }
+}
+
+/// Starts a peer: hosts a new network, rejoins the one this data directory
+/// belongs to, or joins `config.join`.
+pub async fn spawn(config: Config) -> Result<Node, StartError> {
+    let mut started = Started::default();
+    match build(config, &mut started).await {
+        Ok(node) => Ok(node),
+        Err(e) => {
+            started.stop().await;
+            Err(e)
+        }
+    }
+}
+
+async fn build(config: Config, started: &mut Started) -> Result<Node, StartError> {
+    let data_dir = DataDir::open(&config.data_dir)?;
+    let secret_key = data_dir.secret_key()?;
+    let mut state = data_dir.load_state()?;
+    let membership = match (&config.join, &state.membership) {
+        (Some(_), Some(Membership::Host { .. })) => return Err(StartError::HostsNetwork),
+        (Some(ticket), _) => Membership::Member { ticket: ticket.to_string() },
+        (None, Some(m)) => m.clone(),
+        (None, None) => Membership::Host { network_key: NetworkKey::generate() },
+    };
+    let hosting = matches!(membership, Membership::Host { .. });
+    if config.index_only && !hosting {
+        return Err(StartError::MemberDataDir);
+    }
+
+    let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec(), peernet_proto::flood::ALPN.to_vec()];
+    if hosting {
+        alpns.push(peernet_proto::index::ALPN.to_vec());
+    }
+    let (endpoint, lookup) = bind_endpoint(config.bind, config.relay.clone(), &state, secret_key.clone(), alpns, hosting).await?;
+    started.endpoint = Some(endpoint.clone());
+    let me = endpoint::own_addr(&endpoint);
+    let cancel = CancellationToken::new();
+    let tasks = Tasks::new(cancel.clone());
+    started.tasks = Some(tasks.clone());
+
+    let store = FsStore::load(data_dir.blobs()).await.map_err(|e| StartError::Store(e.to_string()))?;
+    started.store = Some(store.clone());
+    let upload_limit = config.upload_limit.map(|rate| crate::throttle::upload_limiter(rate, &tasks));
+    let blobs = BlobsProtocol::new(&store, upload_limit);
+    let gossip = gossip_builder().spawn(endpoint.clone());
+    started.gossip = Some(gossip.clone());
+    let pending = Pending::default();
+    let (flood_queries, flood_rx) = mpsc::channel(crate::flood::QUERY_BUFFER);
+    let mut router = Router::builder(endpoint.clone())
+        .accept(iroh_blobs::ALPN, blobs)
+        .accept(iroh_gossip::ALPN, gossip.clone())
+        .accept(peernet_proto::flood::ALPN, FloodProtocol { pending: pending.clone(), queries: flood_queries });
+
+    let (ticket, hosted, index) = match &membership {
+        Membership::Host { network_key } => {
+            let protocol = peernet_index::open(&data_dir.index_db(), *network_key, endpoint.id(), config.index.clone())
+                .map_err(|e| StartError::IndexDb(e.to_string()))?;
+            router = router.accept(peernet_proto::index::ALPN, protocol.clone());
+            let client = IndexClient::local(protocol.service().clone(), me.clone(), *network_key);
+            (Ticket { index: me.clone(), network_key: *network_key }, Some(protocol), client)
+        }
+        Membership::Member { ticket } => {
+            let ticket: Ticket = ticket.parse().map_err(|e: peernet_proto::ticket::TicketError| StartError::StoredTicket(e.to_string()))?;
+            endpoint::remember(&lookup, &ticket.index);
+            let client = IndexClient::remote(endpoint.clone(), me.clone(), ticket.index.clone(), ticket.network_key);
+            (ticket, None, client)
+        }
+    };
+    let router = router.spawn();
+    started.router = Some(router.clone());
+
+    let nickname = config.nickname.clone().or_else(|| state.nickname.clone()).unwrap_or_else(|| {
+        if config.index_only {
+            "index".to_string()
+        } else {
+            format!("peer-{}", endpoint.id().fmt_short())
+        }
+    });
+    let shares = Arc::new(Shares::load(data_dir.shares_file())?);
+    for path in &config.share {
+        Files::add(&store, &shares, path).await?;
+    }
+
+    state.membership = Some(membership);
+    state.nickname = Some(nickname.clone());
+    state.port = endpoint.bound_sockets().first().map(|s| s.port());
+    data_dir.save_state(&state)?;
+
+    let downloads = config.downloads.clone().or_else(dirs_download).unwrap_or_else(|| data_dir.root().join("downloads"));
+    let nickname = watch::channel(nickname).0;
+    let closed = CancellationToken::new();
+    // Stops the index session (heartbeats, re-joins) alone, so that nothing
+    // renews our lease after we leave.
+    let session = cancel.child_token();
+    let overlay_slot: Arc<OnceLock<Overlay>> = Arc::new(OnceLock::new());
+
+    if !config.index_only {
+        let first = start_session(&index, &shares, &nickname, &overlay_slot, &tasks, session.clone());
+        match tokio::time::timeout(FIRST_JOIN_WAIT, first).await {
+            Ok(Ok(Ok(()))) => info!("joined the network"),
+            Ok(Ok(Err(e @ IndexError::Refused { .. }))) => return Err(e.into()),
+            Ok(Ok(Err(e))) => warn!("{e}"),
+            Ok(Err(_)) | Err(_) => warn!("the index has not answered yet; retrying in the background"),
+        }
+    }
+
+    let hooks = Hooks { nickname: nickname.subscribe(), closed: closed.clone(), timing: Box::new(lease_timing(index.clone())) };
+    let (overlay, overlay_task) = Overlay::start(
+        &gossip,
+        ticket.network_key,
+        secret_key,
+        ticket.index.id,
+        index.clone(),
+        lookup.clone(),
+        !config.index_only,
+        hooks,
+        cancel.child_token(),
+    )
+    .await?;
+    overlay_slot.set(overlay.clone()).ok();
+    tasks.spawn(overlay_task);
+
+    let flood = FloodSearch::new(
+        endpoint.clone(),
+        lookup.clone(),
+        overlay.clone(),
+        pending,
+        shares.clone(),
+        nickname.subscribe(),
+        !config.index_only,
+        tasks.clone(),
+    );
+    flood.start(flood_rx);
+    let search = Search::new(index.clone(), flood.clone());
+    let transfers = Transfers::new(transfers::Parts {
+        me: endpoint.id(),
+        store: (*store).clone(),
+        downloader: store.downloader(&endpoint),
+        lookup: lookup.clone(),
+        shares: shares.clone(),
+        finder: Arc::new(search.clone()),
+        publisher: Arc::new(index.clone()),
+        downloads: downloads.clone(),
+        tasks: tasks.clone(),
+    });
+    let files = Files::new((*store).clone(), shares.clone(), index.clone(), search.clone());
+    let chat = Chat::new(overlay.clone(), index.clone(), nickname.clone(), data_dir.clone());
+    let network = Network::new(network::Parts {
+        endpoint: endpoint.clone(),
+        ticket: ticket.clone(),
+        index: index.clone(),
+        hosts_index: hosted.is_some(),
+        overlay: overlay.clone(),
+        flood,
+        shares,
+        nickname: nickname.subscribe(),
+        data_dir: data_dir.clone(),
+        downloads,
+        closed,
+        tasks: tasks.clone(),
+    });
+    let node = Node::from_inner(Inner {
+        data_dir,
+        endpoint,
+        router,
+        store,
+        gossip,
+        index,
+        hosted,
+        ticket,
+        index_only: config.index_only,
+        overlay,
+        nickname,
+        files,
+        search,
+        transfers,
+        chat,
+        network,
+        tasks,
+        session,
+        shutdown_requested: CancellationToken::new(),
+    });
+    start_control(&node).await?;
+    Ok(node)
+}
+
+/// The index's heartbeat and lease, which the overlay's presence follows.
+fn lease_timing(index: IndexClient) -> impl Fn() -> Option<(Duration, Duration)> + Send + Sync {
+    move || index.lease_timing()
+}
+
+fn start_session(
+    index: &IndexClient,
+    shares: &Arc<Shares>,
+    nickname: &watch::Sender<String>,
+    overlay: &Arc<OnceLock<Overlay>>,
+    tasks: &Tasks,
+    cancel: CancellationToken,
+) -> oneshot::Receiver<Result<(), IndexError>> {
+    let (tx, rx) = oneshot::channel();
+    let shares = shares.clone();
+    let overlay = overlay.clone();
+    let session = index.clone().run_session(
+        nickname.subscribe(),
+        move || shares.entries(),
+        move || overlay.get().map(Overlay::neighbors).unwrap_or_default(),
+        tx,
+        cancel,
+    );
+    tasks.spawn(session);
+    rx
+}
+
+/// Serves the control API as a node task and writes where it listens, with
+/// its token, into the data directory for the CLI.
+async fn start_control(node: &Node) -> Result<(), StartError> {
+    let token = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>());
+    let tasks = node.tasks();
+    let (addr, server) = crate::control::server::serve(node.clone(), token.clone(), tasks.cancel_token().child_token())
+        .await
+        .map_err(|e| StartError::Control(e.to_string()))?;
+    tasks.spawn(server);
+    node.data_dir().write_control(&ControlInfo { addr, token, pid: std::process::id() })?;
+    Ok(())
+}
+
+/// Binds the endpoint, reusing the port of the last run when none is given.
+/// A peer can move to another port; a host must keep its port, or its
+/// ticket would point nowhere.
+pub(crate) async fn bind_endpoint(
+    bind: SocketAddr,
+    relay: Option<RelayUrl>,
+    state: &State,
+    secret_key: iroh::SecretKey,
+    alpns: Vec<Vec<u8>>,
+    hosting: bool,
+) -> Result<(Endpoint, MemoryLookup), StartError> {
+    let remembered = bind.port() == 0 && state.port.is_some();
+    let mut first = bind;
+    if remembered {
+        first.set_port(state.port.unwrap_or(0));
+    }
+    let config = |bind| EndpointConfig { secret_key: secret_key.clone(), bind, relay: relay.clone(), alpns: alpns.clone() };
+    match endpoint::bind(config(first)).await {
+        Ok(ok) => Ok(ok),
+        Err(e) if remembered && !hosting => {
+            warn!("{e}; using a new port");
+            Ok(endpoint::bind(config(bind)).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn dirs_download() -> Option<PathBuf> {
+    std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join("Downloads")))
+}

@@ -1,0 +1,467 @@
+//! Transfers: `get` finds a file's providers, downloads it from them with
+//! BLAKE3 verification (several at once for a large file), saves it under a
+//! safe name, and publishes it so this peer becomes a source too. An
+//! interrupted get resumes: what the store already verified is not fetched
+//! again.
+//!
+//! iroh-blobs' downloader tries the providers in order and, when one fails
+//! mid-way, asks the next one only for what is still missing; everything it
+//! writes to the store is verified against the hash first, so a corrupt byte
+//! never reaches the output file.
+//!
+//! The module gets what it needs passed in ([`Transfers::new`]): a store, a
+//! downloader, a [`Finder`] that answers "who has this?", a [`Publisher`]
+//! that tells the network we have it, and the shares list. It never reaches
+//! back into the node, so a test can drive it with real stores and an
+//! answer of its own.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+};
+
+use bao_tree::ChunkNum;
+use iroh::{address_lookup::memory::MemoryLookup, EndpointId};
+use iroh_blobs::{
+    api::{
+        blobs::{ExportMode, ExportOptions},
+        downloader::{DownloadProgressItem, Downloader},
+        Store,
+    },
+    format::collection::Collection,
+    protocol::{ChunkRanges, GetRequest},
+    BlobFormat, Hash, HashAndFormat,
+};
+use n0_future::StreamExt;
+use peernet_proto::{
+    index::{FileEntry, Hit, Kind},
+    names::validate_file_name,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{
+    endpoint, resolve,
+    resolve::ResolveError,
+    save,
+    shares::{self, Share, ShareError, Shares},
+    tasks::Tasks,
+};
+
+/// Progress events are sent at most this often (bytes), so a fast download
+/// does not flood the control connection.
+const PROGRESS_STEP: u64 = 1024 * 1024;
+
+/// A boxed future, for the handles passed into [`Transfers`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who has a file: the search the node uses for `get`.
+pub trait Finder: Send + Sync + 'static {
+    /// Hits for a name or hash (prefix); an error is one sentence.
+    fn find<'a>(&'a self, target: &'a str) -> BoxFuture<'a, Result<Vec<Hit>, String>>;
+}
+
+/// Tells the network that this peer now provides these files.
+pub trait Publisher: Send + Sync + 'static {
+    fn publish<'a>(&'a self, files: Vec<FileEntry>) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// What happens during a get, in order; the last event is `Saved` or `Failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum GetEvent {
+    Resolved {
+        name: String,
+        hash: String,
+        size: u64,
+        providers: Vec<String>,
+    },
+    Progress {
+        done: u64,
+        total: u64,
+    },
+    ProviderFailed {
+        provider: String,
+    },
+    Saved {
+        path: PathBuf,
+        hash: String,
+        size: u64,
+        note: Option<String>,
+        failed_providers: Vec<String>,
+        /// Verified bytes that were already here when this get started (resume).
+        resumed_from: u64,
+        /// Providers that delivered parts of this download (short ids).
+        sources: Vec<String>,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
+    #[error("{0}")]
+    Search(String),
+    #[error("no online provider has '{0}' right now; try again when one of them is back")]
+    NoProvider(String),
+    #[error("{0}")]
+    Download(String),
+    #[error("cannot save the download: {0}")]
+    Save(String),
+    #[error("{0}")]
+    Share(#[from] ShareError),
+}
+
+/// The transfer service; cheap to clone.
+#[derive(Clone)]
+pub struct Transfers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: EndpointId,
+    store: Store,
+    downloader: Downloader,
+    lookup: MemoryLookup,
+    shares: Arc<Shares>,
+    finder: Arc<dyn Finder>,
+    publisher: Arc<dyn Publisher>,
+    downloads: PathBuf,
+    tasks: Tasks,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers").field("downloads", &self.inner.downloads).finish_non_exhaustive()
+    }
+}
+
+/// What [`Transfers`] is built from.
+pub struct Parts {
+    /// This peer, never asked for its own files.
+    pub me: EndpointId,
+    pub store: Store,
+    pub downloader: Downloader,
+    /// Where provider addresses from hits are remembered for dialing.
+    pub lookup: MemoryLookup,
+    pub shares: Arc<Shares>,
+    pub finder: Arc<dyn Finder>,
+    pub publisher: Arc<dyn Publisher>,
+    /// Where downloads are saved unless a get names another directory.
+    pub downloads: PathBuf,
+    pub tasks: Tasks,
+}
+
+impl Transfers {
+    pub fn new(parts: Parts) -> Self {
+        let Parts { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks } = parts;
+        Self { inner: Arc::new(Inner { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks }) }
+    }
+
+    pub fn downloads(&self) -> &Path {
+        &self.inner.downloads
+    }
+
+    /// Runs a get as a node task, reporting to `events`: it finishes (and
+    /// the file is published) even if whoever asked goes away.
+    pub fn spawn_get(&self, target: String, out: Option<PathBuf>, events: mpsc::Sender<GetEvent>) {
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            if let Err(e) = this.get(&target, out, &events).await {
+                events.send(GetEvent::Failed { error: e.to_string() }).await.ok();
+            }
+        });
+    }
+
+    /// Finds, downloads, saves and publishes `target` (a name or a hash).
+    pub async fn get(&self, target: &str, out: Option<PathBuf>, events: &mpsc::Sender<GetEvent>) -> Result<(), TransferError> {
+        let inner = &self.inner;
+        let hits = inner.finder.find(target).await.map_err(TransferError::Search)?;
+        let hit = resolve::choose(target, hits)?;
+        let providers: Vec<EndpointId> = hit.providers.iter().map(|p| p.peer.addr.id).filter(|id| *id != inner.me).collect();
+        for p in &hit.providers {
+            endpoint::remember(&inner.lookup, &p.peer.addr);
+        }
+        let send = |e: GetEvent| async move {
+            // The client may have gone away; the download carries on regardless.
+            events.send(e).await.ok();
+        };
+        send(GetEvent::Resolved {
+            name: hit.name.clone(),
+            hash: hit.hash.to_string(),
+            size: hit.size,
+            providers: hit.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect(),
+        })
+        .await;
+
+        let content = match hit.kind {
+            Kind::File => HashAndFormat::raw(hit.hash),
+            Kind::Folder => HashAndFormat::hash_seq(hit.hash),
+        };
+        // What an earlier, interrupted get already verified; only the rest is fetched.
+        let local = inner.store.remote().local(content).await.map_err(|e| TransferError::Download(e.to_string()))?;
+        let resumed_from = local.local_bytes();
+        let mut failed_providers = Vec::new();
+        let mut sources = Vec::new();
+        if !local.is_complete() {
+            if providers.is_empty() {
+                return Err(TransferError::NoProvider(hit.name));
+            }
+            let report = self.download(content, hit.size, providers, events).await;
+            failed_providers = report.failed;
+            sources = report.sources;
+            report.result?;
+        }
+        let complete = inner.store.remote().local(content).await.map(|l| l.is_complete()).unwrap_or(false);
+        if !complete {
+            return Err(TransferError::Download(format!(
+                "the download of '{}' did not complete; run the same get again to resume",
+                hit.name
+            )));
+        }
+
+        let dir = out.unwrap_or_else(|| inner.downloads.clone());
+        let fallback = format!("download-{}", hit.hash.fmt_short());
+        let (path, size, mut note) = match hit.kind {
+            Kind::File => self.save_file(&hit.name, hit.hash, &dir, &fallback).await?,
+            Kind::Folder => self.save_folder(&hit.name, hit.hash, &dir, &fallback).await?,
+        };
+        let saved_name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if saved_name != hit.name && note.is_none() {
+            note = Some(format!("saved as '{saved_name}' because '{}' is not a safe or free name here", hit.name));
+        }
+
+        // Become a source: keep the content and tell the network, under the
+        // name the network knows it by, whatever the local file is called;
+        // otherwise a "name (1).ext" picked here would spread as its name.
+        shares::protect(&inner.store, content).await.map_err(|e| TransferError::Save(e.to_string()))?;
+        let name = if validate_file_name(&hit.name).is_ok() { hit.name.clone() } else { saved_name };
+        let share = Share { name, hash: hit.hash, size, path: path.clone(), kind: hit.kind };
+        inner.shares.insert(share.clone())?;
+        if let Err(e) = inner.publisher.publish(vec![share.entry()]).await {
+            tracing::warn!("downloaded, but could not publish yet: {e}");
+        }
+        send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from, sources }).await;
+        Ok(())
+    }
+
+    /// Reserves a safe name in `dir` and moves the verified blob there.
+    async fn save_file(&self, name: &str, hash: Hash, dir: &Path, fallback: &str) -> Result<(PathBuf, u64, Option<String>), TransferError> {
+        let (d, n, f) = (dir.to_owned(), name.to_owned(), fallback.to_owned());
+        let path = tokio::task::spawn_blocking(move || save::reserve(&d, &n, &f))
+            .await
+            .map_err(|e| TransferError::Save(e.to_string()))?
+            .map_err(|e| TransferError::Save(format!("{} in {}", e, dir.display())))?;
+        // The store moves its own copy to the target and serves it from there,
+        // so a download is written once, not twice.
+        let size = self
+            .inner
+            .store
+            .blobs()
+            .export_with_opts(ExportOptions { hash, mode: ExportMode::TryReference, target: path.clone() })
+            .finish()
+            .await;
+        match size {
+            Ok(size) => Ok((path, size, None)),
+            Err(e) => {
+                std::fs::remove_file(&path).ok();
+                Err(TransferError::Save(e.to_string()))
+            }
+        }
+    }
+
+    /// Recreates a collection as a new directory in `dir`. Entries whose paths
+    /// are unsafe (`..`, absolute, control characters) are skipped and reported.
+    async fn save_folder(
+        &self,
+        name: &str,
+        hash: Hash,
+        dir: &Path,
+        fallback: &str,
+    ) -> Result<(PathBuf, u64, Option<String>), TransferError> {
+        let store = &self.inner.store;
+        let collection =
+            Collection::load(hash, store).await.map_err(|e| TransferError::Save(format!("the folder's listing is unreadable: {e}")))?;
+        let (d, n, f) = (dir.to_owned(), name.to_owned(), fallback.to_owned());
+        let root = tokio::task::spawn_blocking(move || save::reserve_dir(&d, &n, &f))
+            .await
+            .map_err(|e| TransferError::Save(e.to_string()))?
+            .map_err(|e| TransferError::Save(format!("{} in {}", e, dir.display())))?;
+        let mut skipped = Vec::new();
+        let mut total = 0;
+        for (entry, child) in collection.iter() {
+            let Some(relative) = save::safe_relative(entry) else {
+                skipped.push(entry.escape_debug().to_string());
+                continue;
+            };
+            let r = root.clone();
+            let target = match tokio::task::spawn_blocking(move || save::create_inside(&r, &relative)).await {
+                Ok(Ok(t)) => t,
+                _ => {
+                    skipped.push(entry.escape_debug().to_string());
+                    continue;
+                }
+            };
+            // Copy, not move: the same content may appear twice in one folder.
+            let written = store
+                .blobs()
+                .export_with_opts(ExportOptions { hash: *child, mode: ExportMode::Copy, target: target.clone() })
+                .finish()
+                .await
+                .map_err(|e| TransferError::Save(format!("cannot write {}: {e}", target.display())))?;
+            total += written;
+        }
+        let note = (!skipped.is_empty()).then(|| format!("skipped {} entries with unsafe paths: {}", skipped.len(), skipped.join(", ")));
+        Ok((root, total, note))
+    }
+
+    /// Downloads `content`. A large file with several providers is split into
+    /// parts fetched at once, each trying the providers in a different order,
+    /// so the load spreads and a provider that fails mid-way is replaced by
+    /// another for the parts it was serving. Every chunk is verified.
+    async fn download(
+        &self,
+        content: HashAndFormat,
+        size: u64,
+        providers: Vec<EndpointId>,
+        events: &mpsc::Sender<GetEvent>,
+    ) -> DownloadReport {
+        let requests: Vec<GetRequest> = if content.format == BlobFormat::Raw && providers.len() >= 2 && size >= SWARM_MIN_SIZE {
+            plan_parts(size, providers.len().min(MAX_PARTS))
+                .into_iter()
+                .map(|ranges| GetRequest::builder().root(ranges).build(content.hash))
+                .collect()
+        } else {
+            vec![GetRequest::from(content)]
+        };
+        let (tx, mut rx) = mpsc::channel::<(usize, DownloadProgressItem)>(64);
+        let mut parts = tokio::task::JoinSet::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            let mut order = providers.clone();
+            order.rotate_left(i % providers.len().max(1));
+            let downloader = self.inner.downloader.clone();
+            let tx = tx.clone();
+            parts.spawn(async move {
+                match downloader.download(request, order).stream().await {
+                    Ok(mut stream) => {
+                        while let Some(item) = stream.next().await {
+                            if tx.send((i, item)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tx.send((i, DownloadProgressItem::Error(e.into()))).await.ok();
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut done_per_part: HashMap<usize, u64> = HashMap::new();
+        let mut current: HashMap<usize, EndpointId> = HashMap::new();
+        let mut report = DownloadReport { result: Ok(()), failed: Vec::new(), sources: Vec::new() };
+        let mut reported = 0u64;
+        while let Some((part, item)) = rx.recv().await {
+            match item {
+                DownloadProgressItem::Progress(done) => {
+                    done_per_part.insert(part, done);
+                    let total: u64 = done_per_part.values().sum();
+                    if total >= reported + PROGRESS_STEP || total >= size {
+                        reported = total;
+                        events.send(GetEvent::Progress { done: total.min(size), total: size }).await.ok();
+                    }
+                }
+                DownloadProgressItem::TryProvider { id, .. } => {
+                    current.insert(part, id);
+                }
+                DownloadProgressItem::PartComplete { .. } => {
+                    if let Some(id) = current.get(&part) {
+                        let id = id.fmt_short().to_string();
+                        if !report.sources.contains(&id) {
+                            report.sources.push(id);
+                        }
+                    }
+                }
+                DownloadProgressItem::ProviderFailed { id, .. } => {
+                    let provider = id.fmt_short().to_string();
+                    if !report.failed.contains(&provider) {
+                        report.failed.push(provider.clone());
+                    }
+                    events.send(GetEvent::ProviderFailed { provider }).await.ok();
+                }
+                // Both mean the providers ran out before this part was complete.
+                DownloadProgressItem::Error(e) => {
+                    tracing::debug!("part {part} of {} failed: {e}", content.hash);
+                    report.result = Err(all_failed(report.failed.len()));
+                }
+                DownloadProgressItem::DownloadError => report.result = Err(all_failed(report.failed.len())),
+            }
+        }
+        while parts.join_next().await.is_some() {}
+        if report.result.is_ok() {
+            events.send(GetEvent::Progress { done: size, total: size }).await.ok();
+        }
+        report
+    }
+}
+
+/// Below this size, one provider at a time is fast enough.
+const SWARM_MIN_SIZE: u64 = 4 * 1024 * 1024;
+/// Most parts one file is split into.
+const MAX_PARTS: usize = 4;
+
+/// Splits a blob of `size` bytes into `parts` contiguous chunk ranges (1 KiB
+/// BLAKE3 chunks); the last range is open so the tail is always covered.
+pub fn plan_parts(size: u64, parts: usize) -> Vec<ChunkRanges> {
+    let chunks = size.div_ceil(1024).max(1);
+    let parts = (parts.max(1) as u64).min(chunks);
+    let step = chunks.div_ceil(parts);
+    (0..parts)
+        .map(|i| {
+            let start = ChunkNum(i * step);
+            if i + 1 == parts {
+                ChunkRanges::from(start..)
+            } else {
+                ChunkRanges::from(start..ChunkNum((i + 1) * step))
+            }
+        })
+        .collect()
+}
+
+/// How a download went: who failed, who delivered.
+struct DownloadReport {
+    result: Result<(), TransferError>,
+    failed: Vec<String>,
+    sources: Vec<String>,
+}
+
+fn all_failed(count: usize) -> TransferError {
+    TransferError::Download(format!(
+        "no provider could deliver the file ({count} failed); what arrived is verified and kept, run the same get again later to resume"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_blob_without_overlap() {
+        let parts = plan_parts(10 * 1024 * 1024, 3);
+        assert_eq!(parts.len(), 3);
+        let mut all = ChunkRanges::empty();
+        for p in &parts {
+            assert!((all.clone() & p.clone()).is_empty(), "parts do not overlap");
+            all |= p.clone();
+        }
+        assert_eq!(all, ChunkRanges::all(), "together they cover everything");
+        assert_eq!(plan_parts(100, 4).len(), 1, "a one-chunk blob is one part");
+        assert_eq!(plan_parts(0, 4).len(), 1);
+    }
+}
