@@ -44,20 +44,6 @@ pub struct Answer {
     pub files: Vec<FileEntry>,
 }
 
-/// Whether a file matches a query with the index's rules: every word of
-/// the query is a prefix of a word of the name (any case), or the query is
-/// a hex prefix (6+ characters) of the hash.
-pub fn matches(query: &str, entry: &FileEntry) -> bool {
-    let q = query.trim().to_lowercase();
-    if q.len() >= crate::limits::MIN_HASH_PREFIX && q.bytes().all(|b| b.is_ascii_hexdigit()) && entry.hash.to_hex().starts_with(&q) {
-        return true;
-    }
-    let words = |s: &str| s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect::<Vec<_>>();
-    let name_words = words(&entry.name);
-    let query_words = words(&q);
-    !query_words.is_empty() && query_words.iter().all(|qw| name_words.iter().any(|nw| nw.starts_with(qw.as_str())))
-}
-
 /// TTL when the user gives none.
 pub const DEFAULT_TTL: u8 = 4;
 /// Highest TTL accepted; larger requests are clamped, so a query can never
@@ -177,16 +163,6 @@ mod tests {
 
     fn query(qid: u8, ttl: u8) -> Query {
         Query { id: [qid; 16], origin: origin(), text: "song".into(), ttl }
-    }
-
-    #[test]
-    fn matching_follows_the_index_rules() {
-        let e = FileEntry { name: "Holiday-Photos_2024.tar.gz".into(), size: 1, hash: crate::Hash::new("x"), kind: Default::default() };
-        assert!(matches("holiday", &e));
-        assert!(matches("PHOTO 2024", &e));
-        assert!(!matches("holiday notes", &e));
-        assert!(matches(&e.hash.to_hex()[..8], &e));
-        assert!(!matches("", &e));
     }
 
     #[test]
