@@ -23,7 +23,13 @@ use peernet_proto::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::{endpoint, overlay::Overlay, shares::Shares, tasks::Tasks};
+use crate::{
+    endpoint,
+    links::{Links, LINK_IDLE},
+    overlay::Overlay,
+    shares::Shares,
+    tasks::Tasks,
+};
 use tracing::debug;
 
 /// How long an answer may take to arrive once its stream is open.
@@ -90,16 +96,19 @@ impl ProtocolHandler for FloodProtocol {
     }
 }
 
-/// Sends one frame (a query to a neighbour, an answer to an origin).
-async fn send_frame(endpoint: &iroh::Endpoint, frame: FloodFrame, to: impl Into<iroh::EndpointAddr>) -> Result<(), String> {
-    let conn = endpoint.connect(to, peernet_proto::flood::ALPN).await.map_err(|e| e.to_string())?;
+/// Sends one frame (a query to a neighbour, an answer to an origin) on its
+/// own stream of a reused link, and waits until the receiver has it.
+async fn send_frame(links: &Links, frame: FloodFrame, to: impl Into<iroh::EndpointAddr>) -> Result<(), String> {
+    let conn = links.get(to).await?;
     let mut send = conn.open_uni().await.map_err(|e| e.to_string())?;
     write_frame(&mut send, &frame, MAX_FLOOD_FRAME).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
-    // Wait until the receiver has read it (it closes the connection), so
-    // the frame is not lost when we drop the connection.
-    tokio::time::timeout(ANSWER_READ_TIMEOUT, conn.closed()).await.ok();
-    Ok(())
+    match tokio::time::timeout(ANSWER_READ_TIMEOUT, send.stopped()).await {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(code))) => Err(format!("the receiver refused the frame (code {code})")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("not acknowledged within {ANSWER_READ_TIMEOUT:?}")),
+    }
 }
 
 /// Flood queries from neighbours waiting to be handled; more are dropped.
@@ -109,6 +118,7 @@ pub const QUERY_BUFFER: usize = 256;
 #[derive(Debug, Clone)]
 pub struct FloodSearch {
     endpoint: Endpoint,
+    links: Links,
     lookup: MemoryLookup,
     overlay: Overlay,
     pending: Pending,
@@ -131,12 +141,21 @@ impl FloodSearch {
         answers: bool,
         tasks: Tasks,
     ) -> Self {
-        Self { endpoint, lookup, overlay, pending, shares, nickname, answers, tasks }
+        let links = Links::new(endpoint.clone(), peernet_proto::flood::ALPN);
+        Self { endpoint, links, lookup, overlay, pending, shares, nickname, answers, tasks }
     }
 
     /// Handles queries from neighbours until the channel closes or the node
     /// stops: answer if we match, pass on while the TTL lasts.
     pub fn start(&self, mut queries: mpsc::Receiver<(Query, EndpointId)>) {
+        let links = self.links.clone();
+        self.tasks.spawn(async move {
+            let mut prune = tokio::time::interval(LINK_IDLE);
+            loop {
+                prune.tick().await;
+                links.prune();
+            }
+        });
         let this = self.clone();
         self.tasks.spawn(async move {
             while let Some((query, from)) = queries.recv().await {
@@ -152,10 +171,10 @@ impl FloodSearch {
 
     fn forward(&self, query: Query, to: Vec<EndpointId>) {
         for neighbour in to {
-            let endpoint = self.endpoint.clone();
+            let links = self.links.clone();
             let frame = FloodFrame::Query(query.clone());
             self.tasks.spawn(async move {
-                if let Err(e) = send_frame(&endpoint, frame, neighbour).await {
+                if let Err(e) = send_frame(&links, frame, neighbour).await {
                     debug!("could not pass a flood query to {}: {e}", neighbour.fmt_short());
                 }
             });
@@ -176,9 +195,9 @@ impl FloodSearch {
         let nickname = self.nickname.borrow().clone();
         let answer = Answer { query: query.id, provider: endpoint::own_addr(&self.endpoint), nickname, files };
         let origin = query.origin.to_endpoint_addr();
-        let endpoint = self.endpoint.clone();
+        let links = self.links.clone();
         self.tasks.spawn(async move {
-            if let Err(e) = send_frame(&endpoint, FloodFrame::Answer(answer), origin).await {
+            if let Err(e) = send_frame(&links, FloodFrame::Answer(answer), origin).await {
                 debug!("could not answer a flood query: {e}");
             }
         });

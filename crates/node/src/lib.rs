@@ -12,7 +12,8 @@
 //!   becoming a source.
 //! - [`chat`]: say, rename, who, messages, over the [`overlay`].
 //! - [`network`]: status, online peers, the map, closing the network.
-//! - [`flood`]: the flood-search protocol and its runtime.
+//! - [`flood`]: the flood-search protocol and its runtime, over reused
+//!   [`links`].
 //! - [`index_client`]: the session with the index (join, heartbeat,
 //!   back-off) and its requests.
 //! - [`tasks`]: every task the node runs, tracked and cancelled as one.
@@ -26,7 +27,7 @@ pub mod endpoint;
 pub mod files;
 pub mod flood;
 pub mod index_client;
-mod jitter;
+pub mod links;
 pub mod network;
 pub mod node;
 pub mod overlay;
