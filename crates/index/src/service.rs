@@ -40,7 +40,22 @@ pub const MAX_BATCH: usize = 256;
 #[derive(Debug)]
 pub struct Service {
     logic: Arc<Logic>,
-    jobs: mpsc::Sender<Job>,
+    /// Taken on drop: closing the queue is what ends the store thread.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Service {
+    /// Ends the store thread and waits for it, so that nothing touches the
+    /// database once the service is gone (its batch in progress commits).
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the index store thread panicked");
+            }
+        }
+    }
 }
 
 /// What a request means, given the store: everything the store thread needs.
@@ -53,16 +68,17 @@ struct Logic {
 }
 
 impl Service {
-    /// Starts the store thread; it ends when the service is dropped.
+    /// Starts the store thread; it ends, and is joined, when the service
+    /// is dropped.
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
         let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config });
         let (jobs, queue) = mpsc::channel();
         let worker = logic.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("index-store".into())
             .spawn(move || worker.serve(queue))
             .expect("the index store thread could not start");
-        Self { logic, jobs }
+        Self { logic, jobs: Some(jobs), thread: Some(thread) }
     }
 
     pub fn config(&self) -> &Config {
@@ -98,7 +114,7 @@ impl Service {
     /// Queues a request for the store thread; `None` if it is gone.
     fn submit(&self, from: EndpointId, request: Request, now: u64) -> Option<oneshot::Receiver<Response>> {
         let (answer, rx) = oneshot::channel();
-        self.jobs.send(Job { from, request, now, answer }).ok().map(|_| rx)
+        self.jobs.as_ref()?.send(Job { from, request, now, answer }).ok().map(|_| rx)
     }
 }
 
@@ -366,7 +382,7 @@ mod tests {
         w.join(a, "a", 0);
         w.join(b, "b", 0);
         let f = file("song.ogg");
-        assert_eq!(w.publish(a, &[f.clone()], 1), Response::Published { count: 1 });
+        assert_eq!(w.publish(a, std::slice::from_ref(&f), 1), Response::Published { count: 1 });
         let r = w.service.handle(b, Request::Unpublish { hash: f.hash }, 2);
         assert_eq!(code(&r), Some(ErrorCode::NotOwner));
         let r = w.service.handle(b, Request::Unpublish { hash: Hash::new(b"nothing") }, 2);
@@ -383,13 +399,13 @@ mod tests {
         w.join(a, "a", 0);
         w.join(b, "b", 0);
         let f = file("movie.mkv");
-        w.publish(a, &[f.clone()], 10);
-        w.publish(a, &[f.clone()], 20);
+        w.publish(a, std::slice::from_ref(&f), 10);
+        w.publish(a, std::slice::from_ref(&f), 20);
         let hits = w.search(a, "movie", 30);
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].providers.len(), 1);
         assert_eq!(hits[0].providers[0].registered_at, 10, "a repeat keeps the first registration");
-        w.publish(b, &[f.clone()], 40);
+        w.publish(b, std::slice::from_ref(&f), 40);
         let hits = w.search(a, "movie", 50);
         let nicks: Vec<_> = hits[0].providers.iter().map(|p| p.peer.nickname.as_str()).collect();
         assert_eq!(nicks, ["b", "a"], "most recent registration first");
