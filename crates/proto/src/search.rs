@@ -17,6 +17,22 @@ use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
 
 use crate::{index::FileEntry, limits::MIN_HASH_PREFIX};
 
+/// Raised whenever a change to these rules can give another answer for some
+/// text, so that stores of folded words ([`terms`]) know to rebuild them.
+const RULES_VERSION: u32 = 1;
+
+/// Names the rules of this build: [`RULES_VERSION`] and the Unicode versions
+/// of the standard library (case, letters) and of the normalization tables
+/// (accents). A store that keeps [`terms`] records this and rebuilds them
+/// when it differs, since stale terms would hide files from searches.
+pub fn rules_version() -> String {
+    format!(
+        "{RULES_VERSION} (Unicode {:?} in std, {:?} in unicode-normalization)",
+        char::UNICODE_VERSION,
+        unicode_normalization::UNICODE_VERSION
+    )
+}
+
 /// Combining marks dropped by [`fold`]: the diacritics of Latin, Greek and
 /// Cyrillic letters (Combining Diacritical Marks and their Extended and
 /// Supplement blocks, the marks for symbols, the half marks). Other
