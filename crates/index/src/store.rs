@@ -7,6 +7,13 @@
 //! Time is an argument (`now`, Unix milliseconds) so leases can be tested
 //! without sleeping. A peer is online while `lease_until > now`; an expired
 //! peer keeps its rows but vanishes from every query until it heartbeats.
+//!
+//! Searching follows [`peernet_proto::search`], the rules flood search uses
+//! too. The full-text table `files_terms` holds each file's folded words
+//! ([`search::terms`], computed in Rust, tokenized by SQLite's `ascii`
+//! tokenizer, which splits them at the spaces between them and nowhere else),
+//! so SQLite never folds text by rules of its own. It narrows the candidates;
+//! [`search::words_match`] decides.
 
 use std::path::Path;
 
@@ -14,9 +21,10 @@ use iroh::EndpointId;
 use peernet_proto::Hash;
 use peernet_proto::{
     index::{FileEntry, Hit, Kind, OnlinePeer, PeerAddr, PeerInfo, Provider},
-    limits::{MAX_FILES_PER_PEER, MIN_HASH_PREFIX, ONLINE_PAGE_PEERS},
+    limits::{MAX_FILES_PER_PEER, ONLINE_PAGE_PEERS},
+    search,
 };
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{functions::FunctionFlags, params, Connection, OptionalExtension, TransactionBehavior};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,9 +67,20 @@ CREATE TABLE IF NOT EXISTS files(
     UNIQUE(peer, hash)
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
-CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
-    name, content='files', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+-- Each file's folded words (`search::terms(name)`, rowid = files.id),
+-- written only by `Store::apply_staged_search_terms` and
+-- `rebuild_search_terms`. Contentless: the words are not stored twice,
+-- and removing a row needs its words again, recomputed from the old name
+-- that `fts_staged` keeps.
+CREATE VIRTUAL TABLE IF NOT EXISTS files_terms USING fts5(terms, content='', tokenize='ascii');
+-- Which rules (`search::rules_version()`) computed files_terms; other
+-- rules rebuild it on open.
+CREATE TABLE IF NOT EXISTS search_rules(
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    version TEXT NOT NULL
 );
+-- Before, SQLite folded names itself in files_fts, by rules of its own.
+DROP TABLE IF EXISTS files_fts;
 -- Kept by triggers so the per-peer limit costs one row read, not a count
 -- over all of the peer's files, on every publish.
 CREATE TRIGGER IF NOT EXISTS files_count_ai AFTER INSERT ON files BEGIN
@@ -75,7 +94,8 @@ END;
 -- index writes out its pending terms at every statement inside a
 -- transaction, so writing it from each request's own statement made a
 -- batch of requests write as many small index segments. `op` 1 adds the
--- name's terms, 0 removes them; `seq` keeps the order.
+-- name's terms, 0 removes them; `seq` keeps the order. The triggers call
+-- no function of ours, so any SQLite tool can still change `files`.
 CREATE TABLE IF NOT EXISTS fts_staged(
     seq INTEGER PRIMARY KEY,
     op INTEGER NOT NULL,
@@ -145,16 +165,32 @@ fn kind_from_sql(v: i64) -> Kind {
     }
 }
 
-/// Splits a query into the words FTS5's unicode61 tokenizer would produce,
-/// so "holiday-photos" searches for both words.
-fn query_words(query: &str) -> Vec<String> {
-    query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
+/// `peernet_terms(name)`: [`search::terms`] inside SQL, so the staged
+/// full-text changes apply in one statement. Registered on our own
+/// connection only, and so used by no trigger or view.
+fn register_terms_function(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function("peernet_terms", 1, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, |ctx| {
+        Ok(search::terms(&ctx.get::<String>(0)?))
+    })
 }
 
-/// A query that may be (a prefix of) a hash in hex.
-fn hash_prefix(query: &str) -> Option<String> {
-    let q = query.trim().to_ascii_lowercase();
-    (q.len() >= MIN_HASH_PREFIX && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_hexdigit())).then_some(q)
+/// Refills `files_terms` from `files` when it was computed by other rules
+/// than this build's (or not at all: a new database, or one from before
+/// `files_terms`). Staged changes are covered by the refill and dropped.
+fn rebuild_search_terms(conn: &Connection) -> Result<()> {
+    let version = search::rules_version();
+    let stored: Option<String> = conn.query_row("SELECT version FROM search_rules WHERE id = 0", [], |r| r.get(0)).optional()?;
+    if stored.as_deref() == Some(version.as_str()) {
+        return Ok(());
+    }
+    tracing::info!(from = ?stored, to = %version, "rebuilding the index's search terms");
+    conn.execute_batch(
+        "INSERT INTO files_terms(files_terms) VALUES ('delete-all');
+         INSERT INTO files_terms(rowid, terms) SELECT id, peernet_terms(name) FROM files;
+         DELETE FROM fts_staged;",
+    )?;
+    conn.execute("INSERT OR REPLACE INTO search_rules(id, version) VALUES (0, ?1)", [version])?;
+    Ok(())
 }
 
 /// Refuses a nickname held by another online key (case-insensitively, so
@@ -213,8 +249,15 @@ impl Store {
         // back from the file on every query.
         conn.pragma_update(None, "cache_size", -32 * 1024)?;
         conn.set_prepared_statement_cache_capacity(64);
+        register_terms_function(&conn)?;
         add_file_count(&conn)?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        // One transaction: an older database is upgraded (its own full-text
+        // table dropped, ours filled) entirely or not at all.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
+        rebuild_search_terms(&tx)?;
+        tx.commit()?;
         Ok(Self { conn, staged: true })
     }
 
@@ -225,12 +268,13 @@ impl Store {
         if !self.staged {
             return Ok(());
         }
-        // A non-NULL first column makes the row a command ('delete');
-        // NULL makes it a plain insert of the name's terms.
+        // A non-NULL first column makes the row a command ('delete', which
+        // a contentless table needs the removed words for); NULL makes it a
+        // plain insert of the name's words.
         self.conn
             .prepare_cached(
-                "INSERT INTO files_fts(files_fts, rowid, name)
-                 SELECT CASE op WHEN 0 THEN 'delete' END, file, name FROM fts_staged ORDER BY seq",
+                "INSERT INTO files_terms(files_terms, rowid, terms)
+                 SELECT CASE op WHEN 0 THEN 'delete' END, file, peernet_terms(name) FROM fts_staged ORDER BY seq",
             )?
             .execute([])?;
         self.conn.prepare_cached("DELETE FROM fts_staged")?.execute([])?;
@@ -377,12 +421,14 @@ impl Store {
         Ok(())
     }
 
-    /// Files of online peers whose names contain every word of `query` (as a
-    /// word or word prefix), or whose hash starts with `query`.
+    /// Files of online peers that match `query` by [`search::matches`]: by
+    /// the start of their hash, or by every word of the query starting a
+    /// word of the name one of their providers gave them. Most recently
+    /// registered first.
     pub fn search(&mut self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
         self.apply_staged_search_terms()?;
         let mut hashes: Vec<String> = Vec::new();
-        if let Some(prefix) = hash_prefix(query) {
+        if let Some(prefix) = search::hash_prefix(query) {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT f.hash FROM files f JOIN peers p ON p.id = f.peer
                  WHERE f.hash >= ?1 AND f.hash < ?1 || 'g' AND p.lease_until > ?2
@@ -393,20 +439,26 @@ impl Store {
                 hashes.push(h?);
             }
         }
-        let words = query_words(query);
+        let words = search::words(query);
         if !words.is_empty() && hashes.len() < limit as usize {
+            // Each word as a prefix of a stored word: the same words, so
+            // the candidates are exactly the matches while `files_terms` is
+            // current; the check below keeps it so if it ever is not.
             let expr = words.iter().map(|w| format!("\"{}\"*", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ");
+            // Every matching provider row, newest first: a hash's first
+            // row is its most recent registration, which orders the hits.
             let mut stmt = self.conn.prepare_cached(
-                "SELECT f.hash FROM files_fts JOIN files f ON f.id = files_fts.rowid
+                "SELECT f.hash, f.name FROM files_terms JOIN files f ON f.id = files_terms.rowid
                  JOIN peers p ON p.id = f.peer
-                 WHERE files_fts MATCH ?1 AND p.lease_until > ?2
-                 GROUP BY f.hash ORDER BY MAX(f.registered_at) DESC LIMIT ?3",
+                 WHERE files_terms MATCH ?1 AND p.lease_until > ?2
+                 ORDER BY f.registered_at DESC, f.id DESC",
             )?;
-            let rows = stmt.query_map(params![expr, now as i64, limit], |r| r.get::<_, String>(0))?;
-            for h in rows {
-                let h = h?;
-                if !hashes.contains(&h) {
-                    hashes.push(h);
+            let mut rows = stmt.query(params![expr, now as i64])?;
+            while hashes.len() < limit as usize {
+                let Some(row) = rows.next()? else { break };
+                let (hash, name): (String, String) = (row.get(0)?, row.get(1)?);
+                if search::words_match(&words, &search::words(&name)) && !hashes.contains(&hash) {
+                    hashes.push(hash);
                 }
             }
         }
@@ -508,5 +560,301 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iroh::SecretKey;
+    use peernet_proto::search;
+
+    use super::*;
+
+    /// The schema as it was when SQLite folded names itself (`files_fts`,
+    /// unicode61 with remove_diacritics 2), copied from before the change.
+    const OLD_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS peers(
+    id BLOB PRIMARY KEY,
+    nickname TEXT NOT NULL,
+    addr BLOB NOT NULL,
+    joined_at INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL,
+    neighbors BLOB NOT NULL DEFAULT x'',
+    file_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS peers_nickname ON peers(nickname COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS peers_lease ON peers(lease_until);
+CREATE TABLE IF NOT EXISTS files(
+    id INTEGER PRIMARY KEY,
+    peer BLOB NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
+    hash TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    kind INTEGER NOT NULL DEFAULT 0,
+    registered_at INTEGER NOT NULL,
+    UNIQUE(peer, hash)
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
+CREATE VIRTUAL TABLE IF NOT EXISTS files_fts USING fts5(
+    name, content='files', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
+-- Kept by triggers so the per-peer limit costs one row read, not a count
+-- over all of the peer's files, on every publish.
+CREATE TRIGGER IF NOT EXISTS files_count_ai AFTER INSERT ON files BEGIN
+    UPDATE peers SET file_count = file_count + 1 WHERE id = new.peer;
+END;
+CREATE TRIGGER IF NOT EXISTS files_count_ad AFTER DELETE ON files BEGIN
+    UPDATE peers SET file_count = file_count - 1 WHERE id = old.peer;
+END;
+-- Changes to the full-text index are staged here and applied in one
+-- statement (see `Store::apply_staged_search_terms`): SQLite's full-text
+-- index writes out its pending terms at every statement inside a
+-- transaction, so writing it from each request's own statement made a
+-- batch of requests write as many small index segments. `op` 1 adds the
+-- name's terms, 0 removes them; `seq` keeps the order.
+CREATE TABLE IF NOT EXISTS fts_staged(
+    seq INTEGER PRIMARY KEY,
+    op INTEGER NOT NULL,
+    file INTEGER NOT NULL,
+    name TEXT NOT NULL
+);
+DROP TRIGGER IF EXISTS files_ai;
+DROP TRIGGER IF EXISTS files_ad;
+DROP TRIGGER IF EXISTS files_au;
+CREATE TRIGGER IF NOT EXISTS files_stage_ai AFTER INSERT ON files BEGIN
+    INSERT INTO fts_staged(op, file, name) VALUES (1, new.id, new.name);
+END;
+CREATE TRIGGER IF NOT EXISTS files_stage_ad AFTER DELETE ON files BEGIN
+    INSERT INTO fts_staged(op, file, name) VALUES (0, old.id, old.name);
+END;
+CREATE TRIGGER IF NOT EXISTS files_stage_au AFTER UPDATE OF name ON files BEGIN
+    INSERT INTO fts_staged(op, file, name) VALUES (0, old.id, old.name);
+    INSERT INTO fts_staged(op, file, name) VALUES (1, new.id, new.name);
+END;
+"#;
+
+    fn peer(seed: u8) -> EndpointId {
+        SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    fn file(name: &str) -> FileEntry {
+        FileEntry { name: name.into(), size: name.len() as u64, hash: Hash::new(name.as_bytes()), kind: Kind::File }
+    }
+
+    fn joined(store: &mut Store, id: EndpointId, nick: &str) {
+        store.join(&PeerAddr { id, ip: vec![], relay: None }, nick, 0, 1_000).unwrap();
+    }
+
+    fn names(store: &mut Store, query: &str) -> Vec<String> {
+        let mut v: Vec<String> = store.search(query, 100, 1).unwrap().into_iter().map(|h| h.name).collect();
+        v.sort();
+        v
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    const NAMES: &[&str] = &[
+        "Café.txt",
+        "Ångström units.pdf",
+        "NAÏVE-art.png",
+        "Straße.txt",
+        "αθήνα.jpg",
+        "Москва-2024.mp4",
+        "東京タワー 夜景.jpg",
+        "हिन्दी गाने.mp3",
+        "Holiday-Photos_2024.tar.gz",
+        "ｶﾞｲﾄﾞ.pdf",
+    ];
+
+    /// The index answers exactly what `search::matches` says, for every
+    /// pair of these names and queries.
+    #[test]
+    fn the_index_follows_the_shared_rules() {
+        let mut s = Store::open_in_memory().unwrap();
+        let a = peer(1);
+        joined(&mut s, a, "a");
+        let files: Vec<FileEntry> = NAMES.iter().map(|n| file(n)).collect();
+        s.publish(&a, &files, 1).unwrap();
+        let queries = [
+            "cafe",
+            "CAFÉ",
+            "angstrom",
+            "naive",
+            "strasse",
+            "STRAS",
+            "ΑΘΗΝΑ",
+            "москва",
+            "東京",
+            "タワー",
+            "हिन्दी",
+            "दी",
+            "ガイド",
+            "photos 2024",
+            "holiday-photos",
+            "oliday",
+            "tar.gz",
+            "café notes",
+            "",
+            "--",
+            "\"*)(",
+            "NEAR",
+            "x OR y",
+        ];
+        let mut queries: Vec<String> = queries.iter().map(|q| q.to_string()).collect();
+        queries.push(files[3].hash.to_hex()[..8].to_uppercase());
+        queries.push(files[3].hash.to_hex()[..5].to_string());
+        for q in &queries {
+            let want: Vec<String> = {
+                let mut v: Vec<String> = files.iter().filter(|f| search::matches(q, f)).map(|f| f.name.clone()).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(names(&mut s, q), want, "query {q:?}");
+        }
+        assert_eq!(names(&mut s, "cafe"), ["Café.txt"]);
+        assert_eq!(names(&mut s, "strasse"), ["Straße.txt"]);
+        assert_eq!(names(&mut s, "हिन्दी"), ["हिन्दी गाने.mp3"]);
+        assert!(names(&mut s, "दी").is_empty(), "the end of a Devanagari word is not a word");
+    }
+
+    #[test]
+    fn the_newest_matches_fill_the_limit() {
+        let mut s = Store::open_in_memory().unwrap();
+        let (a, b) = (peer(1), peer(2));
+        joined(&mut s, a, "a");
+        joined(&mut s, b, "b");
+        for t in 0..5u64 {
+            s.publish(&a, &[file(&format!("café {t}.txt"))], t).unwrap();
+        }
+        // b registers file 0 again, under another name, last of all.
+        s.publish(&b, &[FileEntry { name: "Cafe zero.txt".into(), ..file("café 0.txt") }], 9).unwrap();
+        let hits = s.search("CAFE", 3, 10).unwrap();
+        let got: Vec<&str> = hits.iter().map(|h| h.providers[0].name.as_str()).collect();
+        assert_eq!(got, ["Cafe zero.txt", "café 4.txt", "café 3.txt"], "newest registration first, each hash once");
+        assert_eq!(s.search("zero", 10, 10).unwrap().len(), 1, "a hash is found by any provider's name");
+    }
+
+    /// A database from before `files_terms` (SQLite folded names itself in
+    /// `files_fts`) is upgraded on open: the old table goes, the new one is
+    /// filled from `files`, and nothing else changes.
+    #[test]
+    fn an_index_written_with_sqlites_own_folding_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let (a, b) = (peer(1), peer(2));
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(OLD_SCHEMA).unwrap();
+            for (joined_at, id, nick) in [(0, a, "alice"), (1, b, "bob")] {
+                let addr = PeerAddr { id, ip: vec!["127.0.0.1:1".parse().unwrap()], relay: None };
+                conn.execute(
+                    "INSERT INTO peers(id, nickname, addr, joined_at, lease_until) VALUES (?1, ?2, ?3, ?4, 1000000)",
+                    params![id.as_bytes().as_slice(), nick, encode(&addr), joined_at],
+                )
+                .unwrap();
+            }
+            let mut insert =
+                conn.prepare("INSERT INTO files(peer, hash, name, size, kind, registered_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)").unwrap();
+            for (i, name) in ["Café.txt", "Ångström units.pdf", "holiday.jpg"].iter().enumerate() {
+                insert.execute(params![a.as_bytes().as_slice(), Hash::new(name).to_hex(), name, 10, i as i64]).unwrap();
+            }
+            insert.execute(params![b.as_bytes().as_slice(), Hash::new("Café.txt").to_hex(), "cafe copy.txt", 10, 5]).unwrap();
+            // The old store's apply step, then one change left staged, as a
+            // crash between a publish and its apply would leave it.
+            conn.execute_batch(
+                "INSERT INTO files_fts(files_fts, rowid, name)
+                     SELECT CASE op WHEN 0 THEN 'delete' END, file, name FROM fts_staged ORDER BY seq;
+                 DELETE FROM fts_staged;",
+            )
+            .unwrap();
+            insert.execute(params![b.as_bytes().as_slice(), Hash::new("naïve").to_hex(), "Naïve.png", 10, 6]).unwrap();
+            assert_eq!(count(&conn, "SELECT COUNT(*) FROM files_fts WHERE files_fts MATCH 'cafe*'"), 2, "a real old index");
+            assert_eq!(count(&conn, "SELECT COUNT(*) FROM fts_staged"), 1);
+        }
+
+        let mut s = Store::open(&db).unwrap();
+        let hits = s.search("cafe", 10, 1).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].providers.len(), 2, "both providers of the hash");
+        assert_eq!(names(&mut s, "angstrom"), ["Ångström units.pdf"]);
+        assert_eq!(names(&mut s, "naive"), ["Naïve.png"], "the change that was staged at the crash");
+        assert_eq!(names(&mut s, "holiday"), ["holiday.jpg"]);
+        let conn = &s.conn;
+        let tables = |name: &str| count(conn, &format!("SELECT COUNT(*) FROM sqlite_master WHERE name = '{name}'"));
+        assert_eq!(tables("files_fts"), 0);
+        assert_eq!(tables("files_terms"), 1);
+        assert_eq!(count(conn, "SELECT COUNT(*) FROM fts_staged"), 0);
+        assert_eq!(count(conn, "SELECT COUNT(*) FROM files"), 5);
+        assert_eq!(count(conn, "SELECT COUNT(*) FROM peers"), 2);
+        assert_eq!(count(conn, "SELECT SUM(file_count) FROM peers"), 5, "per-peer counts kept");
+        let (online, _) = s.online(0, 1).unwrap();
+        let nicks: Vec<&str> = online.iter().map(|p| p.peer.nickname.as_str()).collect();
+        assert_eq!(nicks, ["alice", "bob"]);
+        assert_eq!(online[0].files.len(), 3);
+        assert_eq!(online[1].files.len(), 2);
+        assert_eq!(online[1].peer.addr.ip, ["127.0.0.1:1".parse().unwrap()]);
+        drop(s);
+
+        // Opening again finds the terms current and keeps working.
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.search("cafe", 10, 1).unwrap().len(), 1);
+        s.unpublish(&a, &Hash::new("holiday.jpg")).unwrap();
+        assert!(names(&mut s, "holiday").is_empty());
+    }
+
+    /// Terms computed by other rules (another build's folding) are rebuilt
+    /// on open instead of hiding files.
+    #[test]
+    fn terms_from_other_rules_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let a = peer(1);
+        {
+            let mut s = Store::open(&db).unwrap();
+            joined(&mut s, a, "a");
+            s.publish(&a, &[file("Café.txt")], 1).unwrap();
+            s.search("x", 1, 1).unwrap();
+            // Stand-in for terms folded differently: none at all.
+            s.conn
+                .execute_batch(
+                    "INSERT INTO files_terms(files_terms) VALUES ('delete-all');
+                     UPDATE search_rules SET version = 'an older build';",
+                )
+                .unwrap();
+            assert!(names(&mut s, "cafe").is_empty());
+        }
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(names(&mut s, "cafe"), ["Café.txt"]);
+        let version: String = s.conn.query_row("SELECT version FROM search_rules", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, search::rules_version());
+    }
+
+    /// Another program (the sqlite3 tool) changing `files` without our
+    /// function: the triggers stage the change, the next open applies it.
+    #[test]
+    fn changes_made_by_another_sqlite_program_are_searchable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let a = peer(1);
+        {
+            let mut s = Store::open(&db).unwrap();
+            joined(&mut s, a, "a");
+            s.publish(&a, &[file("Café.txt"), file("old name.txt"), file("gone.txt")], 1).unwrap();
+            s.search("x", 1, 1).unwrap();
+        }
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(
+                "UPDATE files SET name = 'Résumé.pdf' WHERE name = 'old name.txt';
+                 DELETE FROM files WHERE name = 'gone.txt';",
+            )
+            .unwrap();
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(names(&mut s, "resume"), ["Résumé.pdf"]);
+        assert!(names(&mut s, "old").is_empty());
+        assert!(names(&mut s, "gone").is_empty());
+        assert_eq!(names(&mut s, "cafe"), ["Café.txt"]);
     }
 }
