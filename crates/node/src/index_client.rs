@@ -5,10 +5,14 @@
 //! endpoint cannot dial itself). [`IndexClient::run_session`] keeps the
 //! membership alive: join, publish every share, heartbeat; when a heartbeat
 //! fails it reconnects with capped exponential backoff and joins and
-//! publishes again by itself.
+//! publishes again by itself. When the overlay tells it the neighbours
+//! changed ([`IndexClient::neighbours_changed`]) a heartbeat carries them to
+//! the index within a second, so the map shows new links at once. The
+//! decisions are [`peernet_proto::session::Session`]'s; this module only
+//! performs them.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -26,16 +30,16 @@ use peernet_proto::{
     index::{close_code, ErrorCode, FileEntry, Join, PeerAddr, Request, Response, ALPN},
     key::NetworkKey,
     limits::{MAX_FILES_PER_PUBLISH, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME},
+    session::{self, Session},
 };
+use rand::{rngs::StdRng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Timeout for one request before the index has told us its heartbeat.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// First reconnect delay; doubles up to the heartbeat interval.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IndexError {
@@ -89,6 +93,9 @@ struct Inner {
     status: watch::Sender<IndexStatus>,
     /// Unshares that could not reach the index; sent after the next join.
     pending_unpublish: Mutex<BTreeSet<Hash>>,
+    /// Rung by the overlay when its neighbours change; the session then
+    /// tells the index soon. A ring while the session is busy is kept.
+    neighbours_changed: Notify,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +123,7 @@ impl IndexClient {
                 timing: Mutex::new(None),
                 status: watch::channel(IndexStatus::Connecting).0,
                 pending_unpublish: Default::default(),
+                neighbours_changed: Notify::new(),
             }),
         }
     }
@@ -130,6 +138,12 @@ impl IndexClient {
 
     pub fn index_id(&self) -> EndpointId {
         self.inner.index_id
+    }
+
+    /// Tells the session that the overlay's neighbours changed, so the
+    /// index's map learns it without waiting for the next heartbeat.
+    pub fn neighbours_changed(&self) {
+        self.inner.neighbours_changed.notify_one();
     }
 
     fn timing(&self) -> Option<Timing> {
@@ -201,6 +215,13 @@ impl IndexClient {
 
     /// Joins under `nickname`. On success the index's timing is adopted.
     pub async fn join(&self, nickname: &str) -> Result<(), IndexError> {
+        let timing = self.join_for_timing(nickname).await?;
+        self.set_status(session::Status::Joined { heartbeat: timing.heartbeat, lease_ttl: timing.lease_ttl });
+        Ok(())
+    }
+
+    /// Joins and adopts the index's timing, leaving the status to the caller.
+    async fn join_for_timing(&self, nickname: &str) -> Result<Timing, IndexError> {
         let proof = self.inner.key.join_proof(&self.inner.me.id, &self.inner.index_id);
         let request = Request::Join(Join { nickname: nickname.to_string(), proof, addr: self.inner.me.clone() });
         match self.request(request).await? {
@@ -208,15 +229,32 @@ impl IndexClient {
                 let timing =
                     Timing { heartbeat: Duration::from_millis(heartbeat_ms.max(100)), lease_ttl: Duration::from_millis(lease_ttl_ms) };
                 *self.inner.timing.lock().expect("timing lock") = Some(timing);
-                self.inner.status.send_replace(IndexStatus::Joined {
-                    since_ms: now_ms(),
-                    heartbeat_ms: timing.heartbeat.as_millis() as u64,
-                    lease_ttl_ms,
-                });
-                Ok(())
+                Ok(timing)
             }
             _ => Err(IndexError::Unexpected),
         }
+    }
+
+    fn set_status(&self, status: session::Status<IndexError>) {
+        let status = match status {
+            session::Status::Joined { heartbeat, lease_ttl } => {
+                info!("joined the index {}", self.inner.index_id.fmt_short());
+                IndexStatus::Joined {
+                    since_ms: now_ms(),
+                    heartbeat_ms: heartbeat.as_millis() as u64,
+                    lease_ttl_ms: lease_ttl.as_millis() as u64,
+                }
+            }
+            session::Status::Unreachable { error } => {
+                debug!("index unavailable: {error}");
+                IndexStatus::Unreachable { error: error.to_string() }
+            }
+            session::Status::Refused { error } => {
+                warn!("the index refused this peer: {error}");
+                IndexStatus::Refused { error: error.to_string() }
+            }
+        };
+        self.inner.status.send_replace(status);
     }
 
     /// Publishes `files` in batches the index accepts.
@@ -256,7 +294,8 @@ impl IndexClient {
 
     /// Keeps the membership alive until `cancel` fires. `first` learns the
     /// outcome of the first join attempt, so `peernet up` can fail fast on a
-    /// wrong ticket or a taken nickname.
+    /// wrong ticket or a taken nickname. `neighbors` is read whenever
+    /// [`Self::neighbours_changed`] rings.
     pub async fn run_session(
         self,
         nickname: watch::Receiver<String>,
@@ -265,69 +304,80 @@ impl IndexClient {
         first: oneshot::Sender<Result<(), IndexError>>,
         cancel: CancellationToken,
     ) {
+        let mut session = Session::new(StdRng::from_rng(&mut rand::rng()));
+        let start = tokio::time::Instant::now();
         let mut first = Some(first);
-        let mut backoff = FIRST_BACKOFF;
+        let mut timer: Option<tokio::time::Instant> = None;
+        let mut events = VecDeque::from([session::Event::NeighboursChanged(neighbors()), session::Event::Start]);
         loop {
-            let nick = nickname.borrow().clone();
-            let joined = async {
-                self.join(&nick).await?;
-                self.flush_pending_unpublish().await;
-                self.publish(&files()).await
-            };
-            let outcome = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = joined => r,
-            };
-            if let Some(tx) = first.take() {
-                tx.send(outcome.clone()).ok();
-            }
-            match outcome {
-                Ok(()) => {
-                    info!("joined the index {}", self.inner.index_id.fmt_short());
-                    backoff = FIRST_BACKOFF;
-                    self.heartbeat_until_failure(&neighbors, &cancel).await;
-                    if cancel.is_cancelled() {
-                        return;
+            while let Some(event) = events.pop_front() {
+                // Each call re-arms the one timer, or leaves none.
+                timer = None;
+                for action in session.handle(event, start.elapsed()) {
+                    match action {
+                        session::Action::SetTimer(at) => timer = Some(start + at),
+                        session::Action::Status(status) => self.set_status(status),
+                        session::Action::FirstOutcome(outcome) => {
+                            if let Some(tx) = first.take() {
+                                tx.send(outcome).ok();
+                            }
+                        }
+                        io => {
+                            let outcome = tokio::select! {
+                                _ = cancel.cancelled() => return,
+                                outcome = self.perform(io, &nickname, &files) => outcome,
+                            };
+                            events.extend(outcome);
+                        }
                     }
                 }
-                Err(e @ IndexError::Refused { .. }) => {
-                    warn!("the index refused this peer: {e}");
-                    self.inner.status.send_replace(IndexStatus::Refused { error: e.to_string() });
-                    backoff = self.max_backoff();
-                }
-                Err(e) => {
-                    debug!("index unavailable: {e}");
-                    self.inner.status.send_replace(IndexStatus::Unreachable { error: e.to_string() });
-                }
             }
+            let fire = async {
+                match timer {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = fire => events.push_back(session::Event::Timer),
+                _ = self.inner.neighbours_changed.notified() => events.push_back(session::Event::NeighboursChanged(neighbors())),
             }
-            backoff = (backoff * 2).min(self.max_backoff());
         }
     }
 
-    fn max_backoff(&self) -> Duration {
-        self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(5))
-    }
-
-    async fn heartbeat_until_failure(&self, neighbors: &(impl Fn() -> Vec<EndpointId> + Send), cancel: &CancellationToken) {
-        loop {
-            let interval = self.timing().map(|t| t.heartbeat).unwrap_or(Duration::from_secs(10));
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(crate::jitter::jittered(interval)) => {}
-            }
-            match self.request(Request::Heartbeat { neighbors: neighbors() }).await {
-                Ok(_) => {}
-                Err(e) => {
-                    info!("heartbeat failed, re-joining: {e}");
-                    self.inner.status.send_replace(IndexStatus::Unreachable { error: e.to_string() });
-                    return;
+    /// Does what the session asked and says how it went.
+    async fn perform(
+        &self,
+        action: session::Action<IndexError>,
+        nickname: &watch::Receiver<String>,
+        files: &(impl Fn() -> Vec<FileEntry> + Send),
+    ) -> Option<session::Event<IndexError>> {
+        let failed = |error: IndexError| session::Event::JoinFailed { refused: matches!(error, IndexError::Refused { .. }), error };
+        Some(match action {
+            session::Action::Join => {
+                let nick = nickname.borrow().clone();
+                match self.join_for_timing(&nick).await {
+                    Ok(t) => session::Event::Joined { heartbeat: t.heartbeat, lease_ttl: t.lease_ttl },
+                    Err(e) => failed(e),
                 }
             }
-        }
+            session::Action::PublishAll => {
+                self.flush_pending_unpublish().await;
+                match self.publish(&files()).await {
+                    Ok(()) => session::Event::Published,
+                    Err(e) => failed(e),
+                }
+            }
+            session::Action::Heartbeat { neighbours } => match self.request(Request::Heartbeat { neighbors: neighbours }).await {
+                Ok(_) => session::Event::HeartbeatOk,
+                Err(error) => {
+                    info!("heartbeat failed, re-joining: {error}");
+                    session::Event::HeartbeatFailed { error }
+                }
+            },
+            session::Action::SetTimer(_) | session::Action::Status(_) | session::Action::FirstOutcome(_) => return None,
+        })
     }
 }
 

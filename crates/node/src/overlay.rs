@@ -5,7 +5,11 @@
 //! failed links; PlumTree spreads broadcasts along a tree with lazy repair.
 //! Neighbours are bootstrapped from the index's Referral; a peer that has
 //! lost all its neighbours asks the index for a new Referral by itself. The
-//! overlay keeps working while the index is down.
+//! overlay keeps working while the index is down. When presence goes out
+//! and when to ask for a referral is decided by
+//! [`peernet_proto::timers::Timers`]; this module moves the bytes. Every
+//! neighbour change is passed on to the index session, so the map learns it
+//! at once.
 
 use std::{
     collections::BTreeSet,
@@ -30,7 +34,9 @@ use peernet_proto::{
     flood::{Action as FloodAction, Flood, Query},
     index::{PeerAddr, Request, Response},
     key::NetworkKey,
+    timers::{self, Timers},
 };
+use rand::{rngs::StdRng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -40,8 +46,6 @@ use crate::{endpoint, index_client::IndexClient};
 const REFERRAL_K: u32 = 5;
 /// Room housekeeping period.
 const TICK: Duration = Duration::from_millis(250);
-/// Without neighbours for this long, ask the index for a new referral.
-const LONELY_AFTER: Duration = Duration::from_secs(2);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -61,10 +65,10 @@ struct Shared {
     neighbors: BTreeSet<EndpointId>,
     author: Author,
     flood: Flood,
-    /// When we last sent the room anything. Every signed event shows we
-    /// are here, so a peer that talks needs no separate presence: in a busy
-    /// room that saves a broadcast to everyone per peer and period.
-    last_sent: tokio::time::Instant,
+    /// Presence and re-referral. Every signed event we send shows we are
+    /// here, so a peer that talks needs no separate presence: in a busy room
+    /// that saves a broadcast to everyone per peer and period.
+    timers: Timers<StdRng>,
 }
 
 /// Handle to the overlay; cheap to clone.
@@ -78,6 +82,8 @@ pub struct Overlay {
     /// Set once our leave is announced: no presence may follow it, or
     /// receivers would count us back in.
     leaving: Arc<AtomicBool>,
+    /// Time zero for the timers.
+    started: tokio::time::Instant,
 }
 
 /// What the overlay asks of the node.
@@ -114,13 +120,14 @@ impl Overlay {
             neighbors: BTreeSet::new(),
             author: Author::new(secret, topic),
             flood: Flood::default(),
-            last_sent: tokio::time::Instant::now(),
+            timers: Timers::new(chatty, DEFAULT_PRESENCE, Duration::ZERO, StdRng::from_rng(&mut rand::rng())),
         }));
         let overlay = Self {
             shared: shared.clone(),
             sender: Arc::new(tokio::sync::Mutex::new(sender)),
             chatty,
             leaving: Arc::new(AtomicBool::new(false)),
+            started: tokio::time::Instant::now(),
         };
         let me = overlay.clone();
         let task = async move {
@@ -129,33 +136,32 @@ impl Overlay {
                 me.broadcast(Body::Hello { nickname: nick }).await.ok();
             }
             let mut tick = tokio::time::interval(TICK);
-            // Each period a little shorter at random, so a room that started
-            // together does not announce itself all at once.
-            let mut presence_factor = crate::jitter::factor();
-            let mut lonely_since: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
             loop {
-                tokio::select! {
+                let actions = tokio::select! {
                     _ = cancel.cancelled() => break,
                     event = receiver.next() => {
                         let Some(event) = event else { break };
                         match event {
                             Ok(GossipEvent::NeighborUp(id)) => {
                                 debug!("neighbour up: {}", id.fmt_short());
-                                me.lock().neighbors.insert(id);
-                                lonely_since = None;
-                                // Tell newcomers who we are without waiting for the next presence.
-                                if me.present() {
-                                    let nick = hooks.nickname.borrow().clone();
-                                    me.broadcast(Body::Presence { nickname: nick }).await.ok();
-                                }
+                                let actions = {
+                                    let mut s = me.lock();
+                                    s.neighbors.insert(id);
+                                    s.timers.handle(timers::Event::NeighbourUp, me.elapsed())
+                                };
+                                index.neighbours_changed();
+                                actions
                             }
                             Ok(GossipEvent::NeighborDown(id)) => {
                                 debug!("neighbour down: {}", id.fmt_short());
-                                let mut s = me.lock();
-                                s.neighbors.remove(&id);
-                                if s.neighbors.is_empty() {
-                                    lonely_since = Some(tokio::time::Instant::now());
-                                }
+                                let actions = {
+                                    let mut s = me.lock();
+                                    s.neighbors.remove(&id);
+                                    let left = s.neighbors.len();
+                                    s.timers.handle(timers::Event::NeighbourDown { left }, me.elapsed())
+                                };
+                                index.neighbours_changed();
+                                actions
                             }
                             Ok(GossipEvent::Received(msg)) => {
                                 let changes = me.lock().room.receive(&msg.content, now_ms());
@@ -168,8 +174,12 @@ impl Overlay {
                                     }
                                     Err(why) => warn!("dropped an event delivered by {}: {why}", msg.delivered_from.fmt_short()),
                                 }
+                                Vec::new()
                             }
-                            Ok(GossipEvent::Lagged) => warn!("overlay events were lost because this peer fell behind"),
+                            Ok(GossipEvent::Lagged) => {
+                                warn!("overlay events were lost because this peer fell behind");
+                                Vec::new()
+                            }
                             Err(e) => {
                                 warn!("overlay receiver failed: {e}");
                                 break;
@@ -178,19 +188,21 @@ impl Overlay {
                     }
                     _ = tick.tick() => {
                         let (interval, ttl) = (hooks.timing)().unwrap_or((DEFAULT_PRESENCE, DEFAULT_PRESENCE * 3));
-                        {
-                            let mut s = me.lock();
-                            s.room.set_presence_ttl(ttl.as_millis() as u64);
-                            s.room.tick(now_ms());
-                        }
-                        let quiet_for = me.lock().last_sent.elapsed();
-                        if me.present() && quiet_for >= interval.mul_f64(presence_factor) {
-                            presence_factor = crate::jitter::factor();
+                        let now = me.elapsed();
+                        let mut s = me.lock();
+                        s.room.set_presence_ttl(ttl.as_millis() as u64);
+                        s.room.tick(now_ms());
+                        s.timers.handle(timers::Event::PresencePeriod(interval), now);
+                        s.timers.handle(timers::Event::Tick, now)
+                    }
+                };
+                for action in actions {
+                    match action {
+                        timers::Action::SendPresence => {
                             let nick = hooks.nickname.borrow().clone();
-                            me.broadcast(Body::Presence { nickname: nick }).await.ok();
+                            me.send_presence(nick).await;
                         }
-                        if lonely_since.is_some_and(|t| t.elapsed() >= LONELY_AFTER) {
-                            lonely_since = Some(tokio::time::Instant::now());
+                        timers::Action::AskReferral => {
                             let peers = referral(&index, &lookup).await;
                             if !peers.is_empty() {
                                 debug!("no neighbours: re-attaching to {} referred peers", peers.len());
@@ -204,21 +216,34 @@ impl Overlay {
         Ok((overlay, task))
     }
 
-    /// Whether we announce ourselves: chat members only, until they leave.
-    fn present(&self) -> bool {
-        self.chatty && !self.leaving.load(Ordering::SeqCst)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().expect("overlay lock")
+    }
+
+    /// Time since the overlay started, the timers' clock.
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Signs and broadcasts an event, and applies it to our own room.
     async fn broadcast(&self, body: Body) -> Result<(), OverlayError> {
         let sender = self.sender.lock().await;
+        self.broadcast_with(&sender, body).await
+    }
+
+    /// Broadcasts a presence, unless our leave went out first (checked
+    /// under the sender lock, which orders what leaves this peer).
+    async fn send_presence(&self, nickname: String) {
+        let sender = self.sender.lock().await;
+        if !self.leaving.load(Ordering::SeqCst) {
+            self.broadcast_with(&sender, Body::Presence { nickname }).await.ok();
+        }
+    }
+
+    async fn broadcast_with(&self, sender: &GossipSender, body: Body) -> Result<(), OverlayError> {
         let (event, bytes) = {
             let mut s = self.lock();
-            s.last_sent = tokio::time::Instant::now();
+            s.timers.handle(timers::Event::Sent, self.elapsed());
             s.author.event(body, now_ms())
         };
         debug_assert!(bytes.len() <= MAX_EVENT_BYTES);
@@ -263,6 +288,7 @@ impl Overlay {
 
     pub async fn announce_leave(&self) {
         if self.chatty && !self.leaving.swap(true, Ordering::SeqCst) {
+            self.lock().timers.handle(timers::Event::Leave, self.elapsed());
             self.broadcast(Body::Leave).await.ok();
         }
     }
