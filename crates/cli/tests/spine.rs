@@ -70,5 +70,12 @@ fn share_search_get_kill_and_come_back() {
     wait_until(PATIENCE, "alice's files to return", || search(&b, "holiday-notes").len() == 1);
     assert!(online_nicks(&b).contains(&"alice".to_string()));
     assert_eq!(a.json(&["ls"]).as_array().unwrap().len(), 3);
+
+    // The daemons' logs went to files: plain text, no terminal colour codes.
+    for d in [&index, &a, &b, &c] {
+        let log = d.log_text();
+        assert!(!log.is_empty(), "{} logged something", d.name);
+        assert!(!log.contains('\u{1b}'), "{}'s log has ANSI escape codes:\n{}", d.name, &log[..log.len().min(500)]);
+    }
     drop(index);
 }
