@@ -2,7 +2,7 @@
 //! joins it. (Its own test binary: no other test's threads are counted.)
 
 use peernet_index::{store::Store, Config, Service};
-use peernet_proto::key::NetworkKey;
+use peernet_proto::{index::Request, key::NetworkKey};
 
 /// Threads of this process named like the store thread.
 fn store_threads() -> usize {
@@ -25,6 +25,8 @@ fn dropping_the_service_joins_its_store_thread() {
     let dir = tempfile::tempdir().unwrap();
     let me = iroh::SecretKey::generate().public();
     let service = Service::new(Store::open(&dir.path().join("index.db")).unwrap(), NetworkKey::generate(), me, Config::default());
+    // An answer comes from the store thread, so by then it is running and named.
+    service.handle(me, Request::Online { page: 0 }, 0);
     assert_eq!(store_threads(), 1, "the service runs one store thread");
     drop(service);
     assert_eq!(store_threads(), 0, "dropping the service ended and joined it");
