@@ -108,7 +108,6 @@ impl Shares {
     /// Finds exactly one share by name or by hash (or a hash prefix).
     pub fn find(&self, target: &str) -> Result<Share, ShareError> {
         let list = self.list();
-        let lower = target.to_ascii_lowercase();
         // The name the network knows, or the local file's name when the
         // two differ (a download saved as "name (1).ext").
         let local_name = |s: &Share| s.path.file_name().is_some_and(|n| n == target);
@@ -116,8 +115,8 @@ impl Shares {
         if matches.is_empty() {
             matches = list.iter().filter(|s| local_name(s)).collect();
         }
-        if matches.is_empty() && peernet_proto::search::hash_prefix(&lower).is_some() {
-            matches = list.iter().filter(|s| s.hash.to_hex().starts_with(&lower)).collect();
+        if let Some(prefix) = peernet_proto::search::hash_prefix(target).filter(|_| matches.is_empty()) {
+            matches = list.iter().filter(|s| s.hash.to_hex().starts_with(&prefix)).collect();
         }
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
