@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 /// Domain separation for the join proof.
 const JOIN_CONTEXT: &[u8] = b"peernet/join/1";
+/// Domain separation for the admission proof between two peers.
+const ADMIT_CONTEXT: &[u8] = b"peernet/admit/1";
 /// Domain separation for the gossip topic.
 const TOPIC_CONTEXT: &str = "peernet 2026 gossip topic v1";
 
@@ -50,6 +52,24 @@ impl NetworkKey {
         blake3::Hash::from(self.join_proof(joiner, index)) == blake3::Hash::from(*proof)
     }
 
+    /// Proof that `from` knows the key, addressed to `to` alone: the
+    /// admission exchange ([`crate::admission`]). The order of the two ids
+    /// matters, so a proof `from` sent to `to` is neither valid for anyone
+    /// else nor, reflected, a proof from `to` to `from`. The context differs
+    /// from the join proof's, so neither can stand in for the other.
+    pub fn admit_proof(&self, from: &EndpointId, to: &EndpointId) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(ADMIT_CONTEXT);
+        hasher.update(from.as_bytes());
+        hasher.update(to.as_bytes());
+        *hasher.finalize().as_bytes()
+    }
+
+    /// Checks an admission proof in constant time.
+    pub fn verify_admit(&self, from: &EndpointId, to: &EndpointId, proof: &[u8; 32]) -> bool {
+        blake3::Hash::from(self.admit_proof(from, to)) == blake3::Hash::from(*proof)
+    }
+
     /// The gossip topic of this network.
     pub fn topic(&self) -> [u8; 32] {
         blake3::derive_key(TOPIC_CONTEXT, &self.0)
@@ -72,6 +92,22 @@ mod tests {
         assert!(!key.verify_join(&b, &index, &proof), "another peer cannot reuse it");
         assert!(!key.verify_join(&a, &b, &proof), "another index cannot reuse it");
         assert!(!NetworkKey::generate().verify_join(&a, &index, &proof), "wrong key");
+    }
+
+    #[test]
+    fn admit_proof_is_bound_to_key_direction_and_both_ends() {
+        let key = NetworkKey::generate();
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let c = SecretKey::generate().public();
+        let proof = key.admit_proof(&a, &b);
+        assert!(key.verify_admit(&a, &b, &proof));
+        assert!(!key.verify_admit(&b, &a, &proof), "a reflected proof is not the other side's");
+        assert!(!key.verify_admit(&a, &c, &proof), "another receiver cannot reuse it");
+        assert!(!key.verify_admit(&c, &b, &proof), "another sender cannot reuse it");
+        assert!(!NetworkKey::generate().verify_admit(&a, &b, &proof), "wrong key");
+        assert!(!key.verify_join(&a, &b, &proof), "an admission proof is no join proof");
+        assert!(!key.verify_admit(&a, &b, &key.join_proof(&a, &b)), "a join proof is no admission proof");
     }
 
     #[test]

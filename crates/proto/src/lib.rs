@@ -4,6 +4,7 @@
 //! Nothing in this crate does IO. Everything here can be tested with plain
 //! values, and every other crate agrees on the network through these types.
 
+pub mod admission;
 pub mod answers;
 pub mod chat;
 pub mod flood;
