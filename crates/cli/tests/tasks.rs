@@ -39,15 +39,14 @@ async fn five_thousand_flood_queries_leave_no_task_behind() {
     let idle = (0..5).map(|_| counter(&status(&peer), "runtime_tasks")).min().unwrap();
 
     // Play a neighbour: every query matches the peer's file, so it answers
-    // each (to us, who do not take answers: each answer task fails) and
-    // passes each on to the root.
+    // each (back to us, who do not take answers: each answer task fails)
+    // and passes each on to the root.
     let (ep, lookup) = test_endpoint(vec![]).await;
     let s = status(&peer);
     let id: iroh::EndpointId = s["id"].as_str().unwrap().parse().unwrap();
     let ip = s["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
     let peer_addr = PeerAddr { id, ip, relay: None };
     peernet_node::endpoint::remember(&lookup, &peer_addr);
-    let me = PeerAddr { id: ep.id(), ip: ep.bound_sockets(), relay: None };
     let conn = ep.connect(peer_addr.to_endpoint_addr(), peernet_proto::flood::ALPN).await.unwrap();
     let handled_before = counter(&s, "flood_handled");
     let mut peak = 0;
@@ -56,7 +55,7 @@ async fn five_thousand_flood_queries_leave_no_task_behind() {
             let n = (batch * BATCH + i) as u64;
             let mut qid = [7u8; 16];
             qid[..8].copy_from_slice(&n.to_be_bytes());
-            let query = Query { id: qid, origin: me.clone(), text: "tune".into(), ttl: 2 };
+            let query = Query { id: qid, text: "tune".into(), ttl: 2 };
             let mut send = conn.open_uni().await.unwrap();
             peernet_index::frame_io::write_frame(&mut send, &FloodFrame::Query(query), MAX_FLOOD_FRAME).await.unwrap();
             send.finish().unwrap();

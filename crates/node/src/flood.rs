@@ -57,12 +57,12 @@ impl Pending {
     }
 }
 
-/// Serves `peernet/flood/1`: queries from neighbours (passed on to the
-/// node through `queries`) and answers to our own queries.
+/// Serves the flood protocol: frames from neighbours (queries, and answers
+/// on their way back to whoever asked) are passed to the runtime through
+/// `frames`. Answers whose signature does not hold are dropped here.
 #[derive(Debug, Clone)]
 pub struct FloodProtocol {
-    pub pending: Pending,
-    pub queries: mpsc::Sender<(Query, EndpointId)>,
+    pub frames: mpsc::Sender<(FloodFrame, EndpointId)>,
 }
 
 impl ProtocolHandler for FloodProtocol {
@@ -70,33 +70,30 @@ impl ProtocolHandler for FloodProtocol {
         let from = conn.remote_id();
         while let Ok(mut recv) = conn.accept_uni().await {
             let read = tokio::time::timeout(ANSWER_READ_TIMEOUT, read_frame::<FloodFrame>(&mut recv, MAX_FLOOD_FRAME)).await;
-            let answer = match read {
-                Ok(Ok(FloodFrame::Answer(answer))) => answer,
-                Ok(Ok(FloodFrame::Query(query))) => {
-                    // A full queue means we are flooded: dropping is the right answer.
-                    self.queries.try_send((query, from)).ok();
-                    continue;
-                }
+            let frame = match read {
+                Ok(Ok(frame)) => frame,
                 _ => {
                     debug!("unreadable flood frame from {}", from.fmt_short());
                     break;
                 }
             };
-            // A peer answers for itself only: its key is its identity.
-            if answer.provider.id != from || answer.files.len() > MAX_ANSWER_FILES {
-                debug!("dropped a flood answer from {} claiming another provider", from.fmt_short());
-                continue;
+            if let FloodFrame::Answer(answer) = &frame {
+                // Believed only for the key that signed it: a peer on the
+                // path cannot speak for another.
+                if !answer.verify() {
+                    debug!("dropped a flood answer from {} not signed by its provider", from.fmt_short());
+                    continue;
+                }
             }
-            if let Some(tx) = self.pending.sender(&answer.query) {
-                tx.try_send(answer).ok();
-            }
+            // A full queue means we are flooded: dropping is the right answer.
+            self.frames.try_send((frame, from)).ok();
         }
         conn.close(0u32.into(), b"done");
         Ok(())
     }
 }
 
-/// Sends one frame (a query to a neighbour, an answer to an origin) on its
+/// Sends one frame (a query to a neighbour, an answer back toward the asker) on its
 /// own stream of a reused link, and waits until the receiver has it.
 async fn send_frame(links: &Links, frame: FloodFrame, to: impl Into<iroh::EndpointAddr>) -> Result<(), String> {
     let conn = links.get(to).await?;
@@ -111,8 +108,8 @@ async fn send_frame(links: &Links, frame: FloodFrame, to: impl Into<iroh::Endpoi
     }
 }
 
-/// Flood queries from neighbours waiting to be handled; more are dropped.
-pub const QUERY_BUFFER: usize = 256;
+/// Flood frames from neighbours waiting to be handled; more are dropped.
+pub const FRAME_BUFFER: usize = 256;
 
 /// This peer's part in flood search; cheap to clone.
 #[derive(Debug, Clone)]
@@ -145,9 +142,10 @@ impl FloodSearch {
         Self { endpoint, links, lookup, overlay, pending, shares, nickname, answers, tasks }
     }
 
-    /// Handles queries from neighbours until the channel closes or the node
-    /// stops: answer if we match, pass on while the TTL lasts.
-    pub fn start(&self, mut queries: mpsc::Receiver<(Query, EndpointId)>) {
+    /// Handles frames from neighbours until the channel closes or the node
+    /// stops: answer a query if we match and pass it on while the TTL
+    /// lasts; take an answer to our own query, or pass it back.
+    pub fn start(&self, mut frames: mpsc::Receiver<(FloodFrame, EndpointId)>) {
         let links = self.links.clone();
         self.tasks.spawn(async move {
             let mut prune = tokio::time::interval(LINK_IDLE);
@@ -158,32 +156,47 @@ impl FloodSearch {
         });
         let this = self.clone();
         self.tasks.spawn(async move {
-            while let Some((query, from)) = queries.recv().await {
-                for action in this.overlay.flood_handle(query, from) {
-                    match action {
-                        Action::Answer(q) => this.answer(q),
-                        Action::Forward { query, to } => this.forward(query, to),
-                    }
+            while let Some((frame, from)) = frames.recv().await {
+                let actions = match frame {
+                    FloodFrame::Query(query) => this.overlay.flood_handle(query, from),
+                    FloodFrame::Answer(answer) => this.overlay.flood_answer(answer, from).into_iter().collect(),
+                };
+                for action in actions {
+                    this.act(action);
                 }
             }
         });
     }
 
-    fn forward(&self, query: Query, to: Vec<EndpointId>) {
-        for neighbour in to {
-            let links = self.links.clone();
-            let frame = FloodFrame::Query(query.clone());
-            self.tasks.spawn(async move {
-                if let Err(e) = send_frame(&links, frame, neighbour).await {
-                    debug!("could not pass a flood query to {}: {e}", neighbour.fmt_short());
+    fn act(&self, action: Action) {
+        match action {
+            Action::Answer { query, back } => self.answer(query, back),
+            Action::Forward { query, to } => {
+                for neighbour in to {
+                    self.send(FloodFrame::Query(query.clone()), neighbour);
                 }
-            });
+            }
+            Action::Deliver(answer) => {
+                if let Some(tx) = self.pending.sender(&answer.query) {
+                    tx.try_send(answer).ok();
+                }
+            }
+            Action::Reply { answer, to } => self.send(FloodFrame::Answer(answer), to),
         }
     }
 
-    /// Answers a flood query with our matching files, if any, straight to
-    /// its origin.
-    fn answer(&self, query: Query) {
+    fn send(&self, frame: FloodFrame, to: EndpointId) {
+        let links = self.links.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = send_frame(&links, frame, to).await {
+                debug!("could not send a flood frame to {}: {e}", to.fmt_short());
+            }
+        });
+    }
+
+    /// Answers a flood query with our matching files, if any, signed, to
+    /// the neighbour that handed us the query.
+    fn answer(&self, query: Query, back: EndpointId) {
         if !self.answers {
             return;
         }
@@ -193,14 +206,9 @@ impl FloodSearch {
             return;
         }
         let nickname = self.nickname.borrow().clone();
-        let answer = Answer { query: query.id, provider: endpoint::own_addr(&self.endpoint), nickname, files };
-        let origin = query.origin.to_endpoint_addr();
-        let links = self.links.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = send_frame(&links, FloodFrame::Answer(answer), origin).await {
-                debug!("could not answer a flood query: {e}");
-            }
-        });
+        let me = endpoint::own_addr(&self.endpoint);
+        let answer = Answer::signed(self.endpoint.secret_key(), query.id, me, nickname, files);
+        self.send(FloodFrame::Answer(answer), back);
     }
 
     /// Asks the overlay: the query goes from neighbour to neighbour with a
@@ -208,9 +216,7 @@ impl FloodSearch {
     pub async fn search(&self, text: &str, ttl: u8, window: Duration) -> Vec<Hit> {
         let id: [u8; 16] = rand::random();
         let mut answers_rx = self.pending.open(id);
-        if let Action::Forward { query, to } = self.overlay.flood_start(id, endpoint::own_addr(&self.endpoint), text.to_string(), ttl) {
-            self.forward(query, to);
-        }
+        self.act(self.overlay.flood_start(id, text.to_string(), ttl));
         let mut answers = Vec::new();
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers_rx.recv()).await {

@@ -31,8 +31,8 @@ use n0_future::StreamExt;
 use peernet_index::now_ms;
 use peernet_proto::{
     chat::{Author, Body, Change, ChatMessage, Member, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
-    flood::{Action as FloodAction, Flood, Query},
-    index::{PeerAddr, Request, Response},
+    flood::{Action as FloodAction, Answer, Flood, Query},
+    index::{Request, Response},
     key::NetworkKey,
     timers::{self, Timers},
 };
@@ -258,11 +258,16 @@ impl Overlay {
         s.flood.handle(query, from, &neighbors, now_ms())
     }
 
+    /// Where a flood answer delivered by neighbour `from` goes next.
+    pub fn flood_answer(&self, answer: Answer, from: EndpointId) -> Option<FloodAction> {
+        self.lock().flood.answer_arrived(answer, from, now_ms())
+    }
+
     /// Starts a flood query of our own: returns it with the neighbours to send it to.
-    pub fn flood_start(&self, id: [u8; 16], origin: PeerAddr, text: String, ttl: u8) -> FloodAction {
+    pub fn flood_start(&self, id: [u8; 16], text: String, ttl: u8) -> FloodAction {
         let mut s = self.lock();
         let neighbors: Vec<EndpointId> = s.neighbors.iter().copied().collect();
-        s.flood.start(id, origin, text, ttl, &neighbors, now_ms())
+        s.flood.start(id, text, ttl, &neighbors, now_ms())
     }
 
     /// Flood queries handled here (first sight) and copies dropped as seen.

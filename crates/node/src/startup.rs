@@ -184,11 +184,11 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let gossip = gossip_builder().spawn(endpoint.clone());
     started.gossip = Some(gossip.clone());
     let pending = Pending::default();
-    let (flood_queries, flood_rx) = mpsc::channel(crate::flood::QUERY_BUFFER);
+    let (flood_frames, flood_rx) = mpsc::channel(crate::flood::FRAME_BUFFER);
     let mut router = Router::builder(endpoint.clone())
         .accept(iroh_blobs::ALPN, blobs)
         .accept(iroh_gossip::ALPN, gossip.clone())
-        .accept(peernet_proto::flood::ALPN, FloodProtocol { pending: pending.clone(), queries: flood_queries });
+        .accept(peernet_proto::flood::ALPN, FloodProtocol { frames: flood_frames });
 
     let (ticket, hosted, index) = match &membership {
         Membership::Host { network_key } => {

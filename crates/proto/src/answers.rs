@@ -103,7 +103,8 @@ mod tests {
 
     fn answer(seed: u8, files: &[&str]) -> Answer {
         let p = peer(seed);
-        Answer { query: [1; 16], provider: p.addr, nickname: p.nickname, files: files.iter().map(|f| file(f)).collect() }
+        let key = iroh::SecretKey::from_bytes(&[seed; 32]);
+        Answer::signed(&key, [1; 16], p.addr, p.nickname, files.iter().map(|f| file(f)).collect())
     }
 
     fn hit(content: &str, providers: &[u8]) -> Hit {

@@ -19,9 +19,9 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use iroh::SecretKey;
+use iroh::{SecretKey, Signature};
 use peernet_proto::{
-    flood::{clamp_ttl, Action, Flood, Query, MAX_FANOUT, MAX_TTL},
+    flood::{clamp_ttl, Action, Answer, Flood, Query, MAX_FANOUT, MAX_TTL},
     index::PeerAddr,
     EndpointId,
 };
@@ -204,6 +204,8 @@ struct Outcome {
     answered: BTreeSet<usize>,
     /// Copies that reached each peer.
     copies: Vec<u64>,
+    /// Answers that made it back to the asker.
+    delivered: usize,
 }
 
 impl Outcome {
@@ -220,6 +222,10 @@ struct Net<'g> {
     neighbors: Vec<Vec<EndpointId>>,
     floods: Vec<Flood>,
     now_ms: u64,
+    /// The query id of the current run.
+    last_query: [u8; 16],
+    /// A peer playing the asker without flood state of its own.
+    hostile: Option<usize>,
 }
 
 impl<'g> Net<'g> {
@@ -232,6 +238,8 @@ impl<'g> Net<'g> {
             neighbors: graph.adj.iter().map(|n| n.iter().map(|&w| ids[w]).collect()).collect(),
             floods: (0..graph.len()).map(|_| Flood::default()).collect(),
             now_ms: 1_000,
+            last_query: [0; 16],
+            hostile: None,
         }
     }
 
@@ -258,8 +266,8 @@ impl<'g> Net<'g> {
     /// The origin starts a query: its first copies.
     fn start(&mut self, origin: usize, ttl: u8, id: [u8; 16]) -> Vec<Copy> {
         self.now_ms += 1;
-        let addr = self.addr(origin);
-        let action = self.floods[origin].start(id, addr, "song".into(), ttl, &self.neighbors[origin], self.now_ms);
+        self.last_query = id;
+        let action = self.floods[origin].start(id, "song".into(), ttl, &self.neighbors[origin], self.now_ms);
         let Action::Forward { query, to } = action else { panic!("start always forwards: {action:?}") };
         assert_eq!(query.ttl, clamp_ttl(ttl), "the origin clamps its own TTL");
         self.targets(origin, &to, &[self.ids[origin]])
@@ -271,8 +279,11 @@ impl<'g> Net<'g> {
     /// Carries copies until none is left, checking every step.
     fn run(&mut self, first: Vec<Copy>, delivery: Delivery, rng: &mut StdRng) -> Outcome {
         let n = self.graph.len();
-        let Some(head) = first.first() else { return Outcome { answered: BTreeSet::new(), copies: vec![0; n] } };
-        let (id, origin) = (head.query.id, head.query.origin.id);
+        let Some(head) = first.first() else { return Outcome { answered: BTreeSet::new(), copies: vec![0; n], delivered: 0 } };
+        // The first copies come from the asker (or from a hostile peer
+        // playing one, which runs no flood state).
+        let (id, origin) = (head.query.id, head.from);
+        let mut delivered = 0;
         // The TTL a copy has after its first hop's clamp, for the per-hop check.
         let top = head.query.ttl.min(MAX_TTL);
         let before: Vec<(u64, u64)> = self.floods.iter().map(|f| (f.handled, f.duplicates)).collect();
@@ -307,30 +318,71 @@ impl<'g> Net<'g> {
             assert_eq!(u32::from(ttl.min(MAX_TTL)) + copy.hops - 1, u32::from(top), "{}: TTL drops by one per hop", self.graph.name);
             copies[v] += 1;
             self.now_ms += 1;
+            if self.hostile == Some(v) {
+                // It plays the asker and runs no flood state: copies that
+                // reach it go no further.
+                continue;
+            }
             let sender = self.ids[copy.from];
             for action in self.floods[v].handle(copy.query, sender, &self.neighbors[v], self.now_ms) {
                 match action {
-                    Action::Answer(q) => {
-                        assert_eq!((q.id, q.origin.id), (id, origin));
+                    Action::Answer { query: q, back } => {
+                        assert_eq!((q.id, back), (id, sender), "{}: peer {v} answers toward the sender", self.graph.name);
                         answers[v] += 1;
+                        let hops = self.route_back(v, back, origin);
+                        assert_eq!(hops, copy.hops, "{}: peer {v}'s answer retraces the query's path", self.graph.name);
+                        delivered += 1;
                     }
                     Action::Forward { query, to } => {
                         assert_eq!(query.ttl, ttl.min(MAX_TTL) - 1, "{}: peer {v} forwards with TTL {}", self.graph.name, query.ttl);
                         assert!(query.ttl >= 1, "{}: peer {v} forwards a spent query", self.graph.name);
-                        for w in self.targets(v, &to, &[sender, origin]) {
+                        for w in self.targets(v, &to, &[sender]) {
                             next_round.push(Copy { from: v, to: w, query: query.clone(), hops: copy.hops + 1 });
                         }
                     }
+                    other => panic!("{}: handling a query gave {other:?}", self.graph.name),
                 }
             }
         }
-        for v in 0..n {
+        for v in (0..n).filter(|v| self.hostile != Some(*v)) {
             let (handled, duplicates) = (self.floods[v].handled - before[v].0, self.floods[v].duplicates - before[v].1);
             assert!(answers[v] <= 1, "{}: peer {v} answered {} times", self.graph.name, answers[v]);
             assert_eq!(handled, u64::from(answers[v]), "{}: peer {v} handled count", self.graph.name);
             assert_eq!(handled + duplicates, copies[v], "{}: peer {v} saw {} copies", self.graph.name, copies[v]);
         }
-        Outcome { answered: (0..n).filter(|&v| answers[v] == 1).collect(), copies }
+        Outcome { answered: (0..n).filter(|&v| answers[v] == 1).collect(), copies, delivered }
+    }
+
+    /// Carries `v`'s answer back, hop by hop as each peer's state says,
+    /// until the asker takes it; returns the number of hops.
+    fn route_back(&mut self, v: usize, back: EndpointId, origin: usize) -> u32 {
+        let answer = Answer {
+            query: [0; 16],
+            provider: self.addr(v),
+            nickname: String::new(),
+            files: Vec::new(),
+            // Routing does not check signatures; the receiving node does.
+            signature: Signature::from_bytes(&[0; 64]),
+        };
+        let query = self.last_query;
+        let answer = Answer { query, ..answer };
+        let (mut from, mut to, mut hops) = (v, self.by_id[&back], 1);
+        loop {
+            assert!(hops <= u32::from(MAX_TTL), "{}: an answer from {v} wanders", self.graph.name);
+            if to == origin && self.hostile == Some(origin) {
+                return hops;
+            }
+            match self.floods[to].answer_arrived(answer.clone(), self.ids[from], self.now_ms) {
+                Some(Action::Deliver(_)) => {
+                    assert_eq!(to, origin, "{}: {v}'s answer delivered at {to}, not the asker", self.graph.name);
+                    return hops;
+                }
+                Some(Action::Reply { to: next, .. }) => {
+                    (from, to, hops) = (to, self.by_id[&next], hops + 1);
+                }
+                other => panic!("{}: {v}'s answer stuck at {to}: {other:?}", self.graph.name),
+            }
+        }
     }
 }
 
@@ -425,14 +477,16 @@ fn an_inflated_ttl_from_a_hostile_neighbour_is_clamped() {
             // the origin; it runs no flood state of its own.
             let entry = pick(&graph, MAX_FANOUT + 1, &mut rng);
             let hostile = graph.adj[entry][rng.random_range(0..graph.degree(entry))];
-            let query = Query { id: query_id(seed, 3), origin: net.addr(hostile), text: "song".into(), ttl: u8::MAX };
+            let query = Query { id: query_id(seed, 3), text: "song".into(), ttl: u8::MAX };
+            net.last_query = query.id;
+            net.hostile = Some(hostile);
             let first = vec![Copy { from: hostile, to: entry, query, hops: 1 }];
             let outcome = net.run(first, Delivery::Rounds, &mut rng);
             // Clamped at the entry to MAX_TTL, which counts the hop that
             // delivered it: the entry and MAX_TTL - 1 hops beyond it answer.
             let expected = graph.ball(entry, Some(hostile), 0, u32::from(MAX_TTL) - 1);
             assert_eq!(outcome.answered, expected, "{}, seed {seed}: reach of a hostile TTL", graph.name);
-            assert_eq!(outcome.copies[hostile], 0, "{}: nobody forwards to the query's origin", graph.name);
+            assert_eq!(outcome.delivered, outcome.answered.len(), "{}: every answer goes back to the hostile asker", graph.name);
             let dist = graph.distances(hostile, None);
             assert!(outcome.reached().all(|v| dist[v].is_some_and(|d| d <= u32::from(MAX_TTL))));
         }
@@ -484,7 +538,7 @@ fn past_the_fan_out_a_peer_forwards_to_the_lowest_ids_only() {
 #[test]
 fn clocks_at_the_ends_of_the_range_do_not_overflow() {
     let ids = peer_ids(3);
-    let query = |n: u8| Query { id: [n; 16], origin: PeerAddr { id: ids[0], ip: vec![], relay: None }, text: "x".into(), ttl: 2 };
+    let query = |n: u8| Query { id: [n; 16], text: "x".into(), ttl: 2 };
     let mut flood = Flood::default();
     for (n, now) in [(1, u64::MAX - 1), (2, u64::MAX - 1), (3, 0), (1, 0), (4, u64::MAX)] {
         // Handling must not panic; id 1 is remembered across a clock that
