@@ -67,6 +67,39 @@ pub struct LeaseArgs {
     /// How long a peer stays online without a heartbeat.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub lease_ttl: Duration,
+
+    /// Requests one peer may send the index, per second and in a burst
+    /// (when this process hosts it); beyond it the index answers "slow down".
+    #[arg(long, default_value = "50/200", value_parser = parse_budget, value_name = "PER_SECOND/BURST")]
+    pub index_rate: peernet_index::budget::Rate,
+
+    /// Peers that may be registered from one IP address at once (when this
+    /// process hosts the index).
+    #[arg(long, default_value_t = peernet_index::DEFAULT_KEYS_PER_ADDRESS, value_name = "N")]
+    pub keys_per_address: usize,
+}
+
+impl LeaseArgs {
+    /// The index's configuration from these options.
+    pub fn index_config(&self) -> peernet_index::Config {
+        peernet_index::Config {
+            heartbeat: self.heartbeat,
+            lease_ttl: self.lease_ttl,
+            request_rate: self.index_rate,
+            keys_per_address: self.keys_per_address,
+        }
+    }
+}
+
+/// `PER_SECOND/BURST`, e.g. `50/200`; a lone number is both.
+fn parse_budget(s: &str) -> Result<peernet_index::budget::Rate, String> {
+    let number = |n: &str| {
+        n.trim().parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| format!("'{s}' is not a rate; write PER_SECOND/BURST, e.g. 50/200"))
+    };
+    match s.split_once('/') {
+        Some((rate, burst)) => Ok(peernet_index::budget::Rate::new(number(rate)?, number(burst)?)),
+        None => number(s).map(|n| peernet_index::budget::Rate::new(n, n)),
+    }
 }
 
 #[derive(Debug, Subcommand)]

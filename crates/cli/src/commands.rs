@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 downloads,
                 bind: net.bind,
                 relay: net.relay,
-                index: peernet_index::Config { heartbeat: lease.heartbeat, lease_ttl: lease.lease_ttl },
+                index: lease.index_config(),
                 upload_limit,
                 index_only: false,
             })
@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 downloads: None,
                 bind: net.bind,
                 relay: net.relay,
-                index: peernet_index::Config { heartbeat: lease.heartbeat, lease_ttl: lease.lease_ttl },
+                index: lease.index_config(),
                 upload_limit: None,
                 index_only: true,
             })

@@ -7,6 +7,7 @@
 //! semantics are in [`service`], free of sockets; [`protocol`] serves it over
 //! QUIC.
 
+pub mod budget;
 pub mod frame_io;
 pub mod protocol;
 pub mod service;
@@ -20,18 +21,33 @@ use peernet_proto::key::NetworkKey;
 pub use protocol::IndexProtocol;
 pub use service::Service;
 
-/// Lease timing. Clients learn both values when they join.
+/// Requests one key may send the index: enough for a peer sharing a large
+/// folder or paging through a big `online` list, far below a flood.
+pub const DEFAULT_REQUEST_RATE: budget::Rate = budget::Rate::new(50, 200);
+/// Keys that may be registered from one IP address at once (the sybil cap).
+pub const DEFAULT_KEYS_PER_ADDRESS: usize = 64;
+
+/// Lease timing (clients learn both values when they join) and budgets.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How often peers should heartbeat.
     pub heartbeat: Duration,
     /// How long a lease lasts without a heartbeat.
     pub lease_ttl: Duration,
+    /// Requests per key; beyond it the index answers "slow down".
+    pub request_rate: budget::Rate,
+    /// Keys registered from one IP address at once; a Join beyond it is refused.
+    pub keys_per_address: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { heartbeat: Duration::from_secs(10), lease_ttl: Duration::from_secs(30) }
+        Self {
+            heartbeat: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(30),
+            request_rate: DEFAULT_REQUEST_RATE,
+            keys_per_address: DEFAULT_KEYS_PER_ADDRESS,
+        }
     }
 }
 

@@ -7,21 +7,31 @@
 //! [`close_code::BUSY`], and each connection has at most
 //! [`MAX_STREAMS_PER_CONNECTION`] requests in flight.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
 use iroh::{
     endpoint::{Connection, VarInt},
     protocol::{AcceptError, ProtocolHandler},
+    EndpointId, TransportAddr,
 };
 use peernet_proto::{
     frame::FrameError,
-    index::{close_code, Request},
+    index::{close_code, ErrorCode, Request, Response},
     limits::{MAX_INDEX_CONNECTIONS, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, MAX_STREAMS_PER_CONNECTION},
 };
 use tokio::{sync::Semaphore, task::JoinSet};
 use tracing::debug;
 
 use crate::{
+    budget::Budget,
     frame_io::{read_frame, write_frame, FrameIoError},
     now_ms,
     service::Service,
@@ -34,11 +44,59 @@ pub const REQUEST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_
 pub struct IndexProtocol {
     service: Arc<Service>,
     connections: Arc<Semaphore>,
+    budgets: Arc<Budgets>,
+}
+
+/// What one remote key, or one address, may ask of the index.
+#[derive(Debug)]
+struct Budgets {
+    requests: Budget<EndpointId>,
+    addresses: Addresses,
 }
 
 impl IndexProtocol {
     pub fn new(service: Arc<Service>) -> Self {
-        Self { service, connections: Arc::new(Semaphore::new(MAX_INDEX_CONNECTIONS)) }
+        let config = service.config();
+        let budgets = Budgets {
+            requests: Budget::new(config.request_rate),
+            addresses: Addresses::new(config.keys_per_address, config.lease_ttl),
+        };
+        Self { service, connections: Arc::new(Semaphore::new(MAX_INDEX_CONNECTIONS)), budgets: Arc::new(budgets) }
+    }
+
+    /// Requests refused for coming too fast, and Joins refused because their
+    /// address already holds as many keys as allowed.
+    pub fn refusals(&self) -> (u64, u64) {
+        (self.budgets.requests.refused(), self.budgets.addresses.refused())
+    }
+
+    /// Whether `from` (at `ip`) may have `request` handled now; the refusal
+    /// otherwise.
+    fn admit(&self, from: EndpointId, ip: Option<IpAddr>, request: &Request) -> Result<(), Response> {
+        if let Err(wait) = self.budgets.requests.allow(&from) {
+            return Err(Response::error(
+                ErrorCode::SlowDown,
+                format!(
+                    "this peer sends the index more than {} requests; slow down and retry in {} ms",
+                    self.budgets.requests.rate(),
+                    wait.as_millis().max(1)
+                ),
+            ));
+        }
+        if let Some(ip) = ip {
+            let joining = matches!(request, Request::Join(_));
+            if !self.budgets.addresses.seen(ip, from, now_ms(), joining) {
+                return Err(Response::error(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "the address {ip} already has {} peers registered, the most one address may hold; \
+                         join from another address, or ask the index's operator to raise --keys-per-address",
+                        self.budgets.addresses.cap
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The request handler, for callers in the same process (a peer that
@@ -55,13 +113,18 @@ impl ProtocolHandler for IndexProtocol {
             return Ok(());
         };
         let from = conn.remote_id();
+        // The address the connection comes from (not one the peer claims).
+        let ip = conn.paths().iter().find_map(|p| match p.remote_addr() {
+            TransportAddr::Ip(addr) => Some(addr.ip()),
+            _ => None,
+        });
         let mut streams = JoinSet::new();
         loop {
             tokio::select! {
                 // Bound requests in flight: stop accepting while the set is full.
                 stream = conn.accept_bi(), if streams.len() < MAX_STREAMS_PER_CONNECTION as usize => {
                     let Ok((mut send, mut recv)) = stream else { break };
-                    let service = self.service.clone();
+                    let this = self.clone();
                     streams.spawn(async move {
                         // A client that opens a stream and never finishes its frame
                         // must not hold one of the connection's slots forever.
@@ -76,7 +139,10 @@ impl ProtocolHandler for IndexProtocol {
                                 ))
                             }
                         };
-                        let response = service.call(from, request, now_ms()).await;
+                        let response = match this.admit(from, ip, &request) {
+                            Ok(()) => this.service.call(from, request, now_ms()).await,
+                            Err(refusal) => refusal,
+                        };
                         if let Err(e) = write_frame(&mut send, &response, MAX_RESPONSE_FRAME).await {
                             debug!("could not answer {}: {e}", from.fmt_short());
                         }
@@ -109,5 +175,68 @@ fn close_for(e: FrameIoError) -> Option<(u32, String)> {
             Some((close_code::MALFORMED, "request frame ended early".to_string()))
         }
         FrameIoError::Io(_) => None,
+    }
+}
+
+/// Which keys each IP address has used lately, to cap how many one address
+/// may hold (the sybil cap). A key counts while it has sent a request within
+/// the lease TTL; so does its place under the cap.
+#[derive(Debug)]
+struct Addresses {
+    cap: usize,
+    window_ms: u64,
+    keys: Mutex<HashMap<IpAddr, HashMap<EndpointId, u64>>>,
+    refused: AtomicU64,
+}
+
+impl Addresses {
+    fn new(cap: usize, lease_ttl: Duration) -> Self {
+        Self { cap, window_ms: lease_ttl.as_millis() as u64, keys: Default::default(), refused: AtomicU64::new(0) }
+    }
+
+    /// Records a request from `key` at `ip`. A Join of a key the address
+    /// does not hold yet is refused (false) when the address is full.
+    fn seen(&self, ip: IpAddr, key: EndpointId, now: u64, joining: bool) -> bool {
+        let mut all = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window_ms;
+        let keys = all.entry(ip).or_default();
+        keys.retain(|_, at| at.saturating_add(window) > now);
+        if !keys.contains_key(&key) && joining && keys.len() >= self.cap {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        keys.insert(key, now);
+        // Addresses whose keys all went quiet are forgotten.
+        if all.len() > 1024 {
+            all.retain(|_, keys| keys.values().any(|at| at.saturating_add(window) > now));
+        }
+        true
+    }
+
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> EndpointId {
+        iroh::SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_cap_of_keys_at_once() {
+        let book = Addresses::new(2, Duration::from_secs(30));
+        let (ip, other) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(book.seen(ip, key(1), 0, true));
+        assert!(book.seen(ip, key(2), 0, true));
+        assert!(!book.seen(ip, key(3), 1, true), "a third key from the same address");
+        assert!(book.seen(ip, key(1), 2, true), "a key it holds may join again");
+        assert!(book.seen(other, key(3), 2, true), "another address has its own cap");
+        assert_eq!(book.refused(), 1);
+        // Once key 2 has been quiet for the lease, its place is free.
+        assert!(book.seen(ip, key(3), 31_000, true));
     }
 }

@@ -297,7 +297,7 @@ mod tests {
     fn world() -> World {
         let key = NetworkKey::generate();
         let index = SecretKey::generate().public();
-        let config = Config { heartbeat: Duration::from_secs(1), lease_ttl: Duration::from_millis(TTL) };
+        let config = Config { heartbeat: Duration::from_secs(1), lease_ttl: Duration::from_millis(TTL), ..Config::default() };
         World { service: Service::new(Store::open_in_memory().unwrap(), key, index, config), key, index }
     }
 
@@ -603,7 +603,7 @@ mod tests {
         let db = dir.path().join("index.db");
         let key = NetworkKey::generate();
         let index = SecretKey::generate().public();
-        let config = Config { heartbeat: Duration::from_secs(1), lease_ttl: Duration::from_secs(60) };
+        let config = Config { heartbeat: Duration::from_secs(1), lease_ttl: Duration::from_secs(60), ..Config::default() };
         let w = World { service: Service::new(Store::open(&db).unwrap(), key, index, config), key, index };
         let owner = peer(200);
         w.join(owner, "owner", 0);

@@ -38,6 +38,10 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// Tries of a request the index keeps answering with "slow down", and the
+/// first pause between them (doubling: 100, 200, 400 ms).
+pub const SLOW_DOWN_TRIES: u32 = 4;
+const SLOW_DOWN_PAUSE: Duration = Duration::from_millis(100);
 /// Timeout for one request before the index has told us its heartbeat.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -162,7 +166,21 @@ impl IndexClient {
     }
 
     /// Sends one request and maps an error response to [`IndexError::Refused`].
+    /// When the index says "slow down", the request is sent again after a
+    /// pause that doubles each time, up to [`SLOW_DOWN_TRIES`] tries.
     pub async fn request(&self, request: Request) -> Result<Response, IndexError> {
+        let mut pause = SLOW_DOWN_PAUSE;
+        for _ in 1..SLOW_DOWN_TRIES {
+            match self.call(request.clone()).await? {
+                Response::Error { code: ErrorCode::SlowDown, message } => {
+                    debug!("the index asks us to slow down: {message}");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Response::Error { code, message } => return Err(IndexError::Refused { code, message }),
+                other => return Ok(other),
+            }
+        }
         match self.call(request).await? {
             Response::Error { code, message } => Err(IndexError::Refused { code, message }),
             other => Ok(other),

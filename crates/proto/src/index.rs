@@ -205,6 +205,8 @@ pub enum ErrorCode {
     LimitExceeded,
     InvalidRequest,
     Internal,
+    /// Too many requests from this key: wait, then try again.
+    SlowDown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
