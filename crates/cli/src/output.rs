@@ -148,6 +148,10 @@ pub fn status(s: &Status, json: bool) {
         let dropped: Vec<String> = s.dropped_events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("dropped events: {}", dropped.join(", "));
     }
+    println!(
+        "admission: {} keys admitted, {} outsider connections refused, {} proofs refused",
+        s.admitted_keys, s.refused_outsiders, s.refused_proofs
+    );
     println!("data dir:  {}", s.data_dir.display());
     println!("downloads: {}", s.downloads.display());
     println!("ticket:    {}", s.ticket);

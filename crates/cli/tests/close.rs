@@ -19,16 +19,20 @@ use peernet_proto::{
 async fn forge_close(ticket: &str, via: &serde_json::Value) {
     let ticket: Ticket = ticket.parse().unwrap();
     let key = SecretKey::generate();
-    let (ep, lookup) = peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
+    // A member: it proves the network key before each connect.
+    let admission = peernet_node::admission::Admission::new(ticket.network_key, key.public());
+    let config = peernet_node::endpoint::EndpointConfig {
         secret_key: key.clone(),
         bind: "127.0.0.1:0".parse().unwrap(),
         relay: None,
         alpns: vec![iroh_gossip::ALPN.to_vec()],
-    })
-    .await
-    .unwrap();
+    };
+    let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission).await.unwrap();
     let gossip = iroh_gossip::net::Gossip::builder().max_message_size(8192).spawn(ep.clone());
-    let router = iroh::protocol::Router::builder(ep.clone()).accept(iroh_gossip::ALPN, gossip.clone()).spawn();
+    let router = iroh::protocol::Router::builder(ep.clone())
+        .accept(peernet_proto::admission::ALPN, admission.protocol())
+        .accept(iroh_gossip::ALPN, gossip.clone())
+        .spawn();
     let peer = PeerAddr {
         id: via["id"].as_str().unwrap().parse().unwrap(),
         ip: via["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect(),
@@ -46,6 +50,7 @@ async fn forge_close(ticket: &str, via: &serde_json::Value) {
     sub.broadcast(Bytes::from(bytes)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     router.shutdown().await.ok();
+    admission.detach();
 }
 
 /// Acceptance: a forged close (signed by a non-root key) makes no peer

@@ -12,7 +12,7 @@ use iroh::{
     Endpoint, EndpointAddr,
 };
 use iroh_blobs::{store::mem::MemStore, BlobsProtocol};
-use peernet_proto::{index::FileEntry, ticket::Ticket};
+use peernet_proto::{admission::ALPN as ADMIT_ALPN, index::FileEntry, ticket::Ticket};
 
 /// Serves the blobs protocol by relaying to an honest provider, flipping one
 /// byte of every response after its first 64 KiB.
@@ -87,11 +87,17 @@ async fn a_lying_provider_is_caught_and_reported() {
     let store = MemStore::new();
     let tag = store.blobs().add_slice(std::fs::read(&file).unwrap()).temp_tag().await.unwrap();
     let hash = tag.hash();
-    let (honest_ep, _) = test_endpoint(vec![iroh_blobs::ALPN.to_vec()]).await;
-    let honest = Router::builder(honest_ep.clone()).accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None)).spawn();
-    let (liar_ep, liar_lookup) = test_endpoint(vec![iroh_blobs::ALPN.to_vec()]).await;
+    // Both are members: the downloader proves itself to the liar before it
+    // connects, and the liar to the honest store.
+    let (honest_ep, _, honest_admission) = member_endpoint(vec![iroh_blobs::ALPN.to_vec()], ticket.network_key).await;
+    let honest = Router::builder(honest_ep.clone())
+        .accept(ADMIT_ALPN, honest_admission.protocol())
+        .accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None))
+        .spawn();
+    let (liar_ep, liar_lookup, liar_admission) = member_endpoint(vec![iroh_blobs::ALPN.to_vec()], ticket.network_key).await;
     let lied = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let liar = Router::builder(liar_ep.clone())
+        .accept(ADMIT_ALPN, liar_admission.protocol())
         .accept(iroh_blobs::ALPN, Corrupting { endpoint: liar_ep.clone(), honest: honest_ep.addr(), lied: lied.clone() })
         .spawn();
     let entry = FileEntry { name: "dataset.tar".into(), size: 8 * 1024 * 1024, hash, kind: Default::default() };
@@ -114,5 +120,7 @@ async fn a_lying_provider_is_caught_and_reported() {
     assert!(same_bytes(&file, &d.downloads().join("dataset.tar")), "not one corrupt byte reached the file");
     tokio::time::timeout(Duration::from_secs(10), liar.shutdown()).await.ok();
     tokio::time::timeout(Duration::from_secs(10), honest.shutdown()).await.ok();
+    liar_admission.detach();
+    honest_admission.detach();
     drop((d, honest_peers, index));
 }

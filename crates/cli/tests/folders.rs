@@ -101,8 +101,11 @@ async fn a_crafted_folder_cannot_escape() {
         std::mem::forget(tag);
     }
     let collection = Collection::from_iter(names).store(&store).await.unwrap();
-    let (ep, lookup) = test_endpoint(vec![iroh_blobs::ALPN.to_vec()]).await;
-    let router = iroh::protocol::Router::builder(ep.clone()).accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None)).spawn();
+    let (ep, lookup, admission) = member_endpoint(vec![iroh_blobs::ALPN.to_vec()], ticket.network_key).await;
+    let router = iroh::protocol::Router::builder(ep.clone())
+        .accept(peernet_proto::admission::ALPN, admission.protocol())
+        .accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None))
+        .spawn();
     let entry = FileEntry { name: "crafted".into(), size: 100, hash: collection.hash(), kind: Kind::Folder };
     publish_as(&ep, &lookup, &ticket, "mallory", entry).await;
 
@@ -125,6 +128,7 @@ async fn a_crafted_folder_cannot_escape() {
     assert!(!tmp_path.join("escaped.txt").exists() && !tmp_path.join("escaped2.txt").exists());
     assert!(!Path::new("/tmp/peernet-absolute-escape.txt").exists());
     tokio::time::timeout(Duration::from_secs(10), router.shutdown()).await.ok();
+    admission.detach();
     drop(guest);
     drop(index);
 }

@@ -28,8 +28,10 @@ fn counter(s: &serde_json::Value, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_flood_queries_leave_no_task_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Daemon::host("root", &dir.path().join("root"), &[]);
-    let peer = Daemon::peer("peer", &dir.path().join("peer"), &root.ticket, &[]);
+    // Both take every query: the test measures tasks, not the flood budget.
+    let unlimited = ["--flood-rate", "100000/100000"];
+    let root = Daemon::host("root", &dir.path().join("root"), &unlimited);
+    let peer = Daemon::peer("peer", &dir.path().join("peer"), &root.ticket, &unlimited);
     let file = dir.path().join("tune.ogg");
     random_file(&file, 10_000, 1);
     peer.ok(&["share", file.to_str().unwrap()]);
@@ -47,6 +49,9 @@ async fn five_thousand_flood_queries_leave_no_task_behind() {
     let ip = s["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
     let peer_addr = PeerAddr { id, ip, relay: None };
     peernet_node::endpoint::remember(&lookup, &peer_addr);
+    // Only members are served: prove it first, as a neighbour would.
+    let ticket: peernet_proto::ticket::Ticket = root.ticket.parse().unwrap();
+    peernet_node::admission::admit(&ep, &ticket.network_key, peer_addr.to_endpoint_addr()).await.unwrap();
     let conn = ep.connect(peer_addr.to_endpoint_addr(), peernet_proto::flood::ALPN).await.unwrap();
     let handled_before = counter(&s, "flood_handled");
     let mut peak = 0;

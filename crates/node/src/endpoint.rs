@@ -14,6 +14,8 @@ use iroh::{
 };
 use peernet_proto::index::PeerAddr;
 
+use crate::admission::{Admission, AdmissionHooks};
+
 /// Keep-alive and idle timeout: a peer that vanishes (SIGKILL, cable pulled)
 /// is noticed within the idle timeout, so a download can move on to another
 /// provider instead of waiting for the default 30 s.
@@ -35,8 +37,28 @@ pub enum EndpointError {
 }
 
 /// Binds the endpoint and returns it with the lookup that peer addresses
-/// learned later are added to.
+/// learned later are added to. It admits anyone: for tests and tools that
+/// talk only to the index, or to endpoints of their own.
 pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, MemoryLookup), EndpointError> {
+    bind_with(config, None).await
+}
+
+/// Binds the endpoint of a member: only keys that proved the network key get
+/// through ([`crate::admission`]), and every outgoing connect proves ours
+/// first. The admission ALPN is added to `config.alpns`; whoever builds the
+/// router must serve [`Admission::protocol`] on it, and call
+/// [`Admission::detach`] when the endpoint closes.
+pub async fn bind_member(mut config: EndpointConfig, admission: &Admission) -> Result<(Endpoint, MemoryLookup), EndpointError> {
+    let alpn = peernet_proto::admission::ALPN.to_vec();
+    if !config.alpns.contains(&alpn) {
+        config.alpns.push(alpn);
+    }
+    let bound = bind_with(config, Some(admission.hooks())).await?;
+    admission.attach(&bound.0);
+    Ok(bound)
+}
+
+async fn bind_with(config: EndpointConfig, hooks: Option<AdmissionHooks>) -> Result<(Endpoint, MemoryLookup), EndpointError> {
     let lookup = MemoryLookup::new();
     let transport = QuicTransportConfig::builder()
         .keep_alive_interval(KEEP_ALIVE)
@@ -53,6 +75,9 @@ pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, MemoryLookup), En
         .clear_ip_transports()
         .bind_addr(config.bind)
         .map_err(|e| bind_err(e.to_string()))?;
+    if let Some(hooks) = hooks {
+        builder = builder.hooks(hooks);
+    }
     if let Some(relay) = config.relay {
         builder = builder.relay_mode(RelayMode::custom([relay]));
     }

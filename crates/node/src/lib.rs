@@ -20,6 +20,7 @@
 //! - [`control`]: the local HTTP API the CLI talks to; it depends on the
 //!   node, never the reverse.
 
+pub mod admission;
 pub mod chat;
 pub mod control;
 pub mod data_dir;

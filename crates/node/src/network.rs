@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admission::Admission,
     data_dir::DataDir,
     endpoint,
     flood::FloodSearch,
@@ -52,6 +53,17 @@ pub struct Status {
     pub node_tasks: usize,
     #[serde(default)]
     pub runtime_tasks: usize,
+    /// Connections closed because their key never proved membership of
+    /// this network, admission exchanges refused, exchanges that succeeded
+    /// (either way), and the keys admitted now.
+    #[serde(default)]
+    pub refused_outsiders: u64,
+    #[serde(default)]
+    pub refused_proofs: u64,
+    #[serde(default)]
+    pub admissions: u64,
+    #[serde(default)]
+    pub admitted_keys: usize,
     pub data_dir: PathBuf,
     pub downloads: PathBuf,
 }
@@ -82,6 +94,7 @@ pub struct Network {
     /// Fired when the root closes the network.
     closed: CancellationToken,
     tasks: Tasks,
+    admission: Admission,
 }
 
 /// What [`Network`] is built from.
@@ -98,6 +111,7 @@ pub struct Parts {
     pub downloads: PathBuf,
     pub closed: CancellationToken,
     pub tasks: Tasks,
+    pub admission: Admission,
 }
 
 impl Network {
@@ -115,11 +129,13 @@ impl Network {
             downloads: p.downloads,
             closed: p.closed,
             tasks: p.tasks,
+            admission: p.admission,
         }
     }
 
     pub fn status(&self) -> Status {
         let (flood_handled, flood_duplicates) = self.flood.counters();
+        let admission = self.admission.counters();
         Status {
             id: self.endpoint.id().to_string(),
             nickname: self.nickname.borrow().clone(),
@@ -134,6 +150,10 @@ impl Network {
             flood_duplicates,
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),
+            refused_outsiders: admission.refused_outsiders,
+            refused_proofs: admission.refused_proofs,
+            admissions: admission.admissions,
+            admitted_keys: admission.admitted_keys,
             data_dir: self.data_dir.root().to_owned(),
             downloads: self.downloads.clone(),
         }
@@ -180,6 +200,11 @@ impl Network {
     }
 
     /// Resolves when the root has closed the network.
+    /// Who is a member: the admitted keys and the refusal counters.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
     pub async fn closed(&self) {
         self.closed.cancelled().await
     }

@@ -169,6 +169,7 @@ impl Node {
         if let Err(e) = inner.router.shutdown().await {
             warn!("router shutdown: {e}");
         }
+        inner.network.admission().detach();
         if let Err(e) = inner.store.shutdown().await {
             debug!("store shutdown: {e}");
         }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
+    admission::Admission,
     chat::Chat,
     data_dir::{ControlInfo, DataDir, DataDirError, Membership, State},
     endpoint::{self, EndpointConfig},
@@ -112,6 +113,7 @@ struct Started {
     gossip: Option<Gossip>,
     router: Option<Router>,
     tasks: Option<Tasks>,
+    admission: Option<Admission>,
 }
 
 impl Started {
@@ -135,6 +137,7 @@ impl Started {
         if let Some(store) = &self.store {
             store.shutdown().await.ok();
         }
+        self.admission.iter().for_each(Admission::detach);
     }
 }
 
@@ -166,11 +169,25 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         return Err(StartError::MemberDataDir);
     }
 
+    // A member's ticket, and the key either way.
+    let (member_ticket, network_key) = match &membership {
+        Membership::Member { ticket } => {
+            let ticket: Ticket = ticket.parse().map_err(|e: peernet_proto::ticket::TicketError| StartError::StoredTicket(e.to_string()))?;
+            let key = ticket.network_key;
+            (Some(ticket), key)
+        }
+        Membership::Host { network_key } => (None, *network_key),
+    };
+    // Before binding: the endpoint admits members only from its first packet.
+    let admission = Admission::new(network_key, secret_key.public());
+    started.admission = Some(admission.clone());
+
     let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec(), peernet_proto::flood::ALPN.to_vec()];
     if hosting {
         alpns.push(peernet_proto::index::ALPN.to_vec());
     }
-    let (endpoint, lookup) = bind_endpoint(config.bind, config.relay.clone(), &state, secret_key.clone(), alpns, hosting).await?;
+    let (endpoint, lookup) =
+        bind_endpoint(config.bind, config.relay.clone(), &state, secret_key.clone(), alpns, hosting, &admission).await?;
     started.endpoint = Some(endpoint.clone());
     let me = endpoint::own_addr(&endpoint);
     let cancel = CancellationToken::new();
@@ -186,20 +203,20 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let pending = Pending::default();
     let (flood_frames, flood_rx) = mpsc::channel(crate::flood::FRAME_BUFFER);
     let mut router = Router::builder(endpoint.clone())
+        .accept(peernet_proto::admission::ALPN, admission.protocol())
         .accept(iroh_blobs::ALPN, blobs)
         .accept(iroh_gossip::ALPN, gossip.clone())
         .accept(peernet_proto::flood::ALPN, FloodProtocol { frames: flood_frames });
 
-    let (ticket, hosted, index) = match &membership {
-        Membership::Host { network_key } => {
-            let protocol = peernet_index::open(&data_dir.index_db(), *network_key, endpoint.id(), config.index.clone())
+    let (ticket, hosted, index) = match member_ticket {
+        None => {
+            let protocol = peernet_index::open(&data_dir.index_db(), network_key, endpoint.id(), config.index.clone())
                 .map_err(|e| StartError::IndexDb(e.to_string()))?;
             router = router.accept(peernet_proto::index::ALPN, protocol.clone());
-            let client = IndexClient::local(protocol.service().clone(), me.clone(), *network_key);
-            (Ticket { index: me.clone(), network_key: *network_key }, Some(protocol), client)
+            let client = IndexClient::local(protocol.service().clone(), me.clone(), network_key);
+            (Ticket { index: me.clone(), network_key }, Some(protocol), client)
         }
-        Membership::Member { ticket } => {
-            let ticket: Ticket = ticket.parse().map_err(|e: peernet_proto::ticket::TicketError| StartError::StoredTicket(e.to_string()))?;
+        Some(ticket) => {
             endpoint::remember(&lookup, &ticket.index);
             let client = IndexClient::remote(endpoint.clone(), me.clone(), ticket.index.clone(), ticket.network_key);
             (ticket, None, client)
@@ -297,6 +314,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         downloads,
         closed,
         tasks: tasks.clone(),
+        admission,
     });
     let node = Node::from_inner(Inner {
         data_dir,
@@ -373,6 +391,7 @@ pub(crate) async fn bind_endpoint(
     secret_key: iroh::SecretKey,
     alpns: Vec<Vec<u8>>,
     hosting: bool,
+    admission: &Admission,
 ) -> Result<(Endpoint, MemoryLookup), StartError> {
     let remembered = bind.port() == 0 && state.port.is_some();
     let mut first = bind;
@@ -380,11 +399,11 @@ pub(crate) async fn bind_endpoint(
         first.set_port(state.port.unwrap_or(0));
     }
     let config = |bind| EndpointConfig { secret_key: secret_key.clone(), bind, relay: relay.clone(), alpns: alpns.clone() };
-    match endpoint::bind(config(first)).await {
+    match endpoint::bind_member(config(first), admission).await {
         Ok(ok) => Ok(ok),
         Err(e) if remembered && !hosting => {
             warn!("{e}; using a new port");
-            Ok(endpoint::bind(config(bind)).await?)
+            Ok(endpoint::bind_member(config(bind), admission).await?)
         }
         Err(e) => Err(e.into()),
     }

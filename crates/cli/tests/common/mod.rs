@@ -368,6 +368,21 @@ pub async fn test_endpoint(alpns: Vec<Vec<u8>>) -> (iroh::Endpoint, iroh::addres
     .unwrap()
 }
 
+/// An endpoint for a test that plays a member of the network of `key`: it
+/// proves membership before each connect and admits only members. The test's
+/// router must serve `admission.protocol()` on the admission ALPN (so that
+/// peers can prove themselves to it before they connect).
+pub async fn member_endpoint(
+    alpns: Vec<Vec<u8>>,
+    key: peernet_proto::key::NetworkKey,
+) -> (iroh::Endpoint, iroh::address_lookup::memory::MemoryLookup, peernet_node::admission::Admission) {
+    let secret_key = iroh::SecretKey::generate();
+    let admission = peernet_node::admission::Admission::new(key, secret_key.public());
+    let config = peernet_node::endpoint::EndpointConfig { secret_key, bind: "127.0.0.1:0".parse().unwrap(), relay: None, alpns };
+    let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission).await.unwrap();
+    (ep, lookup, admission)
+}
+
 /// Joins the network as `nickname` from the test's own endpoint and
 /// publishes `entry` there: a provider the test controls.
 pub async fn publish_as(
