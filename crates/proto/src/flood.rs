@@ -346,4 +346,31 @@ mod tests {
         }
         assert!(f.seen.len() <= MAX_SEEN + 1, "memory stays bounded");
     }
+
+    proptest::proptest! {
+        /// Whatever a neighbour sends as a flood frame: no panic, and an
+        /// answer that decodes is checked without panicking too.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(FloodFrame::Answer(a)) = crate::frame::decode::<FloodFrame>(&bytes) {
+                let _ = a.verify();
+            }
+        }
+
+        /// A real answer damaged in one byte on the way: it no longer
+        /// decodes, or decodes unchanged, or no longer verifies.
+        #[test]
+        fn damaged_answers_never_panic_or_verify(at in proptest::prelude::any::<usize>(), xor in 1..=255u8) {
+            let files = vec![FileEntry { name: "song.ogg".into(), size: 7, hash: crate::Hash::new("song"), kind: Default::default() }];
+            let a = Answer::signed(&key(4), [1; 16], answer(1, 4).provider, "p4".into(), files);
+            let mut bytes = postcard::to_stdvec(&FloodFrame::Answer(a.clone())).unwrap();
+            let at = at % bytes.len();
+            bytes[at] ^= xor;
+            match crate::frame::decode::<FloodFrame>(&bytes) {
+                Ok(FloodFrame::Answer(b)) if b == a => {}
+                Ok(FloodFrame::Answer(b)) => proptest::prop_assert!(!b.verify(), "a damaged answer verified: {b:?}"),
+                _ => {}
+            }
+        }
+    }
 }

@@ -78,12 +78,14 @@ pub fn validate_file_name(name: &str) -> Result<(), FileNameError> {
 pub fn sanitize_file_name(advertised: &str, fallback: &str) -> String {
     let last = advertised.rsplit(['/', '\\']).find(|part| !part.trim().is_empty() && *part != "." && *part != "..").unwrap_or("");
     let mut clean: String = last.chars().map(|c| if c.is_control() || is_invisible(c) || c == ':' { '_' } else { c }).collect();
+    // Cut first: trimming and the dots check must see the final name (a cut
+    // can end inside spaces, or keep only the dots a long name starts with).
+    truncate_utf8(&mut clean, MAX_FILE_NAME_BYTES);
     clean = clean.trim().to_string();
     // A name made only of dots is a directory reference on some systems.
     if clean.chars().all(|c| c == '.') {
         clean.clear();
     }
-    truncate_utf8(&mut clean, MAX_FILE_NAME_BYTES);
     if clean.is_empty() {
         let mut fb = fallback.to_string();
         truncate_utf8(&mut fb, MAX_FILE_NAME_BYTES);
@@ -107,11 +109,13 @@ fn truncate_utf8(s: &mut String, max: usize) {
 /// `photo.jpg` becomes `photo (1).jpg`, `archive.tar.gz` becomes
 /// `archive (1).tar.gz`, `README` becomes `README (1)`.
 pub fn numbered_alternative(name: &str, n: u32) -> String {
-    let (stem, ext) = match name.find('.') {
-        Some(0) | None => (name, ""),
-        Some(i) => name.split_at(i),
-    };
     let suffix = format!(" ({n})");
+    // An extension too long to keep beside the number and at least one
+    // character of the stem is not treated as one: the number goes last.
+    let (stem, ext) = match name.find('.') {
+        Some(i) if i > 0 && name.len() - i + suffix.len() + 4 <= MAX_FILE_NAME_BYTES => name.split_at(i),
+        _ => (name, ""),
+    };
     let mut stem = stem.to_string();
     truncate_utf8(&mut stem, MAX_FILE_NAME_BYTES.saturating_sub(suffix.len() + ext.len()));
     format!("{stem}{suffix}{ext}")
@@ -191,5 +195,63 @@ mod tests {
         assert_eq!(numbered_alternative("README", 3), "README (3)");
         assert_eq!(numbered_alternative(".bashrc", 1), ".bashrc (1)");
         assert!(numbered_alternative(&"a".repeat(255), 9).len() <= MAX_FILE_NAME_BYTES);
+    }
+
+    /// Inputs the `names` fuzz target found (fuzz/regressions/names): four
+    /// bytes of `n`, little endian, then the name.
+    const FUZZ_REGRESSIONS: &[(&str, &[u8])] = &[
+        ("numbered-long-extension", include_bytes!("../../../fuzz/regressions/names/numbered-long-extension")),
+        ("sanitized-cut-in-spaces", include_bytes!("../../../fuzz/regressions/names/sanitized-cut-in-spaces")),
+        ("sanitized-cut-to-dots", include_bytes!("../../../fuzz/regressions/names/sanitized-cut-to-dots")),
+    ];
+
+    #[test]
+    fn fuzz_regressions_stay_fixed() {
+        for (file, data) in FUZZ_REGRESSIONS {
+            let (n, name) = data.split_first_chunk::<4>().expect("four bytes of n");
+            let (n, name) = (u32::from_le_bytes(*n), String::from_utf8_lossy(name));
+            let clean = sanitize_file_name(&name, "fallback");
+            assert!(validate_file_name(&clean).is_ok(), "{file}: {clean:?}");
+            assert_eq!(clean.trim(), clean, "{file}: outer spaces");
+            assert!(!clean.chars().all(|c| c == '.'), "{file}: only dots");
+            let numbered = numbered_alternative(&clean, n);
+            assert!(validate_file_name(&numbered).is_ok(), "{file}: {numbered:?}");
+            assert!(!numbered.starts_with(' '), "{file}: {numbered:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_extension_does_not_push_the_name_past_the_limit() {
+        let name = format!("a.{}", "x".repeat(253));
+        let numbered = numbered_alternative(&name, u32::MAX);
+        assert!(numbered.len() <= MAX_FILE_NAME_BYTES && numbered.starts_with("a.x"), "{numbered:?}");
+        assert!(numbered.ends_with(&format!(" ({})", u32::MAX)));
+        assert_eq!(sanitize_file_name(&format!("{}{}x", "y".repeat(250), " ".repeat(10)), "f"), "y".repeat(250));
+        assert_eq!(sanitize_file_name(&format!("{}x", ".".repeat(300)), "f"), "f");
+    }
+
+    proptest::proptest! {
+        /// Any advertised name: no panic, and what the sanitizer and the
+        /// numbered alternatives make of it is always a valid file name.
+        #[test]
+        fn sanitized_and_numbered_names_are_always_valid(name in "\\PC{0,300}", n in proptest::prelude::any::<u32>()) {
+            let _ = validate_nickname(&name);
+            let clean = sanitize_file_name(&name, "fallback");
+            proptest::prop_assert!(validate_file_name(&clean).is_ok(), "{:?} -> {:?}", name, clean);
+            let numbered = numbered_alternative(&clean, n);
+            proptest::prop_assert!(validate_file_name(&numbered).is_ok(), "{:?} -> {:?}", clean, numbered);
+        }
+
+        /// A shared folder's listing (iroh-blobs collection metadata) from
+        /// any bytes: no panic, and every name in one that decodes
+        /// sanitizes to a valid file name.
+        #[test]
+        fn collection_listings_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            if let Ok(meta) = postcard::from_bytes::<iroh_blobs::format::collection::CollectionMeta>(&bytes) {
+                for name in meta.names() {
+                    proptest::prop_assert!(validate_file_name(&sanitize_file_name(name, "f")).is_ok());
+                }
+            }
+        }
     }
 }

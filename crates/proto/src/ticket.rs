@@ -106,4 +106,37 @@ mod tests {
         let flipped: String = chars.into_iter().collect();
         assert_eq!(flipped.parse::<Ticket>(), Err(TicketError::Checksum));
     }
+
+    /// A ticket with a correct checksum around `body`, as a pasted ticket
+    /// from another version (or a hostile one) could be.
+    fn checksummed(body: &[u8]) -> String {
+        let mut bytes = body.to_vec();
+        bytes.extend_from_slice(&checksum(body));
+        format!("{PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase())
+    }
+
+    proptest::proptest! {
+        /// Any text: no panic. Random text almost never passes the
+        /// checksum, so bodies with a valid checksum are tried too, and
+        /// whatever parses prints as a ticket that parses back to itself.
+        #[test]
+        fn random_text_never_panics(text in "\\PC{0,120}", body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = text.parse::<Ticket>();
+            let _ = format!("{PREFIX}{text}").parse::<Ticket>();
+            if let Ok(t) = checksummed(&body).parse::<Ticket>() {
+                proptest::prop_assert_eq!(t.to_string().parse::<Ticket>(), Ok(t));
+            }
+        }
+
+        #[test]
+        fn damaged_tickets_never_panic(at in proptest::prelude::any::<usize>(), c in proptest::prelude::any::<char>()) {
+            let mut chars: Vec<char> = sample().to_string().chars().collect();
+            let at = at % chars.len();
+            chars[at] = c;
+            let damaged: String = chars.into_iter().collect();
+            if let Ok(t) = damaged.parse::<Ticket>() {
+                proptest::prop_assert_eq!(t, sample(), "a damaged ticket parsed as another one");
+            }
+        }
+    }
 }
