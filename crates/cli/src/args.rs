@@ -77,9 +77,24 @@ pub struct LeaseArgs {
     /// process hosts the index).
     #[arg(long, default_value_t = peernet_index::DEFAULT_KEYS_PER_ADDRESS, value_name = "N")]
     pub keys_per_address: usize,
+
+    /// Chat events one author may send, per second and in a burst; more are
+    /// dropped and counted.
+    #[arg(long, default_value = "20/200", value_parser = parse_budget, value_name = "PER_SECOND/BURST")]
+    pub chat_rate: peernet_index::budget::Rate,
+
+    /// Flood queries one overlay neighbour may hand this peer, per second
+    /// and in a burst; more are dropped and counted.
+    #[arg(long, default_value = "20/100", value_parser = parse_budget, value_name = "PER_SECOND/BURST")]
+    pub flood_rate: peernet_index::budget::Rate,
 }
 
 impl LeaseArgs {
+    /// What one author or neighbour may send this peer.
+    pub fn budgets(&self) -> peernet_node::startup::Budgets {
+        peernet_node::startup::Budgets { chat: self.chat_rate, flood_queries: self.flood_rate }
+    }
+
     /// The index's configuration from these options.
     pub fn index_config(&self) -> peernet_index::Config {
         peernet_index::Config {

@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 index: lease.index_config(),
                 upload_limit,
                 index_only: false,
+                budgets: lease.budgets(),
             })
             .await
         }
@@ -55,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 index: lease.index_config(),
                 upload_limit: None,
                 index_only: true,
+                budgets: lease.budgets(),
             })
             .await
         }

@@ -23,6 +23,8 @@ use peernet_proto::{
 };
 use tokio::sync::{mpsc, watch};
 
+use peernet_index::budget::{Budget, Rate};
+
 use crate::{
     endpoint,
     links::{Links, LINK_IDLE},
@@ -110,6 +112,9 @@ async fn send_frame(links: &Links, frame: FloodFrame, to: impl Into<iroh::Endpoi
 
 /// Flood frames from neighbours waiting to be handled; more are dropped.
 pub const FRAME_BUFFER: usize = 256;
+/// The default budget of flood queries one neighbour may hand us: a busy
+/// searcher's share of a neighbourhood, far below a flood.
+pub const DEFAULT_QUERY_RATE: Rate = Rate::new(20, 100);
 
 /// This peer's part in flood search; cheap to clone.
 #[derive(Debug, Clone)]
@@ -123,6 +128,8 @@ pub struct FloodSearch {
     nickname: watch::Receiver<String>,
     /// A standalone index forwards queries but has no files to answer with.
     answers: bool,
+    /// Queries each neighbour may hand us; more are dropped and counted.
+    queries: Arc<Budget<EndpointId>>,
     tasks: Tasks,
 }
 
@@ -136,10 +143,12 @@ impl FloodSearch {
         shares: Arc<Shares>,
         nickname: watch::Receiver<String>,
         answers: bool,
+        query_rate: Rate,
         tasks: Tasks,
     ) -> Self {
         let links = Links::new(endpoint.clone(), peernet_proto::flood::ALPN);
-        Self { endpoint, links, lookup, overlay, pending, shares, nickname, answers, tasks }
+        let queries = Arc::new(Budget::new(query_rate));
+        Self { endpoint, links, lookup, overlay, pending, shares, nickname, answers, queries, tasks }
     }
 
     /// Handles frames from neighbours until the channel closes or the node
@@ -158,6 +167,7 @@ impl FloodSearch {
         self.tasks.spawn(async move {
             while let Some((frame, from)) = frames.recv().await {
                 let actions = match frame {
+                    FloodFrame::Query(_) if this.queries.allow(&from).is_err() => continue,
                     FloodFrame::Query(query) => this.overlay.flood_handle(query, from),
                     FloodFrame::Answer(answer) => this.overlay.flood_answer(answer, from).into_iter().collect(),
                 };
@@ -235,5 +245,10 @@ impl FloodSearch {
     /// Flood queries handled here (first sight) and copies dropped as seen.
     pub fn counters(&self) -> (u64, u64) {
         self.overlay.flood_counters()
+    }
+
+    /// Flood queries dropped because their neighbour was over its budget.
+    pub fn over_budget(&self) -> u64 {
+        self.queries.refused()
     }
 }

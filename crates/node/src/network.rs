@@ -44,6 +44,9 @@ pub struct Status {
     /// Flood queries handled here, and duplicate copies dropped.
     pub flood_handled: u64,
     pub flood_duplicates: u64,
+    /// Flood queries dropped because their neighbour was over its budget.
+    #[serde(default)]
+    pub flood_over_budget: u64,
     /// Overlay events dropped, by reason (forged, replayed, ...).
     pub dropped_events: BTreeMap<String, u64>,
     /// Tasks this node is running, and every live task of the process's
@@ -148,6 +151,7 @@ impl Network {
             dropped_events: self.overlay.dropped(),
             flood_handled,
             flood_duplicates,
+            flood_over_budget: self.flood.over_budget(),
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),
             refused_outsiders: admission.refused_outsiders,

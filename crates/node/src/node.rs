@@ -8,7 +8,6 @@ use std::{sync::Arc, time::Duration};
 
 use iroh::{protocol::Router, Endpoint};
 use iroh_blobs::store::fs::FsStore;
-use iroh_gossip::net::Gossip;
 use peernet_index::IndexProtocol;
 use peernet_proto::ticket::Ticket;
 use tokio::sync::watch;
@@ -41,7 +40,6 @@ pub(crate) struct Inner {
     pub(crate) endpoint: Endpoint,
     pub(crate) router: Router,
     pub(crate) store: FsStore,
-    pub(crate) gossip: Gossip,
     pub(crate) index: IndexClient,
     pub(crate) hosted: Option<IndexProtocol>,
     pub(crate) ticket: Ticket,
@@ -162,9 +160,6 @@ impl Node {
         let inner = &self.inner;
         if !inner.tasks.stop(TASKS_WAIT).await {
             warn!("{} tasks did not stop in time", inner.tasks.len());
-        }
-        if let Err(e) = inner.gossip.shutdown().await {
-            debug!("gossip shutdown: {e}");
         }
         if let Err(e) = inner.router.shutdown().await {
             warn!("router shutdown: {e}");

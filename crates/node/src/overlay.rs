@@ -28,7 +28,10 @@ use iroh_gossip::{
     proto::TopicId,
 };
 use n0_future::StreamExt;
-use peernet_index::now_ms;
+use peernet_index::{
+    budget::{Budget, Rate},
+    now_ms,
+};
 use peernet_proto::{
     chat::{Author, Body, Change, ChatMessage, Member, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
     flood::{Action as FloodAction, Answer, Flood, Query},
@@ -94,7 +97,14 @@ pub struct Hooks {
     pub closed: CancellationToken,
     /// Presence interval and TTL, from the index once joined.
     pub timing: Box<dyn Fn() -> Option<(Duration, Duration)> + Send + Sync>,
+    /// Events one author may send the room; more are dropped and counted
+    /// (`OverBudget` in `status`'s dropped events).
+    pub chat_rate: Rate,
 }
+
+/// The default budget of one chat author: a burst of 200 (a pasted page of
+/// lines, with presence and renames), then 20 a second; far below a flood.
+pub const DEFAULT_CHAT_RATE: Rate = Rate::new(20, 200);
 
 impl Overlay {
     /// Subscribes to the network's topic and starts the overlay task.
@@ -130,6 +140,7 @@ impl Overlay {
             started: tokio::time::Instant::now(),
         };
         let me = overlay.clone();
+        let authors: Budget<EndpointId> = Budget::new(hooks.chat_rate);
         let task = async move {
             if me.chatty {
                 let nick = hooks.nickname.borrow().clone();
@@ -164,7 +175,8 @@ impl Overlay {
                                 actions
                             }
                             Ok(GossipEvent::Received(msg)) => {
-                                let changes = me.lock().room.receive(&msg.content, now_ms());
+                                let within = |author: &EndpointId| authors.allow(author).is_ok();
+                                let changes = me.lock().room.receive_within(&msg.content, now_ms(), within);
                                 match changes {
                                     Ok(changes) => {
                                         if changes.contains(&Change::Closed) {

@@ -17,6 +17,7 @@ use iroh_gossip::net::Gossip;
 use peernet_proto::{index::FileEntry, key::NetworkKey, ticket::Ticket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use peernet_index::budget::Rate;
 use tracing::{info, warn};
 
 use crate::{
@@ -59,6 +60,24 @@ pub struct Config {
     pub upload_limit: Option<u64>,
     /// Run only the index (the root), without sharing or registering as a peer.
     pub index_only: bool,
+    /// What one author or neighbour may send this peer.
+    pub budgets: Budgets,
+}
+
+/// What one chat author, or one overlay neighbour, may send this peer;
+/// beyond it, events are dropped and counted in `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// Signed chat events (messages, presence, renames) per author.
+    pub chat: Rate,
+    /// Flood queries per neighbour.
+    pub flood_queries: Rate,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self { chat: crate::overlay::DEFAULT_CHAT_RATE, flood_queries: crate::flood::DEFAULT_QUERY_RATE }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,15 +142,18 @@ impl Started {
                 warn!("some tasks did not stop after a failed start");
             }
         }
-        if let Some(gossip) = &self.gossip {
-            gossip.shutdown().await.ok();
-        }
         match (&self.router, &self.endpoint) {
-            // The router closes the endpoint as it shuts down.
+            // The router shuts its protocols (gossip among them) down and
+            // closes the endpoint.
             (Some(router), _) => {
                 router.shutdown().await.ok();
             }
-            (None, Some(endpoint)) => endpoint.close().await,
+            (None, Some(endpoint)) => {
+                if let Some(gossip) = &self.gossip {
+                    gossip.shutdown().await.ok();
+                }
+                endpoint.close().await
+            }
             (None, None) => {}
         }
         if let Some(store) = &self.store {
@@ -260,7 +282,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         }
     }
 
-    let hooks = Hooks { nickname: nickname.subscribe(), closed: closed.clone(), timing: Box::new(lease_timing(index.clone())) };
+    let hooks = Hooks { nickname: nickname.subscribe(), closed: closed.clone(), timing: Box::new(lease_timing(index.clone())), chat_rate: config.budgets.chat };
     let (overlay, overlay_task) = Overlay::start(
         &gossip,
         ticket.network_key,
@@ -284,6 +306,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         shares.clone(),
         nickname.subscribe(),
         !config.index_only,
+        config.budgets.flood_queries,
         tasks.clone(),
     );
     flood.start(flood_rx);
@@ -321,7 +344,6 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         endpoint,
         router,
         store,
-        gossip,
         index,
         hosted,
         ticket,

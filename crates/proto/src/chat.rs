@@ -115,6 +115,8 @@ pub enum Rejected {
     BadNickname,
     #[error("close event not signed by the network's root")]
     ForgedClose,
+    #[error("the author sends events faster than its budget")]
+    OverBudget,
 }
 
 /// Signs `event` with `key`. The caller sets `event.author` to `key`'s public key.
@@ -250,10 +252,20 @@ impl Room {
 
     /// Handles raw bytes from the overlay.
     pub fn receive(&mut self, bytes: &[u8], now_ms: u64) -> Result<Vec<Change>, Rejected> {
+        self.receive_within(bytes, now_ms, |_| true)
+    }
+
+    /// [`Room::receive`], but an event whose (verified) author `budget`
+    /// refuses is dropped and counted as `OverBudget`: the caller keeps
+    /// the per-author budgets, this type stays free of clocks.
+    pub fn receive_within(&mut self, bytes: &[u8], now_ms: u64, budget: impl FnOnce(&EndpointId) -> bool) -> Result<Vec<Change>, Rejected> {
         let event = match open(bytes, &self.topic, now_ms) {
             Ok(e) => e,
             Err(e) => return self.reject(e),
         };
+        if !budget(&event.author) {
+            return self.reject(Rejected::OverBudget);
+        }
         self.accept(event, now_ms)
     }
 
@@ -567,6 +579,31 @@ mod tests {
         assert_eq!(r.receive(&mallory.event(Body::Close, NOW).1, NOW), Err(Rejected::ForgedClose));
         let mut root = Author::new(key(100), TOPIC);
         assert!(r.receive(&root.event(Body::Close, NOW).1, NOW).unwrap().contains(&Change::Closed));
+    }
+
+    #[test]
+    fn an_author_over_its_budget_is_dropped_and_counted() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let mut bob = Author::new(key(2), TOPIC);
+        let mut r = room();
+        let over = alice.id();
+        let within = |author: &EndpointId| *author != over;
+        let said = Body::Message { text: "hi".into() };
+        assert_eq!(r.receive_within(&alice.event(said.clone(), NOW).1, NOW, within), Err(Rejected::OverBudget));
+        assert!(r.receive_within(&bob.event(said, NOW).1, NOW, within).is_ok(), "another author is unaffected");
+        assert_eq!(r.dropped.get("OverBudget"), Some(&1));
+        // A forgery is refused before any budget is spent on it.
+        let mut spent = false;
+        let mut forged = alice.event(Body::Message { text: "x".into() }, NOW).1;
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(r
+            .receive_within(&forged, NOW, |_| {
+                spent = true;
+                true
+            })
+            .is_err());
+        assert!(!spent);
     }
 
     #[test]
