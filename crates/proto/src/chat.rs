@@ -874,4 +874,29 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        /// Any bytes off the overlay, at any clock: `open` and a room's
+        /// `receive` refuse them or accept them, never panic.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), now in clocks()) {
+            let _ = open(&bytes, &TOPIC, now);
+            let mut r = room();
+            let _ = r.receive(&bytes, now);
+            let _ = r.tick(now);
+        }
+
+        /// A real event damaged in one byte: refused, or (if the damage
+        /// missed everything signed) exactly the event that was sent.
+        #[test]
+        fn damaged_events_never_panic_or_change(at in any::<usize>(), xor in 1..=255u8, now in clocks()) {
+            let mut alice = Author::new(key(1), TOPIC);
+            let (event, mut bytes) = alice.event(Body::Rename { nickname: "alice".into() }, NOW);
+            let at = at % bytes.len();
+            bytes[at] ^= xor;
+            if let Ok(opened) = open(&bytes, &TOPIC, now) {
+                prop_assert_eq!(opened, event);
+            }
+        }
+    }
 }
