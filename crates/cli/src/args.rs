@@ -87,12 +87,17 @@ pub struct LeaseArgs {
     /// and in a burst; more are dropped and counted.
     #[arg(long, default_value = "20/100", value_parser = parse_budget, value_name = "PER_SECOND/BURST")]
     pub flood_rate: peernet_index::budget::Rate,
+
+    /// New connections one IP address may open to this peer, per second and
+    /// in a burst; more are ignored before any handshake.
+    #[arg(long, default_value = "20/100", value_parser = parse_budget, value_name = "PER_SECOND/BURST")]
+    pub connection_rate: peernet_index::budget::Rate,
 }
 
 impl LeaseArgs {
     /// What one author or neighbour may send this peer.
     pub fn budgets(&self) -> peernet_node::startup::Budgets {
-        peernet_node::startup::Budgets { chat: self.chat_rate, flood_queries: self.flood_rate }
+        peernet_node::startup::Budgets { chat: self.chat_rate, flood_queries: self.flood_rate, connections: self.connection_rate }
     }
 
     /// The index's configuration from these options.

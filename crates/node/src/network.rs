@@ -1,9 +1,10 @@
 //! The network as this peer sees it: status, who is online, the map, and
 //! closing the whole network (the root only).
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use iroh::Endpoint;
+use peernet_index::budget::Budget;
 use peernet_proto::{
     index::{OnlinePeer, Request, Response},
     ticket::Ticket,
@@ -47,6 +48,9 @@ pub struct Status {
     /// Flood queries dropped because their neighbour was over its budget.
     #[serde(default)]
     pub flood_over_budget: u64,
+    /// New connections ignored because their IP address was over its budget.
+    #[serde(default)]
+    pub connections_refused: u64,
     /// Overlay events dropped, by reason (forged, replayed, ...).
     pub dropped_events: BTreeMap<String, u64>,
     /// Tasks this node is running, and every live task of the process's
@@ -98,6 +102,7 @@ pub struct Network {
     closed: CancellationToken,
     tasks: Tasks,
     admission: Admission,
+    connections: Arc<Budget<IpAddr>>,
 }
 
 /// What [`Network`] is built from.
@@ -115,6 +120,8 @@ pub struct Parts {
     pub closed: CancellationToken,
     pub tasks: Tasks,
     pub admission: Admission,
+    /// The budget of new connections per IP address.
+    pub connections: Arc<Budget<IpAddr>>,
 }
 
 impl Network {
@@ -133,6 +140,7 @@ impl Network {
             closed: p.closed,
             tasks: p.tasks,
             admission: p.admission,
+            connections: p.connections,
         }
     }
 
@@ -152,6 +160,7 @@ impl Network {
             flood_handled,
             flood_duplicates,
             flood_over_budget: self.flood.over_budget(),
+            connections_refused: self.connections.refused(),
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),
             refused_outsiders: admission.refused_outsiders,

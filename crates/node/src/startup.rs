@@ -5,19 +5,24 @@
 //! directory can be started again at once.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
-use iroh::{address_lookup::memory::MemoryLookup, protocol::Router, Endpoint, RelayUrl};
+use iroh::{
+    address_lookup::memory::MemoryLookup,
+    endpoint::{Incoming, IncomingAddr},
+    protocol::{IncomingFilter, IncomingFilterOutcome, Router},
+    Endpoint, RelayUrl,
+};
 use iroh_blobs::{store::fs::FsStore, BlobsProtocol};
 use iroh_gossip::net::Gossip;
+use peernet_index::budget::{Budget, Rate};
 use peernet_proto::{index::FileEntry, key::NetworkKey, ticket::Ticket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use peernet_index::budget::Rate;
 use tracing::{info, warn};
 
 use crate::{
@@ -72,11 +77,21 @@ pub struct Budgets {
     pub chat: Rate,
     /// Flood queries per neighbour.
     pub flood_queries: Rate,
+    /// New connections per source IP address, refused before any handshake.
+    pub connections: Rate,
 }
+
+/// New connections one IP address may open: generous for a household of
+/// peers behind one router, far below a connection flood.
+pub const DEFAULT_CONNECTION_RATE: Rate = Rate::new(20, 100);
 
 impl Default for Budgets {
     fn default() -> Self {
-        Self { chat: crate::overlay::DEFAULT_CHAT_RATE, flood_queries: crate::flood::DEFAULT_QUERY_RATE }
+        Self {
+            chat: crate::overlay::DEFAULT_CHAT_RATE,
+            flood_queries: crate::flood::DEFAULT_QUERY_RATE,
+            connections: DEFAULT_CONNECTION_RATE,
+        }
     }
 }
 
@@ -224,7 +239,9 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     started.gossip = Some(gossip.clone());
     let pending = Pending::default();
     let (flood_frames, flood_rx) = mpsc::channel(crate::flood::FRAME_BUFFER);
+    let connections = Arc::new(Budget::new(config.budgets.connections));
     let mut router = Router::builder(endpoint.clone())
+        .incoming_filter(connection_filter(connections.clone()))
         .accept(peernet_proto::admission::ALPN, admission.protocol())
         .accept(iroh_blobs::ALPN, blobs)
         .accept(iroh_gossip::ALPN, gossip.clone())
@@ -282,7 +299,12 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         }
     }
 
-    let hooks = Hooks { nickname: nickname.subscribe(), closed: closed.clone(), timing: Box::new(lease_timing(index.clone())), chat_rate: config.budgets.chat };
+    let hooks = Hooks {
+        nickname: nickname.subscribe(),
+        closed: closed.clone(),
+        timing: Box::new(lease_timing(index.clone())),
+        chat_rate: config.budgets.chat,
+    };
     let (overlay, overlay_task) = Overlay::start(
         &gossip,
         ticket.network_key,
@@ -338,6 +360,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         closed,
         tasks: tasks.clone(),
         admission,
+        connections,
     });
     let node = Node::from_inner(Inner {
         data_dir,
@@ -361,6 +384,16 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     });
     start_control(&node).await?;
     Ok(node)
+}
+
+/// Refuses a new connection from an IP address over its budget before any
+/// handshake, silently (a refusal would be a packet the flood caused).
+/// Connections through a relay are left to the relay and to admission.
+fn connection_filter(budget: Arc<Budget<IpAddr>>) -> IncomingFilter {
+    Arc::new(move |incoming: &Incoming| match incoming.remote_addr() {
+        IncomingAddr::Ip(addr) if budget.allow(&addr.ip()).is_err() => IncomingFilterOutcome::Ignore,
+        _ => IncomingFilterOutcome::Accept,
+    })
 }
 
 /// The index's heartbeat and lease, which the overlay's presence follows.
