@@ -88,3 +88,79 @@ async fn a_fast_key_is_slowed_down_and_an_address_holds_at_most_its_cap() {
         ep.close().await;
     }
 }
+
+/// A request flood: one member sends 10,000 index requests as fast as it
+/// can; it is throttled, and another member's searches stay fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_is_throttled_and_others_stay_fast() {
+    const REQUESTS: usize = 10_000;
+    const IN_FLIGHT: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Daemon::host("root", &dir.path().join("root"), &[]);
+    let sharer = Daemon::peer("sharer", &dir.path().join("sharer"), &root.ticket, &[]);
+    let file = dir.path().join("quiet.txt");
+    std::fs::write(&file, b"quiet").unwrap();
+    sharer.ok(&["share", file.to_str().unwrap()]);
+    let ticket: Ticket = root.ticket.parse().unwrap();
+    let (ep1, greedy, joined) = client(&ticket, "greedy").await;
+    joined.unwrap();
+    let (ep2, honest, joined) = client(&ticket, "honest").await;
+    joined.unwrap();
+
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // The honest member searches every 20 ms while the flood runs.
+    let probe = {
+        let flooding = flooding.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                let answer = honest.request(Request::Search { query: "quiet".into(), limit: 5 }).await;
+                latencies.push(t.elapsed());
+                assert!(matches!(answer, Ok(Response::Hits(ref h)) if h.len() == 1), "{answer:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            latencies
+        })
+    };
+    let started = Instant::now();
+    let (mut slowed, mut answered) = (0usize, 0usize);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..REQUESTS {
+        if calls.len() >= IN_FLIGHT {
+            match calls.join_next().await.unwrap().unwrap() {
+                Ok(Response::Error { code: ErrorCode::SlowDown, .. }) => slowed += 1,
+                Ok(_) => answered += 1,
+                Err(e) => panic!("the index stopped answering the flood: {e}"),
+            }
+        }
+        let greedy = greedy.clone();
+        calls.spawn(async move { greedy.call(Request::Search { query: format!("flood {i}"), limit: 5 }).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        match done.unwrap() {
+            Ok(Response::Error { code: ErrorCode::SlowDown, .. }) => slowed += 1,
+            Ok(_) => answered += 1,
+            Err(e) => panic!("the index stopped answering the flood: {e}"),
+        }
+    }
+    let took = started.elapsed();
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = probe.await.unwrap();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "{REQUESTS} requests in {took:?} ({:.0}/s): {answered} answered, {slowed} told to slow down; \
+         the other member's {} searches meanwhile: p50 {:?}, p99 {:?}, max {:?}",
+        REQUESTS as f64 / took.as_secs_f64(),
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(slowed > REQUESTS / 2, "the flooding member is throttled");
+    let slowest = *latencies.last().expect("the other member searched during the flood");
+    assert!(slowest < std::time::Duration::from_millis(100), "the other member's searches stay under 100 ms throughout: {slowest:?}");
+    ep1.close().await;
+    ep2.close().await;
+}
