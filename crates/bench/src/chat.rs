@@ -34,7 +34,11 @@ const IDLE_SAMPLE: Duration = Duration::from_secs(3);
 pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
     let n = o.peers.max(2);
     eprintln!("chat: starting {n} peers");
-    let host = Peer::start("p0", &work.join("p0"), None, &[
+    let host = Peer::start(
+        "p0",
+        &work.join("p0"),
+        None,
+        &[
             "up",
             "--bind",
             "127.0.0.1:0",
@@ -43,7 +47,8 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
             // Every peer of the room comes from loopback.
             "--keys-per-address",
             "100000",
-        ])?;
+        ],
+    )?;
     let ticket = host.ticket.clone();
     let mut peers = vec![host];
     peers.extend(Peer::join_many(work, "p", 1, n - 1, &ticket)?);

@@ -35,7 +35,11 @@ pub struct Options {
 
 pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
     eprintln!("index: {} clients for {:?}", o.clients, o.duration);
-    let index = Peer::start("index", &work.join("index"), None, &[
+    let index = Peer::start(
+        "index",
+        &work.join("index"),
+        None,
+        &[
             "index",
             "--bind",
             "127.0.0.1:0",
@@ -45,7 +49,8 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
             "1000000/1000000",
             "--keys-per-address",
             "1000000",
-        ])?;
+        ],
+    )?;
     let ticket: Ticket = index.ticket.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let cpu0 = index.proc.cpu_seconds();
     let (count, elapsed, mut latencies) = rt.block_on(load(&ticket, o))?;

@@ -57,10 +57,8 @@ struct Budgets {
 impl IndexProtocol {
     pub fn new(service: Arc<Service>) -> Self {
         let config = service.config();
-        let budgets = Budgets {
-            requests: Budget::new(config.request_rate),
-            addresses: Addresses::new(config.keys_per_address, config.lease_ttl),
-        };
+        let budgets =
+            Budgets { requests: Budget::new(config.request_rate), addresses: Addresses::new(config.keys_per_address, config.lease_ttl) };
         Self { service, connections: Arc::new(Semaphore::new(MAX_INDEX_CONNECTIONS)), budgets: Arc::new(budgets) }
     }
 
