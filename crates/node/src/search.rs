@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use peernet_proto::index::{Hit, Request, Response};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     flood::FloodSearch,
@@ -17,14 +16,7 @@ use crate::{
 /// How long a flood search collects answers unless told otherwise.
 pub const FLOOD_WINDOW: Duration = Duration::from_millis(1500);
 
-/// Where a search looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SearchMode {
-    Both,
-    Index,
-    Flood,
-}
+pub use peernet_proto::control::SearchMode;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SearchError {

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod answers;
 pub mod chat;
+pub mod control;
 pub mod flood;
 pub mod frame;
 pub mod index;

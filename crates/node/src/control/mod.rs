@@ -9,14 +9,14 @@
 pub mod client;
 pub mod server;
 
-use std::path::PathBuf;
-
 use peernet_proto::index::{Hit, OnlinePeer};
 use serde::{Deserialize, Serialize};
 
 // The node's own types, re-exported for the API's clients: the wire is
 // their JSON form. `POST /v1/get` answers with one `GetEvent` per line.
 pub use crate::{files::ShareReply, network::Status, transfers::GetEvent};
+// The request bodies live in proto, so their decoders can be fuzzed alone.
+pub use peernet_proto::control::{GetRequest, MessagesQuery, NickRequest, SayRequest, SearchQuery, ShareRequest, UnshareRequest};
 
 /// Header carrying the bearer token.
 pub const AUTH_HEADER: &str = "authorization";
@@ -27,28 +27,6 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShareRequest {
-    pub path: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UnshareRequest {
-    pub target: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SearchQuery {
-    pub q: String,
-    pub limit: Option<u32>,
-    /// Index, overlay (flood) or both; both when unset.
-    pub mode: Option<crate::search::SearchMode>,
-    /// Flood TTL; clamped to 1..=7, default 4.
-    pub ttl: Option<u8>,
-    /// How long to collect flood answers, in milliseconds (at most 30 s).
-    pub wait_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchReply {
     pub hits: Vec<Hit>,
 }
@@ -56,28 +34,4 @@ pub struct SearchReply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OnlineReply {
     pub peers: Vec<OnlinePeer>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GetRequest {
-    /// A file name or a hash (prefix).
-    pub target: String,
-    /// Absolute directory to save into; the daemon's downloads dir if unset.
-    pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SayRequest {
-    pub text: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NickRequest {
-    pub nickname: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MessagesQuery {
-    /// Only messages after this history index.
-    pub after: Option<u64>,
 }
