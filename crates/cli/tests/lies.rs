@@ -120,6 +120,7 @@ async fn lying_sizes_and_a_million_entry_folder_are_handled_in_bounded_memory() 
     assert!(after.0 <= before.0 + RSS_BOUND_KB, "root memory grew too much");
     assert!(after.1 <= before.1 + RSS_BOUND_KB, "honest peer's memory grew too much");
     assert!(!got.status.success(), "a folder of a million entries is not saved");
+    assert!(folder.contains("a peernet folder may hold"), "refused for what it is, in one sentence: {folder}");
 
     tokio::time::timeout(Duration::from_secs(10), router.shutdown()).await.ok();
     admission.detach();

@@ -27,7 +27,7 @@ use bao_tree::ChunkNum;
 use iroh::{address_lookup::memory::MemoryLookup, EndpointId};
 use iroh_blobs::{
     api::{
-        blobs::{ExportMode, ExportOptions},
+        blobs::{BlobStatus, ExportMode, ExportOptions},
         downloader::{DownloadProgressItem, Downloader},
         Store,
     },
@@ -50,6 +50,9 @@ use crate::{
     shares::{self, Share, ShareError, Shares},
     tasks::Tasks,
 };
+
+/// Most entries a downloaded folder may list: what a peernet folder holds.
+pub const MAX_FOLDER_ENTRIES: usize = shares::MAX_FILES_PER_FOLDER;
 
 /// Progress events are sent at most this often (bytes), so a fast download
 /// does not flood the control connection.
@@ -213,6 +216,9 @@ impl Transfers {
             if providers.is_empty() {
                 return Err(TransferError::NoProvider(hit.name));
             }
+            if hit.kind == Kind::Folder {
+                self.check_listing(&hit.name, hit.hash, providers.clone()).await?;
+            }
             let report = self.download(content, hit.size, providers, events).await;
             failed_providers = report.failed;
             sources = report.sources;
@@ -248,6 +254,28 @@ impl Transfers {
             tracing::warn!("downloaded, but could not publish yet: {e}");
         }
         send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from, sources }).await;
+        Ok(())
+    }
+
+    /// Fetches a folder's listing alone and refuses a folder that lists
+    /// more entries than a peernet folder may hold, before any of its
+    /// files is fetched: a listing is a list of hashes the provider chose,
+    /// and a lie of a million entries would otherwise be taken at its word.
+    async fn check_listing(&self, name: &str, hash: Hash, providers: Vec<EndpointId>) -> Result<(), TransferError> {
+        // Progress of the listing is not the user's progress bar.
+        let (quiet, _) = mpsc::channel(1);
+        self.download(HashAndFormat::raw(hash), 0, providers, &quiet).await.result?;
+        let size = match self.inner.store.blobs().status(hash).await {
+            Ok(BlobStatus::Complete { size }) => size,
+            _ => return Err(TransferError::Download(format!("the listing of '{name}' did not arrive; run the same get again"))),
+        };
+        // The first hash names the listing's metadata, every other one a file.
+        let entries = (size / 32).saturating_sub(1);
+        if entries > MAX_FOLDER_ENTRIES as u64 {
+            return Err(TransferError::Download(format!(
+                "'{name}' lists {entries} entries, more than the {MAX_FOLDER_ENTRIES} a peernet folder may hold; it was not fetched"
+            )));
+        }
         Ok(())
     }
 
