@@ -40,10 +40,15 @@ impl NetworkKey {
     /// Proof that `joiner` knows the key, bound to both ends of the connection
     /// so a proof overheard for one peer or one index is useless elsewhere.
     pub fn join_proof(&self, joiner: &EndpointId, index: &EndpointId) -> [u8; 32] {
+        self.pair_proof(JOIN_CONTEXT, joiner, index)
+    }
+
+    /// A MAC under the network key of `context` and two ids, in order.
+    fn pair_proof(&self, context: &[u8], first: &EndpointId, second: &EndpointId) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new_keyed(&self.0);
-        hasher.update(JOIN_CONTEXT);
-        hasher.update(joiner.as_bytes());
-        hasher.update(index.as_bytes());
+        hasher.update(context);
+        hasher.update(first.as_bytes());
+        hasher.update(second.as_bytes());
         *hasher.finalize().as_bytes()
     }
 
@@ -58,11 +63,7 @@ impl NetworkKey {
     /// else nor, reflected, a proof from `to` to `from`. The context differs
     /// from the join proof's, so neither can stand in for the other.
     pub fn admit_proof(&self, from: &EndpointId, to: &EndpointId) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_keyed(&self.0);
-        hasher.update(ADMIT_CONTEXT);
-        hasher.update(from.as_bytes());
-        hasher.update(to.as_bytes());
-        *hasher.finalize().as_bytes()
+        self.pair_proof(ADMIT_CONTEXT, from, to)
     }
 
     /// Checks an admission proof in constant time.
