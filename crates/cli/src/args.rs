@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
         Start a network with `peernet up`; it prints a ticket. Others join with \
         `peernet up --join TICKET`. While a peer is up, the other commands \
         (share, search, get, ...) talk to it.",
-    after_help = "Examples:\n  peernet up --nick alice --share ./notes.pdf\n  peernet up --join peernet1... --nick bob\n  peernet search notes\n  peernet get notes.pdf"
+    after_help = "Examples:\n  peernet up --nick alice --share ./notes.pdf\n  peernet up --join peernet2... --nick bob\n  peernet search notes\n  peernet get notes.pdf"
 )]
 pub struct Cli {
     /// Where this peer keeps its key, store and state.
@@ -52,10 +52,72 @@ pub struct NetArgs {
     #[arg(long, default_value = "0.0.0.0:0", env = "PEERNET_BIND", value_name = "ADDR")]
     pub bind: SocketAddr,
 
-    /// Relay server to use for peers behind NAT (none by default: peernet
-    /// contacts no third-party service unless asked).
-    #[arg(long, value_name = "URL")]
-    pub relay: Option<iroh::RelayUrl>,
+    /// A PORT runs the network's own relay here (the root only): TCP PORT
+    /// for the relay, UDP PORT for address discovery; the ticket tells
+    /// members how to reach and trust it. A URL names a relay run
+    /// elsewhere, checked with ordinary certificate authorities. None by
+    /// default: peernet contacts no third-party service unless asked.
+    #[arg(long, value_parser = parse_relay, value_name = "PORT|URL")]
+    pub relay: Option<RelayArg>,
+
+    /// Run the network's relay on PORT (the same as `--relay PORT`).
+    #[arg(long, value_name = "PORT", conflicts_with = "relay")]
+    pub relay_server: Option<u16>,
+
+    /// The name or address members reach this root's relay by (default:
+    /// the --bind address, or this host's address on its default route).
+    #[arg(long, value_name = "HOST")]
+    pub relay_host: Option<String>,
+
+    /// A certificate chain (PEM) for the relay that certificate
+    /// authorities vouch for, instead of the one the root makes itself.
+    #[arg(long, value_name = "FILE", requires = "relay_key")]
+    pub relay_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --relay-cert.
+    #[arg(long, value_name = "FILE", requires = "relay_cert")]
+    pub relay_key: Option<PathBuf>,
+}
+
+/// What `--relay` names.
+#[derive(Debug, Clone)]
+pub enum RelayArg {
+    /// Run the network's relay on this port.
+    Serve(u16),
+    /// Use a relay run elsewhere.
+    Use(iroh::RelayUrl),
+}
+
+fn parse_relay(s: &str) -> Result<RelayArg, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(RelayArg::Serve(port));
+    }
+    s.parse::<iroh::RelayUrl>()
+        .map(RelayArg::Use)
+        .map_err(|_| format!("'{s}' is neither a port (to run the network's relay) nor a relay URL such as https://relay.example.net"))
+}
+
+impl NetArgs {
+    /// The relay to use that someone else runs.
+    pub fn named_relay(&self) -> Option<iroh::RelayUrl> {
+        match &self.relay {
+            Some(RelayArg::Use(url)) => Some(url.clone()),
+            _ => None,
+        }
+    }
+
+    /// How to run the network's relay, if asked to.
+    pub fn relay_server(&self) -> Option<peernet_node::relay::ServeConfig> {
+        let port = match self.relay {
+            Some(RelayArg::Serve(port)) => port,
+            _ => self.relay_server?,
+        };
+        Some(peernet_node::relay::ServeConfig {
+            bind: SocketAddr::new(self.bind.ip(), port),
+            host: self.relay_host.clone(),
+            cert: self.relay_cert.clone().zip(self.relay_key.clone()),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]

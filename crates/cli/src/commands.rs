@@ -36,7 +36,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 share,
                 downloads,
                 bind: net.bind,
-                relay: net.relay,
+                relay: net.named_relay(),
+                relay_server: net.relay_server(),
                 index: lease.index_config(),
                 upload_limit,
                 index_only: false,
@@ -52,7 +53,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 share: Vec::new(),
                 downloads: None,
                 bind: net.bind,
-                relay: net.relay,
+                relay: net.named_relay(),
+                relay_server: net.relay_server(),
                 index: lease.index_config(),
                 upload_limit: None,
                 index_only: true,
@@ -206,7 +208,7 @@ async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> 
     let last = client.get_file(&req, |event| progress.on_event(event)).await?;
     progress.finish();
     match last {
-        GetEvent::Saved { path, hash, size, note, failed_providers, resumed_from, sources } => {
+        GetEvent::Saved { path, hash, size, note, failed_providers, resumed_from, sources, reached } => {
             let report = output::SavedReport {
                 path: &path,
                 hash: &hash,
@@ -215,6 +217,7 @@ async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> 
                 failed: &failed_providers,
                 resumed_from,
                 sources: &sources,
+                reached: &reached,
             };
             output::saved(&report, started.elapsed(), json);
             Ok(())

@@ -139,11 +139,38 @@ pub fn status(s: &Status, json: bool) {
         }
         IndexStatus::Unreachable { error } => format!("unreachable, retrying: {error}"),
         IndexStatus::Refused { error } => format!("refused: {error}"),
+        IndexStatus::None => "none: a LAN network has no index; peers find each other on the LAN".to_string(),
     };
-    println!("index:     {index}");
+    let index_path = s.index_path.map(|p| format!(" [{p}]")).unwrap_or_default();
+    println!("index:     {index}{index_path}");
     println!("addresses: {}", s.addrs.join(", "));
+    for relay in &s.relays {
+        let state = match (&relay.error, relay.connected) {
+            (_, true) => "connected".to_string(),
+            (Some(e), false) => format!("not connected: {e}"),
+            (None, false) => "connecting".to_string(),
+        };
+        println!("relay:     {} ({state})", relay.url);
+    }
+    if let Some(server) = &s.relay_server {
+        println!(
+            "runs relay: {} (QAD on udp {}); {} members admitted, {} refused",
+            server.url,
+            server.quic_port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            server.admitted,
+            server.refused
+        );
+    }
     println!("shares:    {}", s.shares);
-    println!("neighbours: {}", if s.neighbors.is_empty() { "(none yet)".to_string() } else { s.neighbors.join(", ") });
+    let links: Vec<String> = s
+        .links
+        .iter()
+        .map(|l| match &l.path {
+            Some(path) => format!("{} ({path})", l.id),
+            None => l.id.clone(),
+        })
+        .collect();
+    println!("neighbours: {}", if links.is_empty() { "(none yet)".to_string() } else { links.join(", ") });
     if !s.dropped_events.is_empty() {
         let dropped: Vec<String> = s.dropped_events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("dropped events: {}", dropped.join(", "));
@@ -166,18 +193,25 @@ pub struct SavedReport<'a> {
     pub failed: &'a [String],
     pub resumed_from: u64,
     pub sources: &'a [String],
+    pub reached: &'a [peernet_node::transfers::Reached],
 }
 
 pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
     if json {
         return print_json(&serde_json::json!({
             "path": r.path, "hash": r.hash, "size": r.size, "note": r.note,
-            "failed_providers": r.failed, "resumed_from": r.resumed_from, "sources": r.sources,
+            "failed_providers": r.failed, "resumed_from": r.resumed_from, "sources": r.sources, "reached": r.reached,
             "fetched_bytes": r.size - r.resumed_from.min(r.size), "seconds": elapsed.as_secs_f64(),
         }));
     }
     if r.sources.len() > 1 {
         println!("fetched in parts from {} providers: {}", r.sources.len(), r.sources.join(", "));
+    }
+    for reached in r.reached {
+        match &reached.path {
+            Some(path) => println!("from {}: {path}", reached.source),
+            None => println!("from {}: path unknown (its connection had closed)", reached.source),
+        }
     }
     if r.resumed_from > 0 {
         println!("resumed: {} were already here and verified", size(r.resumed_from));

@@ -27,7 +27,7 @@ async fn forge_close(ticket: &str, via: &serde_json::Value) {
         relay: None,
         alpns: vec![iroh_gossip::ALPN.to_vec()],
     };
-    let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission).await.unwrap();
+    let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission, &peernet_node::paths::Paths::new()).await.unwrap();
     let gossip = iroh_gossip::net::Gossip::builder().max_message_size(8192).spawn(ep.clone());
     let router = iroh::protocol::Router::builder(ep.clone())
         .accept(peernet_proto::admission::ALPN, admission.protocol())

@@ -48,7 +48,7 @@ fn forge_ticket(addr_from: &str, key_from: &str) -> String {
     use peernet_proto::ticket::Ticket;
     let a: Ticket = addr_from.parse().unwrap();
     let k: Ticket = key_from.parse().unwrap();
-    Ticket { index: a.index, network_key: k.network_key }.to_string()
+    Ticket { index: a.index, network_key: k.network_key, relay: a.relay }.to_string()
 }
 
 /// Acceptance: `down` removes all of a peer's registrations at once, and

@@ -6,6 +6,8 @@
 //! shares.json     the files this peer shares
 //! blobs/          the iroh-blobs store
 //! index.db        the index database, when this process hosts the index
+//! relay.crt       the certificate of the relay a root runs (made at first start)
+//! relay.key       its private key (mode 0600)
 //! control.json    address and bearer token of the running daemon's control API (mode 0600)
 //! ```
 //!
@@ -160,10 +162,15 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, private: bool) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("plain data always serializes");
+    write_file(path, &bytes, private)
+}
+
+/// Writes a whole file atomically; `private` makes it readable by its owner only.
+pub(crate) fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<()> {
     if private {
-        write_private(path, &bytes)
+        write_private(path, bytes)
     } else {
-        write_atomic(path, &bytes, 0o644)
+        write_atomic(path, bytes, 0o644)
     }
 }
 

@@ -1,20 +1,26 @@
 //! Building the node's iroh endpoint.
 //!
 //! The endpoint uses the `Minimal` preset: no third-party relay and no DNS
-//! discovery are contacted unless the user passes `--relay`. Peers learn each
-//! other's addresses from the ticket and from the index, and those addresses
-//! go into a [`MemoryLookup`] so that dialing by key works.
+//! discovery are contacted. A relay is used only when the network's ticket
+//! names the root's own relay or the user passes `--relay`
+//! ([`crate::relay`]). Peers learn each other's addresses from the ticket
+//! and from the index, and those addresses go into a [`MemoryLookup`] so
+//! that dialing by key works.
 
 use std::{net::SocketAddr, time::Duration};
 
 use iroh::{
     address_lookup::memory::MemoryLookup,
     endpoint::{presets, QuicTransportConfig},
-    Endpoint, RelayMode, RelayUrl, SecretKey,
+    Endpoint, RelayMode, SecretKey,
 };
 use peernet_proto::index::PeerAddr;
 
-use crate::admission::{Admission, AdmissionHooks};
+use crate::{
+    admission::{Admission, AdmissionHooks},
+    paths::Paths,
+    relay::ClientSetup,
+};
 
 /// Keep-alive and idle timeout: a peer that vanishes (SIGKILL, cable pulled)
 /// is noticed within the idle timeout, so a download can move on to another
@@ -26,7 +32,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 pub struct EndpointConfig {
     pub secret_key: SecretKey,
     pub bind: SocketAddr,
-    pub relay: Option<RelayUrl>,
+    /// The relays to use and how to trust them; none by default.
+    pub relay: Option<ClientSetup>,
     pub alpns: Vec<Vec<u8>>,
 }
 
@@ -40,25 +47,34 @@ pub enum EndpointError {
 /// learned later are added to. It admits anyone: for tests and tools that
 /// talk only to the index, or to endpoints of their own.
 pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, MemoryLookup), EndpointError> {
-    bind_with(config, None).await
+    bind_with(config, None, None).await
 }
 
 /// Binds the endpoint of a member: only keys that proved the network key get
 /// through ([`crate::admission`]), and every outgoing connect proves ours
 /// first. The admission ALPN is added to `config.alpns`; whoever builds the
 /// router must serve [`Admission::protocol`] on it, and call
-/// [`Admission::detach`] when the endpoint closes.
-pub async fn bind_member(mut config: EndpointConfig, admission: &Admission) -> Result<(Endpoint, MemoryLookup), EndpointError> {
+/// [`Admission::detach`] when the endpoint closes. `paths` learns of every
+/// connection, to tell direct links from relayed ones.
+pub async fn bind_member(
+    mut config: EndpointConfig,
+    admission: &Admission,
+    paths: &Paths,
+) -> Result<(Endpoint, MemoryLookup), EndpointError> {
     let alpn = peernet_proto::admission::ALPN.to_vec();
     if !config.alpns.contains(&alpn) {
         config.alpns.push(alpn);
     }
-    let bound = bind_with(config, Some(admission.hooks())).await?;
+    let bound = bind_with(config, Some(admission.hooks()), Some(paths)).await?;
     admission.attach(&bound.0);
     Ok(bound)
 }
 
-async fn bind_with(config: EndpointConfig, hooks: Option<AdmissionHooks>) -> Result<(Endpoint, MemoryLookup), EndpointError> {
+async fn bind_with(
+    config: EndpointConfig,
+    hooks: Option<AdmissionHooks>,
+    paths: Option<&Paths>,
+) -> Result<(Endpoint, MemoryLookup), EndpointError> {
     let lookup = MemoryLookup::new();
     let transport = QuicTransportConfig::builder()
         .keep_alive_interval(KEEP_ALIVE)
@@ -78,8 +94,11 @@ async fn bind_with(config: EndpointConfig, hooks: Option<AdmissionHooks>) -> Res
     if let Some(hooks) = hooks {
         builder = builder.hooks(hooks);
     }
+    if let Some(paths) = paths {
+        builder = builder.hooks(paths.hooks());
+    }
     if let Some(relay) = config.relay {
-        builder = builder.relay_mode(RelayMode::custom([relay]));
+        builder = builder.relay_mode(RelayMode::Custom(relay.map)).ca_tls_config(relay.tls);
     }
     let endpoint = builder.bind().await.map_err(|e| bind_err(e.to_string()))?;
     Ok((endpoint, lookup))

@@ -53,6 +53,8 @@ pub enum IndexError {
     Refused { code: ErrorCode, message: String },
     #[error("the index sent an unexpected answer; this peer and the index may run different versions")]
     Unexpected,
+    #[error("this is a LAN network, which has no index: peers find each other on the LAN, and search asks them (drop --index-only)")]
+    NoIndex,
 }
 
 impl IndexError {
@@ -69,15 +71,30 @@ impl IndexError {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum IndexStatus {
     Connecting,
-    Joined { since_ms: u64, heartbeat_ms: u64, lease_ttl_ms: u64 },
-    Unreachable { error: String },
-    Refused { error: String },
+    Joined {
+        since_ms: u64,
+        heartbeat_ms: u64,
+        lease_ttl_ms: u64,
+    },
+    Unreachable {
+        error: String,
+    },
+    Refused {
+        error: String,
+    },
+    /// A LAN network has no index.
+    None,
 }
 
 #[derive(Debug)]
 enum Route {
-    Remote { endpoint: Endpoint, index: PeerAddr },
+    Remote {
+        endpoint: Endpoint,
+        index: PeerAddr,
+    },
     Local(Arc<Service>),
+    /// A LAN network: every request fails with [`IndexError::NoIndex`].
+    None,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +131,18 @@ impl IndexClient {
 
     pub fn local(service: Arc<Service>, me: PeerAddr, key: NetworkKey) -> Self {
         Self::new(me, service.id(), key, Route::Local(service))
+    }
+
+    /// The client of a network without an index (a LAN network).
+    pub fn none(me: PeerAddr, key: NetworkKey) -> Self {
+        let client = Self::new(me.clone(), me.id, key, Route::None);
+        client.inner.status.send_replace(IndexStatus::None);
+        client
+    }
+
+    /// Whether this network has an index at all.
+    pub fn exists(&self) -> bool {
+        !matches!(self.inner.route, Route::None)
     }
 
     fn new(me: PeerAddr, index_id: EndpointId, key: NetworkKey, route: Route) -> Self {
@@ -190,6 +219,7 @@ impl IndexClient {
     /// Sends one request and returns the raw response.
     pub async fn call(&self, request: Request) -> Result<Response, IndexError> {
         match &self.inner.route {
+            Route::None => Err(IndexError::NoIndex),
             Route::Local(service) => Ok(service.call(self.inner.me.id, request, now_ms()).await),
             Route::Remote { endpoint, index } => {
                 let timeout = self.request_timeout();

@@ -16,6 +16,8 @@
 //!   [`links`].
 //! - [`index_client`]: the session with the index (join, heartbeat,
 //!   back-off) and its requests.
+//! - [`relay`]: the root's own relay server, and how members reach and
+//!   trust a relay; [`paths`]: whether each link is direct or relayed.
 //! - [`tasks`]: every task the node runs, tracked and cancelled as one.
 //! - [`control`]: the local HTTP API the CLI talks to; it depends on the
 //!   node, never the reverse.
@@ -32,6 +34,8 @@ pub mod links;
 pub mod network;
 pub mod node;
 pub mod overlay;
+pub mod paths;
+pub mod relay;
 pub mod resolve;
 pub mod save;
 pub mod search;

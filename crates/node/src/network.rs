@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use iroh::Endpoint;
+use iroh::{Endpoint, Watcher};
 use peernet_index::budget::Budget;
 use peernet_proto::{
     index::{OnlinePeer, Request, Response},
@@ -21,6 +21,8 @@ use crate::{
     flood::FloodSearch,
     index_client::{IndexClient, IndexError, IndexStatus},
     overlay::{Overlay, OverlayError},
+    paths::{PathInfo, Paths},
+    relay::RootRelay,
     shares::Shares,
     tasks::{self, Tasks},
 };
@@ -42,6 +44,20 @@ pub struct Status {
     pub shares: usize,
     /// Current overlay neighbours (short ids).
     pub neighbors: Vec<String>,
+    /// Each overlay neighbour with the path its link takes now.
+    #[serde(default)]
+    pub links: Vec<LinkStatus>,
+    /// The path of the link to the index (none while there is no live
+    /// connection, or when this process hosts the index).
+    #[serde(default)]
+    pub index_path: Option<PathInfo>,
+    /// The relays this peer uses: whether it is connected to each, and why
+    /// not.
+    #[serde(default)]
+    pub relays: Vec<RelayLink>,
+    /// The relay this root runs for its network, with its admissions.
+    #[serde(default)]
+    pub relay_server: Option<RelayServerStatus>,
     /// Flood queries handled here, and duplicate copies dropped.
     pub flood_handled: u64,
     pub flood_duplicates: u64,
@@ -75,6 +91,33 @@ pub struct Status {
     pub downloads: PathBuf,
 }
 
+/// An overlay neighbour and the path to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub id: String,
+    /// `None` while no connection to it is open.
+    pub path: Option<PathInfo>,
+}
+
+/// A relay this peer uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayLink {
+    pub url: String,
+    pub connected: bool,
+    /// Why the relay refused this peer, or the last error reaching it.
+    pub error: Option<String>,
+}
+
+/// The relay this root runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayServerStatus {
+    pub url: String,
+    pub quic_port: Option<u16>,
+    /// Connections admitted with the network's token, and refused without it.
+    pub admitted: u64,
+    pub refused: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("{0}")]
@@ -103,6 +146,8 @@ pub struct Network {
     tasks: Tasks,
     admission: Admission,
     connections: Arc<Budget<IpAddr>>,
+    paths: Paths,
+    relay: Option<Arc<RootRelay>>,
 }
 
 /// What [`Network`] is built from.
@@ -122,6 +167,10 @@ pub struct Parts {
     pub admission: Admission,
     /// The budget of new connections per IP address.
     pub connections: Arc<Budget<IpAddr>>,
+    /// Every connection's path.
+    pub paths: Paths,
+    /// The network's relay, when this root runs it.
+    pub relay: Option<Arc<RootRelay>>,
 }
 
 impl Network {
@@ -141,12 +190,33 @@ impl Network {
             tasks: p.tasks,
             admission: p.admission,
             connections: p.connections,
+            paths: p.paths,
+            relay: p.relay,
         }
+    }
+
+    /// Whether the link to `peer` is direct or relayed now, and its RTT.
+    pub fn path_to(&self, peer: &iroh::EndpointId) -> Option<PathInfo> {
+        self.paths.of(peer)
+    }
+
+    fn relays(&self) -> Vec<RelayLink> {
+        self.endpoint
+            .home_relay_status()
+            .get()
+            .into_iter()
+            .map(|r| RelayLink {
+                url: r.url().to_string(),
+                connected: r.is_connected(),
+                error: r.auth_denied_reason().map(|why| format!("refused: {why}")).or_else(|| r.last_error().map(|e| e.to_string())),
+            })
+            .collect()
     }
 
     pub fn status(&self) -> Status {
         let (flood_handled, flood_duplicates) = self.flood.counters();
         let admission = self.admission.counters();
+        let neighbours = self.overlay.neighbors();
         Status {
             id: self.endpoint.id().to_string(),
             nickname: self.nickname.borrow().clone(),
@@ -155,7 +225,14 @@ impl Network {
             index: self.index.status(),
             addrs: endpoint::own_addr(&self.endpoint).ip.iter().map(|a| a.to_string()).collect(),
             shares: self.shares.list().len(),
-            neighbors: self.overlay.neighbors().iter().map(|n| n.fmt_short().to_string()).collect(),
+            neighbors: neighbours.iter().map(|n| n.fmt_short().to_string()).collect(),
+            links: neighbours.iter().map(|n| LinkStatus { id: n.fmt_short().to_string(), path: self.paths.of(n) }).collect(),
+            index_path: if self.hosts_index { None } else { self.paths.of(&self.index.index_id()) },
+            relays: self.relays(),
+            relay_server: self.relay.as_ref().map(|r| {
+                let (admitted, refused) = r.counters();
+                RelayServerStatus { url: r.info().url.clone(), quic_port: r.info().quic_port, admitted, refused }
+            }),
             dropped_events: self.overlay.dropped(),
             flood_handled,
             flood_duplicates,

@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     /// Stops the index session alone, before the leave is sent.
     pub(crate) session: CancellationToken,
     pub(crate) shutdown_requested: CancellationToken,
+    /// The network's relay, when this root runs it.
+    pub(crate) relay: Option<Arc<crate::relay::RootRelay>>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +167,9 @@ impl Node {
             warn!("router shutdown: {e}");
         }
         inner.network.admission().detach();
+        if let Some(relay) = &inner.relay {
+            relay.shutdown().await;
+        }
         if let Err(e) = inner.store.shutdown().await {
             debug!("store shutdown: {e}");
         }

@@ -36,6 +36,8 @@ use crate::{
     network::{self, Network},
     node::{Inner, Node},
     overlay::{Hooks, Overlay, OverlayError},
+    paths::Paths,
+    relay::{self, RootRelay},
     search::Search,
     shares::{ShareError, Shares},
     tasks::Tasks,
@@ -58,7 +60,10 @@ pub struct Config {
     pub downloads: Option<PathBuf>,
     /// Address to bind; port 0 reuses the port of the last run (or picks one).
     pub bind: SocketAddr,
+    /// A relay the user named (`--relay URL`), used beside the network's own.
     pub relay: Option<RelayUrl>,
+    /// Run the network's relay beside its index (the root only).
+    pub relay_server: Option<relay::ServeConfig>,
     /// Lease timing, used when this peer hosts the index.
     pub index: peernet_index::Config,
     /// Most bytes per second served to other peers, all together.
@@ -119,6 +124,10 @@ pub enum StartError {
     Overlay(#[from] OverlayError),
     #[error("cannot start the control API: {0}")]
     Control(String),
+    #[error("{0}")]
+    Relay(#[from] relay::RelayError),
+    #[error("only the root runs the network's relay: drop --relay-server, or start the root with it")]
+    RelayNotRoot,
 }
 
 /// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
@@ -148,6 +157,7 @@ struct Started {
     router: Option<Router>,
     tasks: Option<Tasks>,
     admission: Option<Admission>,
+    relay: Option<Arc<RootRelay>>,
 }
 
 impl Started {
@@ -175,6 +185,9 @@ impl Started {
             store.shutdown().await.ok();
         }
         self.admission.iter().for_each(Admission::detach);
+        if let Some(relay) = &self.relay {
+            relay.shutdown().await;
+        }
     }
 }
 
@@ -205,6 +218,9 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     if config.index_only && !hosting {
         return Err(StartError::MemberDataDir);
     }
+    if config.relay_server.is_some() && !hosting {
+        return Err(StartError::RelayNotRoot);
+    }
 
     // A member's ticket, and the key either way.
     let (member_ticket, network_key) = match &membership {
@@ -219,14 +235,33 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let admission = Admission::new(network_key, secret_key.public());
     started.admission = Some(admission.clone());
 
+    // The network's relay, which the endpoint needs before it binds: the
+    // root starts it, a member learns it from the ticket.
+    let index_id = member_ticket.as_ref().map(|t| t.index.id).unwrap_or_else(|| secret_key.public());
+    let root_relay = match &config.relay_server {
+        Some(serve) => {
+            let relay = Arc::new(RootRelay::spawn(serve, data_dir.root(), network_key, index_id).await?);
+            started.relay = Some(relay.clone());
+            Some(relay)
+        }
+        None => None,
+    };
+    let network_relay = root_relay.as_ref().map(|r| r.info().clone()).or_else(|| member_ticket.as_ref().and_then(|t| t.relay.clone()));
+    let relays = relay::client_setup(network_relay.as_ref(), config.relay.as_ref(), &network_key, &secret_key.public(), &index_id)?;
+    let paths = Paths::new();
+
     let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec(), peernet_proto::flood::ALPN.to_vec()];
     if hosting {
         alpns.push(peernet_proto::index::ALPN.to_vec());
     }
-    let (endpoint, lookup) =
-        bind_endpoint(config.bind, config.relay.clone(), &state, secret_key.clone(), alpns, hosting, &admission).await?;
+    let (endpoint, lookup) = bind_endpoint(config.bind, relays, &state, secret_key.clone(), alpns, hosting, &admission, &paths).await?;
     started.endpoint = Some(endpoint.clone());
-    let me = endpoint::own_addr(&endpoint);
+    let mut me = endpoint::own_addr(&endpoint);
+    // The home relay may not be chosen yet; peers behind NAT reach us only
+    // through it, so advertise the network's relay from the start.
+    if me.relay.is_none() {
+        me.relay = network_relay.as_ref().map(|r| r.url.clone());
+    }
     let cancel = CancellationToken::new();
     let tasks = Tasks::new(cancel.clone());
     started.tasks = Some(tasks.clone());
@@ -253,7 +288,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
                 .map_err(|e| StartError::IndexDb(e.to_string()))?;
             router = router.accept(peernet_proto::index::ALPN, protocol.clone());
             let client = IndexClient::local(protocol.service().clone(), me.clone(), network_key);
-            (Ticket { index: me.clone(), network_key }, Some(protocol), client)
+            (Ticket { index: me.clone(), network_key, relay: network_relay.clone() }, Some(protocol), client)
         }
         Some(ticket) => {
             endpoint::remember(&lookup, &ticket.index);
@@ -343,6 +378,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         publisher: Arc::new(index.clone()),
         downloads: downloads.clone(),
         tasks: tasks.clone(),
+        paths: paths.clone(),
     });
     let files = Files::new((*store).clone(), shares.clone(), index.clone(), search.clone());
     let chat = Chat::new(overlay.clone(), index.clone(), nickname.clone(), data_dir.clone());
@@ -361,6 +397,8 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         tasks: tasks.clone(),
         admission,
         connections,
+        paths,
+        relay: root_relay.clone(),
     });
     let node = Node::from_inner(Inner {
         data_dir,
@@ -381,6 +419,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         tasks,
         session,
         shutdown_requested: CancellationToken::new(),
+        relay: root_relay,
     });
     start_control(&node).await?;
     Ok(node)
@@ -439,14 +478,16 @@ async fn start_control(node: &Node) -> Result<(), StartError> {
 /// Binds the endpoint, reusing the port of the last run when none is given.
 /// A peer can move to another port; a host must keep its port, or its
 /// ticket would point nowhere.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn bind_endpoint(
     bind: SocketAddr,
-    relay: Option<RelayUrl>,
+    relay: Option<relay::ClientSetup>,
     state: &State,
     secret_key: iroh::SecretKey,
     alpns: Vec<Vec<u8>>,
     hosting: bool,
     admission: &Admission,
+    paths: &Paths,
 ) -> Result<(Endpoint, MemoryLookup), StartError> {
     let remembered = bind.port() == 0 && state.port.is_some();
     let mut first = bind;
@@ -454,11 +495,11 @@ pub(crate) async fn bind_endpoint(
         first.set_port(state.port.unwrap_or(0));
     }
     let config = |bind| EndpointConfig { secret_key: secret_key.clone(), bind, relay: relay.clone(), alpns: alpns.clone() };
-    match endpoint::bind_member(config(first), admission).await {
+    match endpoint::bind_member(config(first), admission, paths).await {
         Ok(ok) => Ok(ok),
         Err(e) if remembered && !hosting => {
             warn!("{e}; using a new port");
-            Ok(endpoint::bind_member(config(bind), admission).await?)
+            Ok(endpoint::bind_member(config(bind), admission, paths).await?)
         }
         Err(e) => Err(e.into()),
     }

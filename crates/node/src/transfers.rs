@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::{
-    endpoint, resolve,
+    endpoint,
+    paths::{PathInfo, Paths},
+    resolve,
     resolve::ResolveError,
     save,
     shares::{self, Share, ShareError, Shares},
@@ -99,10 +101,23 @@ pub enum GetEvent {
         resumed_from: u64,
         /// Providers that delivered parts of this download (short ids).
         sources: Vec<String>,
+        /// How each source was reached (direct or relayed, and the
+        /// round-trip time), in the order of `sources`.
+        #[serde(default)]
+        reached: Vec<Reached>,
     },
     Failed {
         error: String,
     },
+}
+
+/// How a source of a download was reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reached {
+    /// The source's short id.
+    pub source: String,
+    /// `None` when its connection had closed before it could be read.
+    pub path: Option<PathInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +152,7 @@ struct Inner {
     publisher: Arc<dyn Publisher>,
     downloads: PathBuf,
     tasks: Tasks,
+    paths: Paths,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -159,12 +175,14 @@ pub struct Parts {
     /// Where downloads are saved unless a get names another directory.
     pub downloads: PathBuf,
     pub tasks: Tasks,
+    /// Which way each connection goes, to say how sources were reached.
+    pub paths: Paths,
 }
 
 impl Transfers {
     pub fn new(parts: Parts) -> Self {
-        let Parts { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks } = parts;
-        Self { inner: Arc::new(Inner { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks }) }
+        let Parts { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths } = parts;
+        Self { inner: Arc::new(Inner { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths }) }
     }
 
     pub fn downloads(&self) -> &Path {
@@ -212,6 +230,7 @@ impl Transfers {
         let resumed_from = local.local_bytes();
         let mut failed_providers = Vec::new();
         let mut sources = Vec::new();
+        let mut reached = Vec::new();
         if !local.is_complete() {
             if providers.is_empty() {
                 return Err(TransferError::NoProvider(hit.name));
@@ -222,6 +241,7 @@ impl Transfers {
             let report = self.download(content, hit.size, providers, events).await;
             failed_providers = report.failed;
             sources = report.sources;
+            reached = report.reached;
             report.result?;
         }
         let complete = inner.store.remote().local(content).await.map(|l| l.is_complete()).unwrap_or(false);
@@ -253,7 +273,7 @@ impl Transfers {
         if let Err(e) = inner.publisher.publish(vec![share.entry()]).await {
             tracing::warn!("downloaded, but could not publish yet: {e}");
         }
-        send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from, sources }).await;
+        send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from, sources, reached }).await;
         Ok(())
     }
 
@@ -393,7 +413,7 @@ impl Transfers {
         drop(tx);
         let mut done_per_part: HashMap<usize, u64> = HashMap::new();
         let mut current: HashMap<usize, EndpointId> = HashMap::new();
-        let mut report = DownloadReport { result: Ok(()), failed: Vec::new(), sources: Vec::new() };
+        let mut report = DownloadReport { result: Ok(()), failed: Vec::new(), sources: Vec::new(), reached: Vec::new() };
         let mut reported = 0u64;
         while let Some((part, item)) = rx.recv().await {
             match item {
@@ -410,9 +430,11 @@ impl Transfers {
                 }
                 DownloadProgressItem::PartComplete { .. } => {
                     if let Some(id) = current.get(&part) {
-                        let id = id.fmt_short().to_string();
-                        if !report.sources.contains(&id) {
-                            report.sources.push(id);
+                        let short = id.fmt_short().to_string();
+                        if !report.sources.contains(&short) {
+                            // Read now, while the connection that delivered is still open.
+                            report.reached.push(Reached { source: short.clone(), path: self.inner.paths.of(id) });
+                            report.sources.push(short);
                         }
                     }
                 }
@@ -467,6 +489,7 @@ struct DownloadReport {
     result: Result<(), TransferError>,
     failed: Vec<String>,
     sources: Vec<String>,
+    reached: Vec<Reached>,
 }
 
 fn all_failed(count: usize) -> TransferError {

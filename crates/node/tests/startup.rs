@@ -14,6 +14,7 @@ fn config(data_dir: &Path, bind: SocketAddr) -> Config {
         downloads: Some(data_dir.join("downloads")),
         bind,
         relay: None,
+        relay_server: None,
         index: Default::default(),
         upload_limit: Some(1024 * 1024),
         index_only: false,

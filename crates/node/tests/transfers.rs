@@ -100,6 +100,7 @@ async fn get_with_an_injected_answer_survives_a_failing_provider_and_keeps_the_n
         publisher: published.clone(),
         downloads: downloads.clone(),
         tasks: tasks.clone(),
+        paths: Default::default(),
     });
 
     let (tx, mut rx) = mpsc::channel(1024);

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 const JOIN_CONTEXT: &[u8] = b"peernet/join/1";
 /// Domain separation for the admission proof between two peers.
 const ADMIT_CONTEXT: &[u8] = b"peernet/admit/1";
+/// Domain separation for the relay's auth token.
+const RELAY_CONTEXT: &[u8] = b"peernet/relay/1";
 /// Domain separation for the gossip topic.
 const TOPIC_CONTEXT: &str = "peernet 2026 gossip topic v1";
 
@@ -71,6 +73,22 @@ impl NetworkKey {
         blake3::Hash::from(self.admit_proof(from, to)) == blake3::Hash::from(*proof)
     }
 
+    /// The token a member shows the root's relay: a proof that `member`
+    /// knows the key, bound to the index (whose root runs the relay). The
+    /// relay checks it against the key the TLS handshake authenticated, so
+    /// a token seen on the wire is useless to anyone else. Hex, as it
+    /// travels in an HTTP header.
+    pub fn relay_token(&self, member: &EndpointId, index: &EndpointId) -> String {
+        data_encoding::HEXLOWER.encode(&self.pair_proof(RELAY_CONTEXT, member, index))
+    }
+
+    /// Checks a relay token in constant time.
+    pub fn verify_relay_token(&self, member: &EndpointId, index: &EndpointId, token: &str) -> bool {
+        let Ok(bytes) = data_encoding::HEXLOWER.decode(token.as_bytes()) else { return false };
+        let Ok(proof) = <[u8; 32]>::try_from(bytes.as_slice()) else { return false };
+        blake3::Hash::from(self.pair_proof(RELAY_CONTEXT, member, index)) == blake3::Hash::from(proof)
+    }
+
     /// The gossip topic of this network.
     pub fn topic(&self) -> [u8; 32] {
         blake3::derive_key(TOPIC_CONTEXT, &self.0)
@@ -109,6 +127,24 @@ mod tests {
         assert!(!NetworkKey::generate().verify_admit(&a, &b, &proof), "wrong key");
         assert!(!key.verify_join(&a, &b, &proof), "an admission proof is no join proof");
         assert!(!key.verify_admit(&a, &b, &key.join_proof(&a, &b)), "a join proof is no admission proof");
+    }
+
+    #[test]
+    fn relay_token_is_bound_to_key_member_and_index() {
+        let key = NetworkKey::generate();
+        let a = SecretKey::generate().public();
+        let b = SecretKey::generate().public();
+        let index = SecretKey::generate().public();
+        let token = key.relay_token(&a, &index);
+        assert!(key.verify_relay_token(&a, &index, &token));
+        assert!(!key.verify_relay_token(&b, &index, &token), "another endpoint cannot reuse it");
+        assert!(!key.verify_relay_token(&a, &b, &token), "another root's relay refuses it");
+        assert!(!NetworkKey::generate().verify_relay_token(&a, &index, &token), "wrong key");
+        let join = data_encoding::HEXLOWER.encode(&key.join_proof(&a, &index));
+        assert!(!key.verify_relay_token(&a, &index, &join), "a join proof is no relay token");
+        for garbage in ["", "zz", &token[..10], &format!("{token}00")] {
+            assert!(!key.verify_relay_token(&a, &index, garbage));
+        }
     }
 
     #[test]

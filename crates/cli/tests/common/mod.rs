@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_peernet");
 
 /// Lease timing used by tests: short, so expiry is observable, but loose
@@ -27,8 +29,23 @@ pub struct Daemon {
     pub name: String,
     pub data_dir: PathBuf,
     pub ticket: String,
+    /// The network namespace it runs in, if any.
+    pub ns: Option<String>,
     child: Option<Child>,
     log: PathBuf,
+}
+
+/// `peernet`, inside network namespace `ns` when one is given (`ip netns
+/// exec` runs the program in place, so the child's PID is peernet's).
+pub fn command(ns: Option<&str>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    }
 }
 
 impl Daemon {
@@ -38,10 +55,15 @@ impl Daemon {
 
     /// Starts a daemon with extra environment variables.
     pub fn start_with_env(name: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(None, name, data_dir, args, env)
+    }
+
+    /// Starts a daemon inside network namespace `ns`, if given.
+    pub fn start_in(ns: Option<&str>, name: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = command(ns)
             .args(args)
             .env("PEERNET_DATA_DIR", data_dir)
             .env("RUST_LOG", "warn,peernet_node=debug,peernet_index=debug")
@@ -70,7 +92,8 @@ impl Daemon {
                 panic!("{name} did not print a ticket; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        let d = Daemon { name: name.to_string(), data_dir: data_dir.to_owned(), ticket, child: Some(child), log };
+        let d =
+            Daemon { name: name.to_string(), data_dir: data_dir.to_owned(), ticket, ns: ns.map(str::to_string), child: Some(child), log };
         if args.first() == Some(&"up") {
             d.wait_for_control();
         }
@@ -113,7 +136,7 @@ impl Daemon {
 
     /// Runs a CLI command against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.data_dir, args)
+        cli_in(self.ns.as_deref(), &self.data_dir, args)
     }
 
     /// Runs a CLI command and returns stdout, failing the test on error.
@@ -198,7 +221,12 @@ impl Drop for Daemon {
 
 /// Runs `peernet ARGS` with a data directory, bounded in time.
 pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+    cli_in(None, data_dir, args)
+}
+
+/// Runs `peernet ARGS` inside network namespace `ns`, if given.
+pub fn cli_in(ns: Option<&str>, data_dir: &Path, args: &[&str]) -> Output {
+    let mut child = command(ns)
         .args(args)
         .env("PEERNET_DATA_DIR", data_dir)
         .env("RUST_LOG", "error")
@@ -379,7 +407,7 @@ pub async fn member_endpoint(
     let secret_key = iroh::SecretKey::generate();
     let admission = peernet_node::admission::Admission::new(key, secret_key.public());
     let config = peernet_node::endpoint::EndpointConfig { secret_key, bind: "127.0.0.1:0".parse().unwrap(), relay: None, alpns };
-    let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission).await.unwrap();
+    let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission, &peernet_node::paths::Paths::new()).await.unwrap();
     (ep, lookup, admission)
 }
 

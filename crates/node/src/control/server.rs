@@ -56,6 +56,7 @@ impl HttpStatus for IndexError {
             Self::Refused { .. } => StatusCode::BAD_REQUEST,
             Self::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected => StatusCode::BAD_GATEWAY,
+            Self::NoIndex => StatusCode::BAD_REQUEST,
         }
     }
 }

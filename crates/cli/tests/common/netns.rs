@@ -1,0 +1,114 @@
+//! Test hosts in network namespaces: segments, home routers with real NAT
+//! (iptables masquerade), and links made slow and lossy. Needs root and
+//! `ip` and `iptables`; [`unavailable`] says why not, and the tests then
+//! print that they skipped. Every namespace is deleted on drop (after the
+//! daemons inside it, which are declared later and so dropped first).
+
+use std::process::Command;
+
+/// Why namespace tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root to create network namespaces".into());
+    }
+    for tool in ["ip", "iptables"] {
+        let found = Command::new(tool).arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+        if !found {
+            return Some(format!("`{tool}` is not installed (apt-get install iproute2 iptables)"));
+        }
+    }
+    None
+}
+
+/// Whether `test` must skip, saying so visibly: `if skip("x") { return; }`.
+pub fn skip(test: &str) -> bool {
+    match unavailable() {
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            println!("SKIPPED {test}: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// A set of namespaces made by one test.
+pub struct Hosts {
+    prefix: String,
+    made: Vec<String>,
+}
+
+impl Hosts {
+    /// `tag` keeps concurrent tests apart; the process id keeps runs apart.
+    pub fn new(tag: &str) -> Hosts {
+        Hosts { prefix: format!("pn{}{tag}", std::process::id()), made: Vec::new() }
+    }
+
+    /// A new namespace with loopback up; returns its full name.
+    pub fn add(&mut self, name: &str) -> String {
+        let ns = format!("{}{name}", self.prefix);
+        run("ip", &["netns", "add", &ns]);
+        self.made.push(ns.clone());
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A veth pair from `a` (interface `a_if`, address `a_addr`) to `b`.
+    pub fn link(&self, a: &str, a_if: &str, a_addr: Option<&str>, b: &str, b_if: &str, b_addr: Option<&str>) {
+        run("ip", &["-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b]);
+        for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+            if let Some(addr) = addr {
+                run("ip", &["-n", ns, "addr", "add", addr, "dev", ifname]);
+            }
+            run("ip", &["-n", ns, "link", "set", ifname, "up"]);
+        }
+    }
+
+    /// A bridge `br0` in `ns` with address `addr`.
+    pub fn bridge(&self, ns: &str, addr: &str) {
+        run("ip", &["-n", ns, "link", "add", "br0", "type", "bridge"]);
+        run("ip", &["-n", ns, "addr", "add", addr, "dev", "br0"]);
+        run("ip", &["-n", ns, "link", "set", "br0", "up"]);
+    }
+
+    /// Host `host` on the bridge of `hub`, at `addr` (CIDR), with its
+    /// default route through `gateway`.
+    pub fn on_bridge(&self, hub: &str, port: &str, host: &str, addr: &str, gateway: &str) {
+        self.link(hub, port, None, host, "eth0", Some(addr));
+        run("ip", &["-n", hub, "link", "set", port, "master", "br0"]);
+        run("ip", &["-n", host, "route", "add", "default", "via", gateway]);
+    }
+
+    /// A command inside `ns`; panics when it fails.
+    pub fn exec(&self, ns: &str, args: &[&str]) {
+        let mut all = vec!["netns", "exec", ns];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in self.made.iter().rev() {
+            Command::new("ip").args(["netns", "del", ns]).output().ok();
+        }
+    }
+}
+
+/// A home router: namespace `router` forwards to its WAN side `wan_if`,
+/// masquerading (the NAT of a home router: a LAN host keeps its port
+/// towards every destination, and only answers to what it sent get in),
+/// and its firewall drops whatever arrives unasked for the router itself.
+/// Without that drop, a peer's early hole-punching probe would leave a
+/// conntrack entry on the router that makes the NAT give the reply of the
+/// host behind it another port, and the two holes would never meet.
+pub fn nat_router(hosts: &Hosts, router: &str, wan_if: &str) {
+    hosts.exec(router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    hosts.exec(router, &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", wan_if, "-j", "MASQUERADE"]);
+    hosts.exec(router, &["iptables", "-A", "INPUT", "-i", wan_if, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]);
+}
+
+pub fn run(tool: &str, args: &[&str]) {
+    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+    assert!(out.status.success(), "`{tool} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+}
