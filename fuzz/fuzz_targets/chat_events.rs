@@ -26,6 +26,8 @@ enum ArbBody {
     Rename(String),
     Leave,
     Close,
+    /// A Links report naming `n` neighbours (derived from seeds).
+    Links(String, u8),
 }
 
 impl ArbBody {
@@ -38,6 +40,7 @@ impl ArbBody {
             ArbBody::Rename(nickname) => Body::Rename { nickname },
             ArbBody::Leave => Body::Leave,
             ArbBody::Close => Body::Close,
+            ArbBody::Links(nickname, n) => Body::Links { nickname, neighbors: (0..n).map(|seed| key(seed).public()).collect() },
         }
     }
 }
@@ -92,7 +95,7 @@ fn key(seed: u8) -> SecretKey {
 }
 
 fuzz_target!(|steps: Vec<Step>| {
-    let mut room = Room::new(TOPIC, key(ROOT).public(), 30_000);
+    let mut room = Room::new(TOPIC, Some(key(ROOT).public()), 30_000);
     let mut authors: Vec<Author> = (0..4).map(|s| Author::new(key(s), TOPIC)).collect();
     let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut accepted: HashSet<Vec<u8>> = HashSet::new();

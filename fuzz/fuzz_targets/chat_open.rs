@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = open(data, &TOPIC, 0);
     let _ = open(data, &TOPIC, u64::MAX);
-    let mut room = Room::new(TOPIC, SecretKey::from_bytes(&[100; 32]).public(), 30_000);
+    let mut room = Room::new(TOPIC, Some(SecretKey::from_bytes(&[100; 32]).public()), 30_000);
     // The input split in pieces: several events in a row, as a stream of
     // gossip messages brings them.
     for piece in data.split(|b| *b == 0xff).chain(std::iter::once(data)) {

@@ -31,7 +31,12 @@ pub fn peernet(netns: Option<&str>) -> Command {
             c.args(["netns", "exec", ns]).arg(exe());
             c
         }
-        None => Command::new(exe()),
+        None => {
+            let mut c = Command::new(exe());
+            // Benchmarks on loopback keep mDNS off the host's network.
+            c.env("PEERNET_NO_MDNS", "1");
+            c
+        }
     };
     cmd.arg("peernet").env("RUST_LOG", "warn").stdin(Stdio::null());
     cmd

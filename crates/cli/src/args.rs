@@ -60,6 +60,10 @@ pub struct NetArgs {
     #[arg(long, value_parser = parse_relay, value_name = "PORT|URL")]
     pub relay: Option<RelayArg>,
 
+    /// Do not announce this peer or look for others on the LAN with mDNS.
+    #[arg(long, env = "PEERNET_NO_MDNS")]
+    pub no_mdns: bool,
+
     /// Run the network's relay on PORT (the same as `--relay PORT`).
     #[arg(long, value_name = "PORT", conflicts_with = "relay")]
     pub relay_server: Option<u16>,
@@ -189,8 +193,16 @@ pub enum Command {
     /// Start a peer: start a new network, or join one with --join.
     Up {
         /// Ticket of the network to join (printed by `peernet up` or `peernet index`).
-        #[arg(long, value_name = "TICKET")]
+        #[arg(long, value_name = "TICKET", conflicts_with = "lan")]
         join: Option<String>,
+        /// Join a LAN network: no ticket and no index; peers on this LAN
+        /// find each other with mDNS. Anyone on the LAN using the same
+        /// --network name is a member.
+        #[arg(long)]
+        lan: bool,
+        /// The LAN network's name (with --lan).
+        #[arg(long, value_name = "NAME", requires = "lan", default_value = "peernet")]
+        network: String,
         /// Your screen name (1 to 32 printable characters).
         #[arg(long, value_name = "NAME")]
         nick: Option<String>,

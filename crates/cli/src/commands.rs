@@ -19,7 +19,7 @@ use peernet_proto::{
 };
 
 use crate::{
-    args::{Cli, Command, TopoFormat},
+    args::{Cli, Command, LeaseArgs, NetArgs, TopoFormat},
     output, shell,
 };
 
@@ -27,44 +27,43 @@ pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir();
     let json = cli.json;
     match cli.command {
-        Command::Up { join, nick, share, downloads, upload_limit, net, lease } => {
+        Command::Up { join, lan, network, nick, share, downloads, upload_limit, net, lease } => {
             let join = join.map(|t| t.parse::<Ticket>()).transpose()?;
             up(Config {
-                data_dir,
                 join,
+                lan: lan.then_some(network),
                 nickname: nick,
                 share,
                 downloads,
-                bind: net.bind,
-                relay: net.named_relay(),
-                relay_server: net.relay_server(),
-                index: lease.index_config(),
                 upload_limit,
-                index_only: false,
-                budgets: lease.budgets(),
+                ..daemon(data_dir, &net, &lease)
             })
             .await
         }
-        Command::Index { net, lease } => {
-            up(Config {
-                data_dir,
-                join: None,
-                nickname: None,
-                share: Vec::new(),
-                downloads: None,
-                bind: net.bind,
-                relay: net.named_relay(),
-                relay_server: net.relay_server(),
-                index: lease.index_config(),
-                upload_limit: None,
-                index_only: true,
-                budgets: lease.budgets(),
-            })
-            .await
-        }
+        Command::Index { net, lease } => up(Config { index_only: true, ..daemon(data_dir, &net, &lease) }).await,
         Command::Chat => shell::chat(&client(&data_dir)?).await,
         Command::Shell => shell::shell(&data_dir).await,
         other => run_client(&client(&data_dir)?, other, json).await,
+    }
+}
+
+/// What `up` and `index` share: where, how to reach and be reached, budgets.
+fn daemon(data_dir: std::path::PathBuf, net: &NetArgs, lease: &LeaseArgs) -> Config {
+    Config {
+        data_dir,
+        join: None,
+        lan: None,
+        nickname: None,
+        share: Vec::new(),
+        downloads: None,
+        bind: net.bind,
+        relay: net.named_relay(),
+        relay_server: net.relay_server(),
+        mdns: !net.no_mdns,
+        index: lease.index_config(),
+        upload_limit: None,
+        index_only: false,
+        budgets: lease.budgets(),
     }
 }
 

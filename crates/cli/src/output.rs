@@ -49,6 +49,15 @@ fn short(hex: &str) -> &str {
 
 pub fn up_banner(node: &Node) {
     let id = node.endpoint().id().fmt_short();
+    if let (Some(name), None) = (node.lan(), node.ticket()) {
+        println!("peernet is up as {} ({id}) on the LAN network '{name}'. Others on this LAN join with:", node.nickname());
+        println!("  peernet up --lan --network {name}");
+        println!("note: {}", peernet_node::network::lan_warning(name));
+        println!("lan: {name}");
+        println!("Stop with Ctrl-C or `peernet down`.");
+        return;
+    }
+    let ticket = node.ticket().map(|t| t.to_string()).unwrap_or_default();
     let headline = if node.is_index_only() {
         format!("peernet index is running ({id}). Peers join with:")
     } else if node.hosts_index() {
@@ -57,8 +66,8 @@ pub fn up_banner(node: &Node) {
         format!("peernet is up as {} ({id}) and joined the network. Others can join with the same ticket:", node.nickname())
     };
     println!("{headline}");
-    println!("  peernet up --join {}", node.ticket());
-    println!("ticket: {}", node.ticket());
+    println!("  peernet up --join {ticket}");
+    println!("ticket: {ticket}");
     println!("Stop with Ctrl-C or `peernet down`.");
 }
 
@@ -181,7 +190,13 @@ pub fn status(s: &Status, json: bool) {
     );
     println!("data dir:  {}", s.data_dir.display());
     println!("downloads: {}", s.downloads.display());
-    println!("ticket:    {}", s.ticket);
+    match &s.lan {
+        Some(name) => println!("network:   LAN '{name}' (no ticket, no index)"),
+        None => println!("ticket:    {}", s.ticket),
+    }
+    if let Some(warning) = &s.warning {
+        println!("note:      {warning}");
+    }
 }
 
 /// What `get` reports when a file is saved.

@@ -139,7 +139,7 @@ fn chat_events_at_the_ends_of_the_numbers_are_handled() {
     const TOPIC: [u8; 32] = [7; 32];
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let key = iroh::SecretKey::generate();
-    let mut room = Room::new(TOPIC, iroh::SecretKey::generate().public(), 30_000);
+    let mut room = Room::new(TOPIC, Some(iroh::SecretKey::generate().public()), 30_000);
     let mut nonce = 0u8;
     let mut event = |seq: u64, sent_at_ms: u64, body: Body| {
         nonce += 1;

@@ -24,6 +24,8 @@ pub enum ChatError {
     IndexUnreachable(String),
     #[error("{0}")]
     Index(IndexError),
+    #[error("the name '{0}' is taken by another online peer; choose another")]
+    Taken(String),
     #[error("{0}")]
     Overlay(String),
     #[error(transparent)]
@@ -64,6 +66,18 @@ impl Chat {
         validate_nickname(nickname).map_err(|e| ChatError::Invalid(e.to_string()))?;
         match self.index.request(Request::Rename { nickname: nickname.to_string() }).await {
             Ok(_) => {}
+            // No index keeps names unique: the room as we see it does.
+            Err(IndexError::NoIndex) => {
+                let me = self.overlay.me();
+                let taken = self
+                    .overlay
+                    .members()
+                    .into_iter()
+                    .any(|m| m.online && m.id != me && m.nickname.to_lowercase() == nickname.to_lowercase());
+                if taken {
+                    return Err(ChatError::Taken(nickname.to_string()));
+                }
+            }
             Err(IndexError::Unreachable(e)) => return Err(ChatError::IndexUnreachable(e)),
             Err(e) => return Err(ChatError::Index(e)),
         }

@@ -42,6 +42,8 @@ pub enum Membership {
     Host { network_key: NetworkKey },
     /// This node joined the network named by this ticket.
     Member { ticket: String },
+    /// This node is on the LAN network of this name (no index, no ticket).
+    Lan { name: String },
 }
 
 /// What a node remembers between runs.

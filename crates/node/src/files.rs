@@ -73,7 +73,8 @@ impl Files {
         let mut entries: Vec<_> = files.iter().map(Share::entry).collect();
         entries.push(share.entry());
         let warning = match self.index.publish(&entries).await {
-            Ok(()) => None,
+            // Without an index, sharing means answering flood searches.
+            Ok(()) | Err(IndexError::NoIndex) => None,
             Err(IndexError::Unreachable(e)) => {
                 Some(format!("shared, but the index is unreachable ({e}); it will be published when the index is back"))
             }
@@ -90,7 +91,7 @@ impl Files {
                 self.shares.remove(&share.hash)?;
                 shares::unprotect(&self.store, &share.hash).await;
                 match self.index.unpublish(share.hash).await {
-                    Ok(()) | Err(IndexError::Unreachable(_)) => {}
+                    Ok(()) | Err(IndexError::Unreachable(_)) | Err(IndexError::NoIndex) => {}
                     Err(IndexError::Refused { code: ErrorCode::NotFound, .. }) => {}
                     Err(e) => return Err(e.into()),
                 }

@@ -16,6 +16,7 @@
 //!   [`links`].
 //! - [`index_client`]: the session with the index (join, heartbeat,
 //!   back-off) and its requests.
+//! - [`lan`]: finding peers on the LAN with mDNS.
 //! - [`relay`]: the root's own relay server, and how members reach and
 //!   trust a relay; [`paths`]: whether each link is direct or relayed.
 //! - [`tasks`]: every task the node runs, tracked and cancelled as one.
@@ -30,6 +31,7 @@ pub mod endpoint;
 pub mod files;
 pub mod flood;
 pub mod index_client;
+pub mod lan;
 pub mod links;
 pub mod network;
 pub mod node;

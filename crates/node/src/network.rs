@@ -6,9 +6,9 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Du
 use iroh::{Endpoint, Watcher};
 use peernet_index::budget::Budget;
 use peernet_proto::{
-    index::{OnlinePeer, Request, Response},
+    index::{OnlinePeer, PeerAddr, PeerInfo, Request, Response},
     ticket::Ticket,
-    topo::Graph,
+    topo::{Graph, Report},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -37,7 +37,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct Status {
     pub id: String,
     pub nickname: String,
+    /// The ticket others join with (empty on a LAN network).
     pub ticket: String,
+    /// The LAN network's name, on a LAN network (which has no ticket and
+    /// no index).
+    #[serde(default)]
+    pub lan: Option<String>,
+    /// What the network's openness means, when it is worth saying.
+    #[serde(default)]
+    pub warning: Option<String>,
     pub hosts_index: bool,
     pub index: IndexStatus,
     pub addrs: Vec<String>,
@@ -91,6 +99,13 @@ pub struct Status {
     pub downloads: PathBuf,
 }
 
+/// What a LAN network's name does not protect.
+pub fn lan_warning(name: &str) -> String {
+    format!(
+        "LAN network '{name}': anyone on this LAN who starts peernet with the same name is a member; a common name can be guessed, so pick an uncommon one"
+    )
+}
+
 /// An overlay neighbour and the path to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LinkStatus {
@@ -132,7 +147,8 @@ pub enum NetworkError {
 #[derive(Debug, Clone)]
 pub struct Network {
     endpoint: Endpoint,
-    ticket: Ticket,
+    ticket: Option<Ticket>,
+    lan: Option<String>,
     index: IndexClient,
     hosts_index: bool,
     overlay: Overlay,
@@ -153,7 +169,8 @@ pub struct Network {
 /// What [`Network`] is built from.
 pub struct Parts {
     pub endpoint: Endpoint,
-    pub ticket: Ticket,
+    pub ticket: Option<Ticket>,
+    pub lan: Option<String>,
     pub index: IndexClient,
     pub hosts_index: bool,
     pub overlay: Overlay,
@@ -178,6 +195,7 @@ impl Network {
         Self {
             endpoint: p.endpoint,
             ticket: p.ticket,
+            lan: p.lan,
             index: p.index,
             hosts_index: p.hosts_index,
             overlay: p.overlay,
@@ -220,7 +238,9 @@ impl Network {
         Status {
             id: self.endpoint.id().to_string(),
             nickname: self.nickname.borrow().clone(),
-            ticket: self.ticket.to_string(),
+            ticket: self.ticket.as_ref().map(Ticket::to_string).unwrap_or_default(),
+            lan: self.lan.clone(),
+            warning: self.lan.as_ref().map(|name| lan_warning(name)),
             hosts_index: self.hosts_index,
             index: self.index.status(),
             addrs: endpoint::own_addr(&self.endpoint).ip.iter().map(|a| a.to_string()).collect(),
@@ -250,7 +270,19 @@ impl Network {
     }
 
     /// The peers online and their files, from the index, page by page.
+    /// On a LAN network, the members the room sees online, without their
+    /// files (search finds those).
     pub async fn online(&self) -> Result<Vec<OnlinePeer>, NetworkError> {
+        if !self.index.exists() {
+            let online = self.overlay.members().into_iter().filter(|m| m.online);
+            return Ok(online
+                .map(|m| OnlinePeer {
+                    peer: PeerInfo { addr: PeerAddr { id: m.id, ip: Vec::new(), relay: None }, nickname: m.nickname },
+                    files: Vec::new(),
+                    lease_until: 0,
+                })
+                .collect());
+        }
         let mut peers = Vec::new();
         let mut page = Some(0);
         while let Some(p) = page.filter(|p| *p < MAX_ONLINE_PAGES) {
@@ -265,8 +297,21 @@ impl Network {
         Ok(peers)
     }
 
-    /// The map of the network, from the index.
+    /// The map of the network: from the index, or, on a LAN network, from
+    /// the links every member reports in the room (ours we know first hand).
     pub async fn topology(&self) -> Result<Graph, NetworkError> {
+        if !self.index.exists() {
+            let me = self.endpoint.id();
+            let mut reports: Vec<Report> = self
+                .overlay
+                .members()
+                .into_iter()
+                .filter(|m| m.online && m.id != me)
+                .map(|m| Report { id: m.id, nickname: m.nickname, neighbors: m.neighbors })
+                .collect();
+            reports.push(Report { id: me, nickname: self.nickname.borrow().clone(), neighbors: self.overlay.neighbors() });
+            return Ok(Graph::from_reports(None, &reports));
+        }
         match self.index.request(Request::Topology).await? {
             Response::Topology(t) => Ok(Graph::from_topology(&t)),
             _ => Err(IndexError::Unexpected.into()),

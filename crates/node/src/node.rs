@@ -42,7 +42,10 @@ pub(crate) struct Inner {
     pub(crate) store: FsStore,
     pub(crate) index: IndexClient,
     pub(crate) hosted: Option<IndexProtocol>,
-    pub(crate) ticket: Ticket,
+    /// `None` on a LAN network, which has no ticket.
+    pub(crate) ticket: Option<Ticket>,
+    /// The LAN network's name, on a LAN network.
+    pub(crate) lan: Option<String>,
     pub(crate) index_only: bool,
     pub(crate) overlay: Overlay,
     pub(crate) nickname: watch::Sender<String>,
@@ -100,8 +103,14 @@ impl Node {
         &self.inner.network
     }
 
-    pub fn ticket(&self) -> &Ticket {
-        &self.inner.ticket
+    /// The ticket others join with; a LAN network has none.
+    pub fn ticket(&self) -> Option<&Ticket> {
+        self.inner.ticket.as_ref()
+    }
+
+    /// The LAN network's name, when this peer is on one.
+    pub fn lan(&self) -> Option<&str> {
+        self.inner.lan.as_deref()
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -150,7 +159,7 @@ impl Node {
         self.inner.overlay.announce_leave().await;
         // Let the leave reach the neighbours before the endpoint closes.
         tokio::time::sleep(LEAVE_GRACE).await;
-        if !self.inner.index_only {
+        if !self.inner.index_only && self.inner.index.exists() {
             // No heartbeat or re-join may follow the leave and bring us back.
             self.inner.session.cancel();
             match tokio::time::timeout(LEAVE_TIMEOUT, self.inner.index.leave()).await {

@@ -100,6 +100,10 @@ pub struct Hooks {
     /// Events one author may send the room; more are dropped and counted
     /// (`OverBudget` in `status`'s dropped events).
     pub chat_rate: Rate,
+    /// Report our neighbours in the room (as Links instead of Presence,
+    /// and soon after they change): a network without an index draws its
+    /// map from these reports.
+    pub report_links: bool,
 }
 
 /// The default budget of one chat author: a burst of 200 (a pasted page of
@@ -113,7 +117,7 @@ impl Overlay {
         gossip: &Gossip,
         key: NetworkKey,
         secret: SecretKey,
-        root: EndpointId,
+        root: Option<EndpointId>,
         index: IndexClient,
         lookup: iroh::address_lookup::memory::MemoryLookup,
         chatty: bool,
@@ -147,6 +151,8 @@ impl Overlay {
                 me.broadcast(Body::Hello { nickname: nick }).await.ok();
             }
             let mut tick = tokio::time::interval(TICK);
+            // Set when our neighbours changed and the room has not heard yet.
+            let mut links_changed = false;
             loop {
                 let actions = tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -161,6 +167,7 @@ impl Overlay {
                                     s.timers.handle(timers::Event::NeighbourUp, me.elapsed())
                                 };
                                 index.neighbours_changed();
+                                links_changed = hooks.report_links;
                                 actions
                             }
                             Ok(GossipEvent::NeighborDown(id)) => {
@@ -172,6 +179,7 @@ impl Overlay {
                                     s.timers.handle(timers::Event::NeighbourDown { left }, me.elapsed())
                                 };
                                 index.neighbours_changed();
+                                links_changed = hooks.report_links;
                                 actions
                             }
                             Ok(GossipEvent::Received(msg)) => {
@@ -205,14 +213,24 @@ impl Overlay {
                         s.room.set_presence_ttl(ttl.as_millis() as u64);
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
-                        s.timers.handle(timers::Event::Tick, now)
+                        let mut actions = s.timers.handle(timers::Event::Tick, now);
+                        // At most one report per tick, however often the links change.
+                        if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
+                            actions.push(timers::Action::SendPresence);
+                        }
+                        actions
                     }
                 };
                 for action in actions {
                     match action {
                         timers::Action::SendPresence => {
-                            let nick = hooks.nickname.borrow().clone();
-                            me.send_presence(nick).await;
+                            let nickname = hooks.nickname.borrow().clone();
+                            let body = if hooks.report_links {
+                                Body::Links { nickname, neighbors: me.neighbors() }
+                            } else {
+                                Body::Presence { nickname }
+                            };
+                            me.send_presence(body).await;
                         }
                         timers::Action::AskReferral => {
                             let peers = referral(&index, &lookup).await;
@@ -243,12 +261,20 @@ impl Overlay {
         self.broadcast_with(&sender, body).await
     }
 
-    /// Broadcasts a presence, unless our leave went out first (checked
-    /// under the sender lock, which orders what leaves this peer).
-    async fn send_presence(&self, nickname: String) {
+    /// Broadcasts a presence (or links report), unless our leave went out
+    /// first (checked under the sender lock, which orders what leaves this
+    /// peer).
+    async fn send_presence(&self, body: Body) {
         let sender = self.sender.lock().await;
         if !self.leaving.load(Ordering::SeqCst) {
-            self.broadcast_with(&sender, Body::Presence { nickname }).await.ok();
+            self.broadcast_with(&sender, body).await.ok();
+        }
+    }
+
+    /// Attaches to these peers (found on the LAN, for instance).
+    pub async fn join(&self, peers: Vec<EndpointId>) {
+        if !peers.is_empty() {
+            self.sender.lock().await.join_peers(peers).await.ok();
         }
     }
 
@@ -320,6 +346,11 @@ impl Overlay {
 
     pub fn messages_after(&self, index: u64) -> Vec<ChatMessage> {
         self.lock().room.messages_after(index)
+    }
+
+    /// This peer's id, as the room knows it.
+    pub fn me(&self) -> EndpointId {
+        self.lock().author.id()
     }
 
     pub fn neighbors(&self) -> Vec<EndpointId> {

@@ -49,13 +49,22 @@ impl Search {
         self.flood.search(query, ttl, window).await
     }
 
+    /// The index's hits, none when the network has no index (a LAN network,
+    /// where the overlay is the only place to ask).
+    async fn index_if_any(&self, query: &str, limit: u32) -> Result<Vec<Hit>, SearchError> {
+        match self.index(query, limit).await {
+            Err(SearchError::Index(IndexError::NoIndex)) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     /// `search`: the index, the overlay, or both at once, merged by hash.
     pub async fn run(&self, query: &str, limit: u32, mode: SearchMode, ttl: u8, window: Duration) -> Result<Vec<Hit>, SearchError> {
         match mode {
             SearchMode::Index => self.index(query, limit).await,
             SearchMode::Flood => Ok(self.flood(query, ttl, window).await),
             SearchMode::Both => {
-                let (index, flood) = tokio::join!(self.index(query, limit), self.flood(query, ttl, window));
+                let (index, flood) = tokio::join!(self.index_if_any(query, limit), self.flood(query, ttl, window));
                 peernet_proto::answers::combine(index, Ok(flood))
             }
         }
@@ -64,7 +73,7 @@ impl Search {
     /// `get` and `unshare`: the index first, since it answers at once; the
     /// overlay only when the index is down or has no hit.
     pub async fn find(&self, target: &str) -> Result<Vec<Hit>, SearchError> {
-        match self.index(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await {
+        match self.index_if_any(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await {
             Ok(hits) if !hits.is_empty() => Ok(hits),
             index => {
                 let flooded = self.flood(target, peernet_proto::flood::DEFAULT_TTL, FLOOD_WINDOW).await;

@@ -64,6 +64,12 @@ pub struct Config {
     pub relay: Option<RelayUrl>,
     /// Run the network's relay beside its index (the root only).
     pub relay_server: Option<relay::ServeConfig>,
+    /// Be a peer of the LAN network of this name: no index, no ticket;
+    /// peers find each other with mDNS.
+    pub lan: Option<String>,
+    /// Announce this peer and find others on the LAN with mDNS (in a ticket
+    /// network, to learn members' current addresses).
+    pub mdns: bool,
     /// Lease timing, used when this peer hosts the index.
     pub index: peernet_index::Config,
     /// Most bytes per second served to other peers, all together.
@@ -128,6 +134,16 @@ pub enum StartError {
     Relay(#[from] relay::RelayError),
     #[error("only the root runs the network's relay: drop --relay-server, or start the root with it")]
     RelayNotRoot,
+    #[error("this data directory belongs to a network with an index; a LAN network needs its own --data-dir")]
+    NotLanDataDir,
+    #[error("this data directory belongs to the LAN network '{0}'; use another --data-dir for another network, or start it with --lan --network {0}")]
+    LanDataDir(String),
+    #[error("a LAN network has no index, so it cannot run one or a relay; drop --lan, or the index options")]
+    LanWithoutIndex,
+    #[error("a LAN network's name must be 1 to 64 characters")]
+    LanName,
+    #[error("cannot start LAN discovery (mDNS): {0}")]
+    Mdns(String),
 }
 
 /// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
@@ -144,7 +160,13 @@ fn gossip_builder() -> iroh_gossip::net::Builder {
 
 impl Publisher for IndexClient {
     fn publish<'a>(&'a self, files: Vec<FileEntry>) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { IndexClient::publish(self, &files).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            match IndexClient::publish(self, &files).await {
+                // Without an index, sharing is answering flood searches.
+                Ok(()) | Err(IndexError::NoIndex) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 }
 
@@ -204,22 +226,45 @@ pub async fn spawn(config: Config) -> Result<Node, StartError> {
     }
 }
 
+/// Which network this start belongs to: the one asked for, checked against
+/// the one the data directory remembers.
+fn membership(config: &Config, stored: Option<&Membership>) -> Result<Membership, StartError> {
+    if let Some(name) = &config.lan {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(StartError::LanName);
+        }
+        return match stored {
+            None => Ok(Membership::Lan { name: name.to_string() }),
+            Some(Membership::Lan { name: kept }) if kept == name => Ok(Membership::Lan { name: name.to_string() }),
+            Some(Membership::Lan { name: kept }) => Err(StartError::LanDataDir(kept.clone())),
+            Some(_) => Err(StartError::NotLanDataDir),
+        };
+    }
+    match (&config.join, stored) {
+        (Some(_), Some(Membership::Host { .. })) => Err(StartError::HostsNetwork),
+        (Some(_), Some(Membership::Lan { name })) => Err(StartError::LanDataDir(name.clone())),
+        (Some(ticket), _) => Ok(Membership::Member { ticket: ticket.to_string() }),
+        (None, Some(kept)) => Ok(kept.clone()),
+        (None, None) => Ok(Membership::Host { network_key: NetworkKey::generate() }),
+    }
+}
+
 async fn build(config: Config, started: &mut Started) -> Result<Node, StartError> {
     let data_dir = DataDir::open(&config.data_dir)?;
     let secret_key = data_dir.secret_key()?;
     let mut state = data_dir.load_state()?;
-    let membership = match (&config.join, &state.membership) {
-        (Some(_), Some(Membership::Host { .. })) => return Err(StartError::HostsNetwork),
-        (Some(ticket), _) => Membership::Member { ticket: ticket.to_string() },
-        (None, Some(m)) => m.clone(),
-        (None, None) => Membership::Host { network_key: NetworkKey::generate() },
-    };
+    let membership = membership(&config, state.membership.as_ref())?;
     let hosting = matches!(membership, Membership::Host { .. });
+    let lan = match &membership {
+        Membership::Lan { name } => Some(name.clone()),
+        _ => None,
+    };
     if config.index_only && !hosting {
-        return Err(StartError::MemberDataDir);
+        return Err(if lan.is_some() { StartError::LanWithoutIndex } else { StartError::MemberDataDir });
     }
     if config.relay_server.is_some() && !hosting {
-        return Err(StartError::RelayNotRoot);
+        return Err(if lan.is_some() { StartError::LanWithoutIndex } else { StartError::RelayNotRoot });
     }
 
     // A member's ticket, and the key either way.
@@ -230,6 +275,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
             (Some(ticket), key)
         }
         Membership::Host { network_key } => (None, *network_key),
+        Membership::Lan { name } => (None, NetworkKey::from_lan_name(name)),
     };
     // Before binding: the endpoint admits members only from its first packet.
     let admission = Admission::new(network_key, secret_key.public());
@@ -256,6 +302,11 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     }
     let (endpoint, lookup) = bind_endpoint(config.bind, relays, &state, secret_key.clone(), alpns, hosting, &admission, &paths).await?;
     started.endpoint = Some(endpoint.clone());
+    let mdns = match (config.mdns, &lan) {
+        (true, _) => Some(crate::lan::announce(&endpoint, &network_key).map_err(StartError::Mdns)?),
+        (false, Some(_)) => return Err(StartError::Mdns("a LAN network finds its peers with mDNS; drop --no-mdns".into())),
+        (false, None) => None,
+    };
     let mut me = endpoint::own_addr(&endpoint);
     // The home relay may not be chosen yet; peers behind NAT reach us only
     // through it, so advertise the network's relay from the start.
@@ -282,18 +333,19 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         .accept(iroh_gossip::ALPN, gossip.clone())
         .accept(peernet_proto::flood::ALPN, FloodProtocol { frames: flood_frames });
 
-    let (ticket, hosted, index) = match member_ticket {
-        None => {
+    let (ticket, hosted, index) = match (&lan, member_ticket) {
+        (Some(_), _) => (None, None, IndexClient::none(me.clone(), network_key)),
+        (None, None) => {
             let protocol = peernet_index::open(&data_dir.index_db(), network_key, endpoint.id(), config.index.clone())
                 .map_err(|e| StartError::IndexDb(e.to_string()))?;
             router = router.accept(peernet_proto::index::ALPN, protocol.clone());
             let client = IndexClient::local(protocol.service().clone(), me.clone(), network_key);
-            (Ticket { index: me.clone(), network_key, relay: network_relay.clone() }, Some(protocol), client)
+            (Some(Ticket { index: me.clone(), network_key, relay: network_relay.clone() }), Some(protocol), client)
         }
-        Some(ticket) => {
+        (None, Some(ticket)) => {
             endpoint::remember(&lookup, &ticket.index);
             let client = IndexClient::remote(endpoint.clone(), me.clone(), ticket.index.clone(), ticket.network_key);
-            (ticket, None, client)
+            (Some(ticket), None, client)
         }
     };
     let router = router.spawn();
@@ -324,7 +376,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let session = cancel.child_token();
     let overlay_slot: Arc<OnceLock<Overlay>> = Arc::new(OnceLock::new());
 
-    if !config.index_only {
+    if !config.index_only && index.exists() {
         let first = start_session(&index, &shares, &nickname, &overlay_slot, &tasks, session.clone());
         match tokio::time::timeout(FIRST_JOIN_WAIT, first).await {
             Ok(Ok(Ok(()))) => info!("joined the network"),
@@ -339,12 +391,13 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         closed: closed.clone(),
         timing: Box::new(lease_timing(index.clone())),
         chat_rate: config.budgets.chat,
+        report_links: lan.is_some(),
     };
     let (overlay, overlay_task) = Overlay::start(
         &gossip,
-        ticket.network_key,
+        network_key,
         secret_key,
-        ticket.index.id,
+        ticket.as_ref().map(|t| t.index.id),
         index.clone(),
         lookup.clone(),
         !config.index_only,
@@ -354,6 +407,10 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     .await?;
     overlay_slot.set(overlay.clone()).ok();
     tasks.spawn(overlay_task);
+    if let (Some(mdns), true) = (&mdns, lan.is_some()) {
+        // No index refers anyone: the LAN is how peers meet.
+        tasks.spawn(crate::lan::meet(mdns.clone(), overlay.clone(), cancel.child_token()));
+    }
 
     let flood = FloodSearch::new(
         endpoint.clone(),
@@ -385,6 +442,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let network = Network::new(network::Parts {
         endpoint: endpoint.clone(),
         ticket: ticket.clone(),
+        lan: lan.clone(),
         index: index.clone(),
         hosts_index: hosted.is_some(),
         overlay: overlay.clone(),
@@ -408,6 +466,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         index,
         hosted,
         ticket,
+        lan,
         index_only: config.index_only,
         overlay,
         nickname,

@@ -15,6 +15,8 @@ fn config(data_dir: &Path, bind: SocketAddr) -> Config {
         bind,
         relay: None,
         relay_server: None,
+        lan: None,
+        mdns: false,
         index: Default::default(),
         upload_limit: Some(1024 * 1024),
         index_only: false,

@@ -53,6 +53,9 @@ pub const MAX_SEQ_BEHIND: u64 = 1 << 32;
 /// events closest to leaving the replay window are forgotten first, which
 /// only lets a replay of those through to the per-author order check.
 pub const MAX_SEEN_EVENTS: usize = 1 << 16;
+/// Neighbours kept of one member's Links report (an overlay's active view
+/// is far smaller; a longer list is cut).
+pub const MAX_REPORTED_LINKS: usize = 32;
 /// The seen-set is not swept below this size.
 const SEEN_SWEEP_FLOOR: usize = 4096;
 
@@ -76,6 +79,12 @@ pub enum Body {
     Leave,
     /// The whole network is closed; only valid from the root's key.
     Close,
+    /// "Still here", with this peer's overlay neighbours: how a network
+    /// without an index (a LAN network) draws its map.
+    Links {
+        nickname: String,
+        neighbors: Vec<EndpointId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +181,9 @@ pub struct Member {
     pub last_seen_ms: u64,
     /// Left gracefully (as opposed to vanished).
     pub left: bool,
+    /// Its overlay neighbours, as it last reported them (LAN networks).
+    #[serde(default)]
+    pub neighbors: Vec<EndpointId>,
 }
 
 /// What a received event changed.
@@ -196,7 +208,8 @@ struct AuthorOrder {
 #[derive(Debug)]
 pub struct Room {
     topic: [u8; 32],
-    root: EndpointId,
+    /// The only key whose Close is obeyed; a LAN network has none.
+    root: Option<EndpointId>,
     presence_ttl_ms: u64,
     members: BTreeMap<EndpointId, Member>,
     order: HashMap<EndpointId, AuthorOrder>,
@@ -211,7 +224,7 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(topic: [u8; 32], root: EndpointId, presence_ttl_ms: u64) -> Self {
+    pub fn new(topic: [u8; 32], root: Option<EndpointId>, presence_ttl_ms: u64) -> Self {
         Self {
             topic,
             root,
@@ -271,7 +284,7 @@ impl Room {
 
     /// Handles an event that already passed [`open`] (our own, for instance).
     pub fn accept(&mut self, event: Event, now_ms: u64) -> Result<Vec<Change>, Rejected> {
-        if matches!(event.body, Body::Close) && event.author != self.root {
+        if matches!(event.body, Body::Close) && Some(event.author) != self.root {
             return self.reject(Rejected::ForgedClose);
         }
         if self.seen.insert((event.author, event.nonce), event.sent_at_ms).is_some() {
@@ -282,7 +295,9 @@ impl Room {
         let author = event.author;
         // Membership facts apply at once; only chat text waits for order.
         let nickname = match &event.body {
-            Body::Hello { nickname } | Body::Presence { nickname } | Body::Rename { nickname } => Some(nickname.clone()),
+            Body::Hello { nickname } | Body::Presence { nickname } | Body::Rename { nickname } | Body::Links { nickname, .. } => {
+                Some(nickname.clone())
+            }
             _ => None,
         };
         let known = self.members.get(&author).cloned();
@@ -292,8 +307,12 @@ impl Room {
             online: true,
             last_seen_ms: now_ms,
             left: false,
+            neighbors: Vec::new(),
         });
         member.last_seen_ms = now_ms;
+        if let Body::Links { neighbors, .. } = &event.body {
+            member.neighbors = neighbors.iter().take(MAX_REPORTED_LINKS).copied().collect();
+        }
         match &event.body {
             Body::Leave => {
                 member.left = true;
@@ -468,7 +487,7 @@ mod tests {
     }
 
     fn room() -> Room {
-        Room::new(TOPIC, key(100).public(), 30_000)
+        Room::new(TOPIC, Some(key(100).public()), 30_000)
     }
 
     fn texts(changes: &[Change]) -> Vec<String> {
@@ -570,6 +589,30 @@ mod tests {
         // Coming back is a join again.
         let changes = r.receive(&alice.event(Body::Presence { nickname: "ally".into() }, NOW + 3).1, NOW + 3).unwrap();
         assert!(changes.contains(&Change::Joined(alice.id())));
+    }
+
+    #[test]
+    fn links_reports_mark_presence_and_keep_neighbours() {
+        let mut alice = Author::new(key(1), TOPIC);
+        let mut r = room();
+        let neighbours: Vec<EndpointId> = (2..=3).map(|seed| key(seed).public()).collect();
+        let links = Body::Links { nickname: "alice".into(), neighbors: neighbours.clone() };
+        let changes = r.receive(&alice.event(links, NOW).1, NOW).unwrap();
+        assert!(changes.contains(&Change::Joined(alice.id())));
+        let m = &r.members(NOW)[0];
+        assert_eq!((m.nickname.as_str(), m.online, &m.neighbors), ("alice", true, &neighbours));
+        // A long list is cut to the limit, and the last report wins.
+        let many: Vec<EndpointId> = (0..(MAX_REPORTED_LINKS as u8 + 8)).map(|seed| key(seed.wrapping_add(10)).public()).collect();
+        let event = alice.event(Body::Links { nickname: "alice".into(), neighbors: many.clone() }, NOW + 1).1;
+        r.receive(&event, NOW + 1).unwrap();
+        assert_eq!(r.members(NOW + 1)[0].neighbors, many[..MAX_REPORTED_LINKS]);
+    }
+
+    #[test]
+    fn a_network_without_a_root_cannot_be_closed() {
+        let mut r = Room::new(TOPIC, None, 30_000);
+        let mut anyone = Author::new(key(100), TOPIC);
+        assert_eq!(r.receive(&anyone.event(Body::Close, NOW).1, NOW), Err(Rejected::ForgedClose));
     }
 
     #[test]

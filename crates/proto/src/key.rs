@@ -15,6 +15,10 @@ const ADMIT_CONTEXT: &[u8] = b"peernet/admit/1";
 const RELAY_CONTEXT: &[u8] = b"peernet/relay/1";
 /// Domain separation for the gossip topic.
 const TOPIC_CONTEXT: &str = "peernet 2026 gossip topic v1";
+/// Domain separation for a LAN network's key, derived from its name.
+const LAN_CONTEXT: &str = "peernet 2026 lan network key v1";
+/// Domain separation for the mDNS service name.
+const MDNS_CONTEXT: &str = "peernet 2026 mdns service v1";
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkKey([u8; 32]);
@@ -33,6 +37,21 @@ impl NetworkKey {
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// The key of the LAN network called `name`. Anyone who knows (or
+    /// guesses) the name derives the same key: a LAN network is as closed
+    /// as its name is secret.
+    pub fn from_lan_name(name: &str) -> Self {
+        Self(blake3::derive_key(LAN_CONTEXT, name.trim().as_bytes()))
+    }
+
+    /// The mDNS service this network's peers announce themselves under, so
+    /// networks on one LAN stay apart. It is derived one way from the key,
+    /// so hearing it on the LAN does not reveal the key.
+    pub fn mdns_service(&self) -> String {
+        let tag = blake3::derive_key(MDNS_CONTEXT, &self.0);
+        format!("pn{}", data_encoding::HEXLOWER.encode(&tag[..6]))
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -145,6 +164,17 @@ mod tests {
         for garbage in ["", "zz", &token[..10], &format!("{token}00")] {
             assert!(!key.verify_relay_token(&a, &index, garbage));
         }
+    }
+
+    #[test]
+    fn lan_names_give_keys_and_services_apart() {
+        let home = NetworkKey::from_lan_name("home");
+        assert_eq!(home, NetworkKey::from_lan_name(" home "), "surrounding blanks do not count");
+        assert_ne!(home, NetworkKey::from_lan_name("Home"));
+        assert_ne!(home.mdns_service(), NetworkKey::from_lan_name("office").mdns_service());
+        let service = home.mdns_service();
+        assert!(service.len() <= 15 && service.chars().all(|c| c.is_ascii_alphanumeric()), "{service}");
+        assert!(!service.contains(&data_encoding::HEXLOWER.encode(&home.as_bytes()[..6])));
     }
 
     #[test]

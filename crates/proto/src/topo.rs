@@ -17,6 +17,14 @@ pub struct Node {
     pub root: bool,
 }
 
+/// What one online peer says about itself: who it is and its overlay links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub id: EndpointId,
+    pub nickname: String,
+    pub neighbors: Vec<EndpointId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Graph {
     pub nodes: Vec<Node>,
@@ -29,36 +37,37 @@ impl Graph {
     /// ends are online peers (or the root); links to peers whose lease ran
     /// out are left out, so the map shows exactly who is online.
     pub fn from_topology(t: &Topology) -> Self {
-        let mut nodes: BTreeMap<EndpointId, Node> = t
+        let reports: Vec<Report> = t
             .peers
             .iter()
-            .map(|p| {
-                let id = p.peer.addr.id;
-                (
-                    id,
-                    Node {
-                        id: id.to_string(),
-                        short_id: id.fmt_short().to_string(),
-                        nickname: p.peer.nickname.clone(),
-                        root: id == t.root,
-                    },
-                )
-            })
+            .map(|p| Report { id: p.peer.addr.id, nickname: p.peer.nickname.clone(), neighbors: p.neighbors.clone() })
             .collect();
-        let reported_root = t.peers.iter().any(|p| p.neighbors.contains(&t.root));
-        if !nodes.contains_key(&t.root) && reported_root {
-            // A standalone index: part of the overlay but not a peer.
-            nodes.insert(
-                t.root,
-                Node { id: t.root.to_string(), short_id: t.root.fmt_short().to_string(), nickname: "index".into(), root: true },
-            );
+        Self::from_reports(Some(t.root), &reports)
+    }
+
+    /// Builds the graph from what each online peer reports about itself;
+    /// `root` is marked (and drawn as the index when it is not a peer but
+    /// someone links to it). A network without an index has no root.
+    pub fn from_reports(root: Option<EndpointId>, reports: &[Report]) -> Self {
+        let node = |id: EndpointId, nickname: String| Node {
+            id: id.to_string(),
+            short_id: id.fmt_short().to_string(),
+            nickname,
+            root: Some(id) == root,
+        };
+        let mut nodes: BTreeMap<EndpointId, Node> = reports.iter().map(|r| (r.id, node(r.id, r.nickname.clone()))).collect();
+        if let Some(root) = root {
+            let reported_root = reports.iter().any(|r| r.neighbors.contains(&root));
+            if !nodes.contains_key(&root) && reported_root {
+                // A standalone index: part of the overlay but not a peer.
+                nodes.insert(root, node(root, "index".into()));
+            }
         }
         let mut edges = BTreeSet::new();
-        for p in &t.peers {
-            for n in &p.neighbors {
-                let a = p.peer.addr.id;
-                if *n != a && nodes.contains_key(n) {
-                    let (x, y) = if a < *n { (a, *n) } else { (*n, a) };
+        for r in reports {
+            for n in &r.neighbors {
+                if *n != r.id && nodes.contains_key(n) {
+                    let (x, y) = if r.id < *n { (r.id, *n) } else { (*n, r.id) };
                     edges.insert((x.to_string(), y.to_string()));
                 }
             }
@@ -182,6 +191,20 @@ mod tests {
         let t = Topology { root: id(1), peers: vec![peer(2, "b", &[1])] };
         let g = Graph::from_topology(&t);
         assert_eq!(g.nodes.len(), 2);
+        assert!(g.is_connected());
+    }
+
+    #[test]
+    fn a_network_without_an_index_has_no_root() {
+        let report = |seed: u8, links: &[u8]| Report {
+            id: id(seed),
+            nickname: format!("p{seed}"),
+            neighbors: links.iter().map(|s| id(*s)).collect(),
+        };
+        let g = Graph::from_reports(None, &[report(1, &[2]), report(2, &[3]), report(3, &[])]);
+        assert_eq!(g.nodes.len(), 3);
+        assert_eq!(g.edges.len(), 2, "2-3 counts although only 2 reports it");
+        assert!(g.nodes.iter().all(|n| !n.root));
         assert!(g.is_connected());
     }
 }

@@ -63,23 +63,22 @@ impl Daemon {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension("log");
         let log_file = std::fs::File::create(&log).unwrap();
-        let mut child = command(ns)
-            .args(args)
-            .env("PEERNET_DATA_DIR", data_dir)
-            .env("RUST_LOG", "warn,peernet_node=debug,peernet_index=debug")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn peernet");
+        let mut cmd = command(ns);
+        cmd.args(args).env("PEERNET_DATA_DIR", data_dir).env("RUST_LOG", "warn,peernet_node=debug,peernet_index=debug");
+        if ns.is_none() {
+            // Multicast stays inside test namespaces, off the host's network.
+            cmd.env("PEERNET_NO_MDNS", "1");
+        }
+        let mut child =
+            cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file).spawn().expect("spawn peernet");
         // Read stdout on a thread until the ticket line shows up.
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(t) = line.strip_prefix("ticket: ") {
+                // A ticket network prints its ticket, a LAN network its name.
+                if let Some(t) = line.strip_prefix("ticket: ").or_else(|| line.strip_prefix("lan: ")) {
                     tx.send(t.to_string()).ok();
                 }
             }
@@ -226,7 +225,12 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
 
 /// Runs `peernet ARGS` inside network namespace `ns`, if given.
 pub fn cli_in(ns: Option<&str>, data_dir: &Path, args: &[&str]) -> Output {
-    let mut child = command(ns)
+    let mut cmd = command(ns);
+    if ns.is_none() {
+        // An `up` run this way keeps mDNS off the host's network too.
+        cmd.env("PEERNET_NO_MDNS", "1");
+    }
+    let mut child = cmd
         .args(args)
         .env("PEERNET_DATA_DIR", data_dir)
         .env("RUST_LOG", "error")

@@ -86,6 +86,7 @@ impl HttpStatus for ChatError {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::IndexUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Taken(_) => StatusCode::CONFLICT,
             Self::Index(e) => e.status(),
             Self::Overlay(_) | Self::DataDir(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
