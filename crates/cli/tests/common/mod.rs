@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub mod netns;
+pub use peernet_testnet as netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_peernet");
 

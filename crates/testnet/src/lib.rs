@@ -1,10 +1,15 @@
-//! Test hosts in network namespaces: segments, home routers with real NAT
-//! (iptables masquerade), and links made slow and lossy. Needs root and
-//! `ip` and `iptables`; [`unavailable`] says why not, and the tests then
-//! print that they skipped. Every namespace is deleted on drop (after the
-//! daemons inside it, which are declared later and so dropped first).
+//! Test hosts in network namespaces for peernet's tests and benches:
+//! segments on bridges, home routers with real NAT (iptables masquerade),
+//! and links made slow and lossy ([`SlowLink`]). Needs root and `ip` and
+//! `iptables`; [`unavailable`] says why not, and the tests then print that
+//! they skipped. Every namespace is deleted on drop (after the daemons
+//! inside it, which are declared later and so dropped first).
+
+pub mod slow_link;
 
 use std::process::Command;
+
+pub use slow_link::SlowLink;
 
 /// Why namespace tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
