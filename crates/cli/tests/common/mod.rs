@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[allow(unused_imports)]
 pub use peernet_testnet as netns;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_peernet");
