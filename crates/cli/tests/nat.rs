@@ -3,46 +3,11 @@
 //! relay: they share and chat, first over a hole punched through both NATs
 //! (direct), then, with UDP between the homes blocked, through the relay.
 //! Needs root; skips visibly without it.
-//!
-//! ```text
-//!   root (index + relay) 198.18.0.1 ── br0 ──┬── 198.18.0.11 r1 (NAT) 192.168.1.1 ── h1 192.168.1.10
-//!                                            └── 198.18.0.12 r2 (NAT) 192.168.2.1 ── h2 192.168.2.10
-//! ```
+//! The hosts are `peernet_testnet::NatWorld`.
 
 mod common;
 
-use common::{netns::Hosts, *};
-
-/// The public segment, two home routers and a host behind each.
-struct World {
-    hosts: Hosts,
-    public: String,
-    routers: [String; 2],
-    homes: [String; 2],
-}
-
-const ROUTER_WAN: [&str; 2] = ["198.18.0.11", "198.18.0.12"];
-
-fn world() -> World {
-    let mut hosts = Hosts::new("nat");
-    let public = hosts.add("pub");
-    hosts.bridge(&public, "198.18.0.1/24");
-    let mut routers = Vec::new();
-    let mut homes = Vec::new();
-    for (i, wan) in ROUTER_WAN.iter().enumerate() {
-        let router = hosts.add(&format!("r{i}"));
-        let home = hosts.add(&format!("h{i}"));
-        let lan = format!("192.168.{}", i + 1);
-        hosts.link(&public, &format!("wan{i}"), None, &router, "wan", Some(&format!("{wan}/24")));
-        common::netns::run("ip", &["-n", &public, "link", "set", &format!("wan{i}"), "master", "br0"]);
-        hosts.link(&router, "lan", Some(&format!("{lan}.1/24")), &home, "eth0", Some(&format!("{lan}.10/24")));
-        common::netns::run("ip", &["-n", &home, "route", "add", "default", "via", &format!("{lan}.1")]);
-        common::netns::nat_router(&hosts, &router, "wan");
-        routers.push(router);
-        homes.push(home);
-    }
-    World { hosts, public, routers: [routers[0].clone(), routers[1].clone()], homes: [homes[0].clone(), homes[1].clone()] }
-}
+use common::{netns::NatWorld, *};
 
 /// The path `from`'s status reports for its link to the peer `to_id`.
 fn path_to(from: &Daemon, to_id: &str) -> Option<String> {
@@ -69,12 +34,22 @@ fn peers_behind_two_nats_share_and_chat_directly_then_through_the_relay() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let w = world();
+    let w = NatWorld::new("nat");
     let root = Daemon::start_in(
         Some(&w.public),
         "root",
         &dir.path().join("root"),
-        &["index", "--bind", "198.18.0.1:4100", "--relay", "3340", "--heartbeat", HEARTBEAT, "--lease-ttl", LEASE_TTL],
+        &[
+            "index",
+            "--bind",
+            &format!("{}:4100", NatWorld::PUBLIC_IP),
+            "--relay",
+            "3340",
+            "--heartbeat",
+            HEARTBEAT,
+            "--lease-ttl",
+            LEASE_TTL,
+        ],
         &[],
     );
     let ticket = root.ticket.clone();
@@ -126,12 +101,7 @@ fn peers_behind_two_nats_share_and_chat_directly_then_through_the_relay() {
     wait_until(PATIENCE, "alice to hear bob", || texts_from(&alice, &bob_id).contains(&"hello from home two".to_string()));
 
     // Now the routers drop UDP between the homes: only the relay is left.
-    for (i, router) in w.routers.iter().enumerate() {
-        let other = ROUTER_WAN[1 - i];
-        for rule in [["-d", other], ["-s", other]] {
-            w.hosts.exec(router, &["iptables", "-I", "FORWARD", rule[0], rule[1], "-p", "udp", "-j", "DROP"]);
-        }
-    }
+    w.block_udp_between_homes();
     wait_until(PATIENCE, "bob's link to alice to be relayed", || path_to(&bob, &alice_id).as_deref() == Some("relayed"));
     let c_file = dir.path().join("after-the-wall.bin");
     random_file(&c_file, 5 << 20, 3);

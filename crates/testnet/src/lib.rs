@@ -113,6 +113,62 @@ pub fn nat_router(hosts: &Hosts, router: &str, wan_if: &str) {
     hosts.exec(router, &["iptables", "-A", "INPUT", "-i", wan_if, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]);
 }
 
+/// Two homes behind NAT routers, and a public segment holding the root:
+///
+/// ```text
+///   public 198.18.0.1 ── br0 ──┬── 198.18.0.11 router 0 (NAT) 192.168.1.1 ── home 0 192.168.1.10
+///                              └── 198.18.0.12 router 1 (NAT) 192.168.2.1 ── home 1 192.168.2.10
+/// ```
+pub struct NatWorld {
+    pub hosts: Hosts,
+    /// The namespace of the public segment (the root runs here, at [`NatWorld::PUBLIC_IP`]).
+    pub public: String,
+    pub routers: [String; 2],
+    pub homes: [String; 2],
+}
+
+impl NatWorld {
+    pub const PUBLIC_IP: &'static str = "198.18.0.1";
+    /// Each router's public (WAN) address.
+    pub const ROUTER_WAN: [&'static str; 2] = ["198.18.0.11", "198.18.0.12"];
+    /// Each home host's address behind its router.
+    pub const HOME_IP: [&'static str; 2] = ["192.168.1.10", "192.168.2.10"];
+
+    /// Builds it; `tag` keeps concurrent users apart.
+    pub fn new(tag: &str) -> NatWorld {
+        let mut hosts = Hosts::new(tag);
+        let public = hosts.add("pub");
+        hosts.bridge(&public, &format!("{}/24", Self::PUBLIC_IP));
+        let mut routers = Vec::new();
+        let mut homes = Vec::new();
+        for (i, wan) in Self::ROUTER_WAN.iter().enumerate() {
+            let router = hosts.add(&format!("r{i}"));
+            let home = hosts.add(&format!("h{i}"));
+            let lan = format!("192.168.{}", i + 1);
+            hosts.link(&public, &format!("wan{i}"), None, &router, "wan", Some(&format!("{wan}/24")));
+            run("ip", &["-n", &public, "link", "set", &format!("wan{i}"), "master", "br0"]);
+            hosts.link(&router, "lan", Some(&format!("{lan}.1/24")), &home, "eth0", Some(&format!("{}/24", Self::HOME_IP[i])));
+            run("ip", &["-n", &home, "route", "add", "default", "via", &format!("{lan}.1")]);
+            nat_router(&hosts, &router, "wan");
+            routers.push(router);
+            homes.push(home);
+        }
+        let pair = |v: Vec<String>| -> [String; 2] { [v[0].clone(), v[1].clone()] };
+        NatWorld { hosts, public, routers: pair(routers), homes: pair(homes) }
+    }
+
+    /// The routers drop UDP between the two homes (a firewall that defeats
+    /// hole punching): only the relay is left between them.
+    pub fn block_udp_between_homes(&self) {
+        for (i, router) in self.routers.iter().enumerate() {
+            let other = Self::ROUTER_WAN[1 - i];
+            for dir in ["-d", "-s"] {
+                self.hosts.exec(router, &["iptables", "-I", "FORWARD", dir, other, "-p", "udp", "-j", "DROP"]);
+            }
+        }
+    }
+}
+
 pub fn run(tool: &str, args: &[&str]) {
     let out = Command::new(tool).args(args).output().unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
     assert!(out.status.success(), "`{tool} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
