@@ -61,7 +61,7 @@ pub struct NetArgs {
     pub relay: Option<RelayArg>,
 
     /// Do not announce this peer or look for others on the LAN with mDNS.
-    #[arg(long, env = "PEERNET_NO_MDNS")]
+    #[arg(long, env = "PEERNET_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_mdns: bool,
 
     /// Run the network's relay on PORT (the same as `--relay PORT`).

@@ -43,6 +43,41 @@ fn host_join_and_wrong_tickets() {
     assert_eq!(online_nicks(&guest).len(), 2);
 }
 
+/// Tickets of the first format (`peernet1`, before tickets had versions)
+/// still join, and a data directory whose state.json holds one still
+/// rejoins with no flags.
+#[test]
+fn first_format_tickets_and_old_data_dirs_still_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Daemon::host("root", &tmp.path().join("root"), &[]);
+    let old = first_format(&root.ticket);
+    assert!(old.starts_with("peernet1"));
+    let joined = Daemon::peer("oldticket", &tmp.path().join("oldticket"), &old, &[]);
+    assert_eq!(joined.json(&["status"])["index"]["state"], "joined");
+
+    let dir = tmp.path().join("olddir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = serde_json::json!({ "membership": { "member": { "ticket": old } }, "nickname": "olddir", "port": null });
+    std::fs::write(dir.join("state.json"), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let rejoined = Daemon::restart_peer("olddir", &dir);
+    wait_until(PATIENCE, "all three online", || {
+        let mut nicks = online_nicks(&root);
+        nicks.sort();
+        nicks == ["olddir", "oldticket", "root"]
+    });
+    assert_eq!(rejoined.json(&["status"])["nickname"], "olddir");
+}
+
+/// `ticket` written the way peernet wrote tickets before they had versions:
+/// `peernet1`, base32 of the postcard of (index, key) and a BLAKE3 checksum.
+fn first_format(ticket: &str) -> String {
+    let t: peernet_proto::ticket::Ticket = ticket.parse().unwrap();
+    let mut bytes = postcard::to_stdvec(&(t.index, t.network_key)).unwrap();
+    let sum = blake3::hash(&bytes);
+    bytes.extend_from_slice(&sum.as_bytes()[..4]);
+    format!("peernet1{}", data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase())
+}
+
 /// The index address of `addr_from` with the network key of `key_from`.
 fn forge_ticket(addr_from: &str, key_from: &str) -> String {
     use peernet_proto::ticket::Ticket;
