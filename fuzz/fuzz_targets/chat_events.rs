@@ -40,7 +40,10 @@ impl ArbBody {
             ArbBody::Rename(nickname) => Body::Rename { nickname },
             ArbBody::Leave => Body::Leave,
             ArbBody::Close => Body::Close,
-            ArbBody::Links(nickname, n) => Body::Links { nickname, neighbors: (0..n).map(|seed| key(seed).public()).collect() },
+            ArbBody::Links(nickname, n) => Body::Links {
+                nickname,
+                links: (0..n).map(|seed| peernet_proto::index::LinkReport { id: key(seed).public(), path: None }).collect(),
+            },
         }
     }
 }

@@ -72,11 +72,11 @@ fn lan_peers_find_each_other_and_share_without_any_server() {
     assert!(refusal.contains("LAN network") && refusal.contains("no index"), "{refusal}");
 
     // Who is there and the map, from the peers' own reports.
-    wait_until(PATIENCE, "the map to show the three kitchen peers, linked", || {
-        let topo = kitchen[0].json(&["topo"]);
+    wait_until(PATIENCE, "the map to show the three kitchen peers, linked directly", || {
+        let topo = kitchen[0].json(&["topo", "--format", "json"]);
         let nodes = topo["nodes"].as_array().unwrap().len();
-        let edges = topo["edges"].as_array().unwrap().len();
-        nodes == 3 && edges >= 2
+        let links = topo["links"].as_array().unwrap();
+        nodes == 3 && links.len() >= 2 && links.iter().all(|l| l["path"]["via"] == "direct")
     });
     let mut online = online_nicks(&kitchen[1]);
     online.sort();

@@ -22,6 +22,17 @@ fn reached(got: &serde_json::Value) -> Vec<String> {
     got["reached"].as_array().unwrap().iter().map(|r| r["path"]["via"].as_str().unwrap_or("unknown").to_string()).collect()
 }
 
+/// The path the map (`topo --format json`, from the index) gives the link
+/// between the peers `a` and `b`.
+fn map_path(from: &Daemon, a: &str, b: &str) -> Option<String> {
+    let topo = from.json(&["topo", "--format", "json"]);
+    let link = topo["links"].as_array()?.iter().find(|l| {
+        let ends = [l["a"].as_str().unwrap_or_default(), l["b"].as_str().unwrap_or_default()];
+        ends.contains(&a) && ends.contains(&b)
+    })?;
+    link["path"]["via"].as_str().map(str::to_string)
+}
+
 fn get_ok(d: &Daemon, name: &str) -> serde_json::Value {
     let out = d.json(&["get", name]);
     assert!(out["path"].is_string(), "{}: get {name}: {out}", d.name);
@@ -79,6 +90,7 @@ fn peers_behind_two_nats_share_and_chat_directly_then_through_the_relay() {
 
     // The link between the homes is punched through both NATs.
     wait_until(PATIENCE, "alice's link to bob to go direct", || path_to(&alice, &bob_id).as_deref() == Some("direct"));
+    wait_until(PATIENCE, "the map to show the homes' link as direct", || map_path(&bob, &alice_id, &bob_id).as_deref() == Some("direct"));
 
     // 20 MB each way, byte for byte, straight from home to home.
     let a_file = dir.path().join("from-alice.bin");
@@ -103,6 +115,9 @@ fn peers_behind_two_nats_share_and_chat_directly_then_through_the_relay() {
     // Now the routers drop UDP between the homes: only the relay is left.
     w.block_udp_between_homes();
     wait_until(PATIENCE, "bob's link to alice to be relayed", || path_to(&bob, &alice_id).as_deref() == Some("relayed"));
+    wait_until(PATIENCE, "the map to show the homes' link as relayed", || {
+        map_path(&alice, &alice_id, &bob_id).as_deref() == Some("relayed")
+    });
     let c_file = dir.path().join("after-the-wall.bin");
     random_file(&c_file, 5 << 20, 3);
     alice.ok(&["share", c_file.to_str().unwrap()]);

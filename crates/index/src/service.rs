@@ -3,11 +3,14 @@
 //! moves frames; everything a request means is decided here, so it is tested
 //! with plain values.
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{mpsc, Arc, Mutex},
+};
 
 use iroh::EndpointId;
 use peernet_proto::{
-    index::{ErrorCode, Join, Request, Response, Topology, TopologyPeer},
+    index::{ErrorCode, Join, LinkMap, LinkReport, LinkedPeer, Request, Response, Topology, TopologyPeer},
     key::NetworkKey,
     limits::{MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_SEARCH_LIMIT},
     names::{validate_file_name, validate_nickname},
@@ -18,6 +21,9 @@ use crate::{
     Config,
 };
 use tokio::sync::oneshot;
+
+/// Links kept of one heartbeat (an overlay's active view is far smaller).
+const MAX_LINKS: usize = MAX_REFERRAL as usize * 4;
 
 /// A request waiting for the next group commit, with where its answer goes.
 struct Job {
@@ -65,13 +71,17 @@ struct Logic {
     key: NetworkKey,
     me: EndpointId,
     config: Config,
+    /// The paths of each peer's links, from its last version-2 heartbeat.
+    /// They change by the second and mean nothing after a restart, so they
+    /// stay in memory; the links themselves are stored with the lease.
+    paths: Mutex<HashMap<EndpointId, Vec<LinkReport>>>,
 }
 
 impl Service {
     /// Starts the store thread; it ends, and is joined, when the service
     /// is dropped.
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
-        let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config });
+        let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config, paths: Default::default() });
         let (jobs, queue) = mpsc::channel();
         let worker = logic.clone();
         let thread = std::thread::Builder::new()
@@ -125,6 +135,10 @@ fn stopped() -> Response {
 }
 
 impl Logic {
+    fn paths(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<LinkReport>>> {
+        self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         // A panic while holding the lock leaves SQLite consistent (the
         // transaction rolls back), so the poisoned guard is safe to reuse.
@@ -189,8 +203,18 @@ impl Logic {
         let outcome = match result {
             Request::Join(_) => unreachable!("handled above"),
             Request::Heartbeat { mut neighbors } => {
-                neighbors.truncate(MAX_REFERRAL as usize * 4);
+                neighbors.truncate(MAX_LINKS);
+                self.paths().remove(&from);
                 store.heartbeat(&from, &neighbors, now, ttl).map(|_| Response::Ok)
+            }
+            Request::HeartbeatLinks { mut links } => {
+                links.truncate(MAX_LINKS);
+                let neighbors: Vec<EndpointId> = links.iter().map(|l| l.id).collect();
+                let renewed = store.heartbeat(&from, &neighbors, now, ttl).map(|_| Response::Ok);
+                if renewed.is_ok() {
+                    self.paths().insert(from, links);
+                }
+                renewed
             }
             Request::Publish { files } => {
                 if files.len() > MAX_FILES_PER_PUBLISH {
@@ -220,12 +244,32 @@ impl Logic {
                 }
                 store.rename(&from, &nickname, now).map(|_| Response::Ok)
             }
-            Request::Leave => store.leave(&from).map(|_| Response::Ok),
+            Request::Leave => {
+                self.paths().remove(&from);
+                store.leave(&from).map(|_| Response::Ok)
+            }
             Request::Topology => store.online_peers(now).map(|peers| {
                 Response::Topology(Topology {
                     root: self.me,
                     peers: peers.into_iter().map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors }).collect(),
                 })
+            }),
+            Request::LinkMap => store.online_peers(now).map(|peers| {
+                let mut paths = self.paths();
+                // Forget the paths of peers whose lease ran out.
+                let online: HashSet<EndpointId> = peers.iter().map(|p| p.info.addr.id).collect();
+                paths.retain(|id, _| online.contains(id));
+                let peers = peers
+                    .into_iter()
+                    .map(|p| {
+                        let links = match paths.get(&p.info.addr.id) {
+                            Some(links) => links.clone(),
+                            None => p.neighbors.into_iter().map(|id| LinkReport { id, path: None }).collect(),
+                        };
+                        LinkedPeer { peer: p.info, links }
+                    })
+                    .collect();
+                Response::LinkMap(LinkMap { root: self.me, peers })
             }),
         };
         outcome.unwrap_or_else(store_error)
@@ -448,6 +492,31 @@ mod tests {
         assert_eq!(peers.len(), 1, "only b is online");
         assert_eq!(w.service.handle(a, Request::Heartbeat { neighbors: vec![] }, later + 1), Response::Ok);
         assert_eq!(w.search(b, "report", later + 2).len(), 1, "back without publishing again");
+    }
+
+    #[test]
+    fn the_link_map_carries_the_paths_peers_reported() {
+        use peernet_proto::topo::{PathInfo, Via};
+        let w = world();
+        let (a, b, c) = (peer(1), peer(2), peer(3));
+        for (id, nick) in [(a, "a"), (b, "b"), (c, "c")] {
+            w.join(id, nick, 0);
+        }
+        let relayed = Some(PathInfo { via: Via::Relayed, rtt_ms: 80 });
+        let links = vec![LinkReport { id: b, path: relayed }, LinkReport { id: c, path: None }];
+        assert_eq!(w.service.handle(a, Request::HeartbeatLinks { links: links.clone() }, 1), Response::Ok);
+        assert_eq!(w.service.handle(b, Request::Heartbeat { neighbors: vec![a] }, 1), Response::Ok);
+        let Response::LinkMap(map) = w.service.handle(c, Request::LinkMap, 2) else { panic!("a link map") };
+        let of = |id| map.peers.iter().find(|p| p.peer.addr.id == id).unwrap().links.clone();
+        assert_eq!(of(a), links);
+        assert_eq!(of(b), vec![LinkReport { id: a, path: None }], "a version-1 heartbeat has links without paths");
+        // The old question still gets the old answer.
+        let Response::Topology(t) = w.service.handle(c, Request::Topology, 2) else { panic!("a topology") };
+        assert_eq!(t.peers.iter().find(|p| p.peer.addr.id == a).unwrap().neighbors, vec![b, c]);
+        // A version-1 heartbeat forgets the paths reported before it.
+        w.service.handle(a, Request::Heartbeat { neighbors: vec![b] }, 3);
+        let Response::LinkMap(map) = w.service.handle(c, Request::LinkMap, 4) else { panic!("a link map") };
+        assert_eq!(map.peers.iter().find(|p| p.peer.addr.id == a).unwrap().links, vec![LinkReport { id: b, path: None }]);
     }
 
     #[test]

@@ -308,7 +308,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The protocols that admit anyone: the index checks its own Join proof,
 /// and the admission exchange is how one gets in.
 fn open_to_all(alpn: &[u8]) -> bool {
-    alpn == peernet_proto::index::ALPN || alpn == ALPN
+    peernet_proto::index::is_index_alpn(alpn) || alpn == ALPN
 }
 
 /// Endpoint hooks that keep outsiders out of every other protocol.

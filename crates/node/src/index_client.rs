@@ -27,7 +27,7 @@ use peernet_index::{
     now_ms, Service,
 };
 use peernet_proto::{
-    index::{close_code, ErrorCode, FileEntry, Join, PeerAddr, Request, Response, ALPN},
+    index::{close_code, ErrorCode, FileEntry, Join, LinkMap, LinkReport, LinkedPeer, PeerAddr, Request, Response, ALPN, ALPN_V2},
     key::NetworkKey,
     limits::{MAX_FILES_PER_PUBLISH, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME},
     session::{self, Session},
@@ -226,8 +226,22 @@ impl IndexClient {
                 let conn = tokio::time::timeout(timeout, self.connection(endpoint, index))
                     .await
                     .map_err(|_| IndexError::Unreachable(format!("no answer within {timeout:?}")))??;
+                // An index of version 1 gets version-1 questions.
+                let old = conn.alpn() != ALPN_V2;
+                let (request, asked_map) = if old { downgrade(request) } else { (request, false) };
                 let result = tokio::time::timeout(timeout, exchange(&conn, &request)).await;
                 match result {
+                    Ok(Ok(Response::Topology(t))) if asked_map => Ok(Response::LinkMap(LinkMap {
+                        root: t.root,
+                        peers: t
+                            .peers
+                            .into_iter()
+                            .map(|p| LinkedPeer {
+                                peer: p.peer,
+                                links: p.neighbors.into_iter().map(|id| LinkReport { id, path: None }).collect(),
+                            })
+                            .collect(),
+                    })),
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(e)) => {
                         self.drop_connection(&conn).await;
@@ -249,7 +263,14 @@ impl IndexClient {
                 return Ok(conn.clone());
             }
         }
-        let conn = endpoint.connect(index.to_endpoint_addr(), ALPN).await.map_err(|e| IndexError::Unreachable(e.to_string()))?;
+        // Version 2 first; an older index picks version 1.
+        let options = iroh::endpoint::ConnectOptions::new().with_additional_alpns(vec![ALPN.to_vec()]);
+        let conn = endpoint
+            .connect_with_opts(index.to_endpoint_addr(), ALPN_V2, options)
+            .await
+            .map_err(|e| IndexError::Unreachable(e.to_string()))?
+            .await
+            .map_err(|e| IndexError::Unreachable(e.to_string()))?;
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -348,10 +369,11 @@ impl IndexClient {
         self,
         nickname: watch::Receiver<String>,
         files: impl Fn() -> Vec<FileEntry> + Send + 'static,
-        neighbors: impl Fn() -> Vec<EndpointId> + Send + 'static,
+        links: impl Fn() -> Vec<LinkReport> + Send + 'static,
         first: oneshot::Sender<Result<(), IndexError>>,
         cancel: CancellationToken,
     ) {
+        let neighbors = || links().iter().map(|l| l.id).collect::<Vec<EndpointId>>();
         let mut session = Session::new(StdRng::from_rng(&mut rand::rng()));
         let start = tokio::time::Instant::now();
         let mut first = Some(first);
@@ -373,7 +395,7 @@ impl IndexClient {
                         io => {
                             let outcome = tokio::select! {
                                 _ = cancel.cancelled() => return,
-                                outcome = self.perform(io, &nickname, &files) => outcome,
+                                outcome = self.perform(io, &nickname, &files, &links) => outcome,
                             };
                             events.extend(outcome);
                         }
@@ -400,6 +422,7 @@ impl IndexClient {
         action: session::Action<IndexError>,
         nickname: &watch::Receiver<String>,
         files: &(impl Fn() -> Vec<FileEntry> + Send),
+        links: &(impl Fn() -> Vec<LinkReport> + Send),
     ) -> Option<session::Event<IndexError>> {
         let failed = |error: IndexError| session::Event::JoinFailed { refused: matches!(error, IndexError::Refused { .. }), error };
         Some(match action {
@@ -417,7 +440,8 @@ impl IndexClient {
                     Err(e) => failed(e),
                 }
             }
-            session::Action::Heartbeat { neighbours } => match self.request(Request::Heartbeat { neighbors: neighbours }).await {
+            // The links now (the session's copy may be a moment old), with their paths.
+            session::Action::Heartbeat { .. } => match self.request(Request::HeartbeatLinks { links: links() }).await {
                 Ok(_) => session::Event::HeartbeatOk,
                 Err(error) => {
                     info!("heartbeat failed, re-joining: {error}");
@@ -437,6 +461,16 @@ enum ExchangeError {
     Connection(#[from] ConnectionError),
     #[error("{0}")]
     Other(String),
+}
+
+/// The version-1 form of a version-2 request, and whether it asked for the
+/// link map (whose version-1 answer is a topology).
+fn downgrade(request: Request) -> (Request, bool) {
+    match request {
+        Request::HeartbeatLinks { links } => (Request::Heartbeat { neighbors: links.iter().map(|l| l.id).collect() }, false),
+        Request::LinkMap => (Request::Topology, true),
+        other => (other, false),
+    }
 }
 
 async fn exchange(conn: &Connection, request: &Request) -> Result<Response, ExchangeError> {

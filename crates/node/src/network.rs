@@ -307,13 +307,14 @@ impl Network {
                 .members()
                 .into_iter()
                 .filter(|m| m.online && m.id != me)
-                .map(|m| Report { id: m.id, nickname: m.nickname, neighbors: m.neighbors })
+                .map(|m| Report { id: m.id, nickname: m.nickname, links: m.links })
                 .collect();
-            reports.push(Report { id: me, nickname: self.nickname.borrow().clone(), neighbors: self.overlay.neighbors() });
+            // Ours first: the first report of a link with a path wins.
+            reports.insert(0, Report { id: me, nickname: self.nickname.borrow().clone(), links: self.overlay.links() });
             return Ok(Graph::from_reports(None, &reports));
         }
-        match self.index.request(Request::Topology).await? {
-            Response::Topology(t) => Ok(Graph::from_topology(&t)),
+        match self.index.request(Request::LinkMap).await? {
+            Response::LinkMap(m) => Ok(Graph::from_link_map(&m)),
             _ => Err(IndexError::Unexpected.into()),
         }
     }

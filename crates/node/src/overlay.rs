@@ -35,7 +35,7 @@ use peernet_index::{
 use peernet_proto::{
     chat::{Author, Body, Change, ChatMessage, Member, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
     flood::{Action as FloodAction, Answer, Flood, Query},
-    index::{Request, Response},
+    index::{LinkReport, Request, Response},
     key::NetworkKey,
     timers::{self, Timers},
 };
@@ -87,6 +87,8 @@ pub struct Overlay {
     leaving: Arc<AtomicBool>,
     /// Time zero for the timers.
     started: tokio::time::Instant,
+    /// Which way each link goes, for links reports.
+    paths: crate::paths::Paths,
 }
 
 /// What the overlay asks of the node.
@@ -104,6 +106,8 @@ pub struct Hooks {
     /// and soon after they change): a network without an index draws its
     /// map from these reports.
     pub report_links: bool,
+    /// Which way each link goes, for the reports.
+    pub paths: crate::paths::Paths,
 }
 
 /// The default budget of one chat author: a burst of 200 (a pasted page of
@@ -142,6 +146,7 @@ impl Overlay {
             chatty,
             leaving: Arc::new(AtomicBool::new(false)),
             started: tokio::time::Instant::now(),
+            paths: hooks.paths.clone(),
         };
         let me = overlay.clone();
         let authors: Budget<EndpointId> = Budget::new(hooks.chat_rate);
@@ -225,11 +230,8 @@ impl Overlay {
                     match action {
                         timers::Action::SendPresence => {
                             let nickname = hooks.nickname.borrow().clone();
-                            let body = if hooks.report_links {
-                                Body::Links { nickname, neighbors: me.neighbors() }
-                            } else {
-                                Body::Presence { nickname }
-                            };
+                            let body =
+                                if hooks.report_links { Body::Links { nickname, links: me.links() } } else { Body::Presence { nickname } };
                             me.send_presence(body).await;
                         }
                         timers::Action::AskReferral => {
@@ -351,6 +353,11 @@ impl Overlay {
     /// This peer's id, as the room knows it.
     pub fn me(&self) -> EndpointId {
         self.lock().author.id()
+    }
+
+    /// Our links with the path each takes now (for the map).
+    pub fn links(&self) -> Vec<LinkReport> {
+        self.paths.report(&self.neighbors())
     }
 
     pub fn neighbors(&self) -> Vec<EndpointId> {

@@ -18,7 +18,7 @@ use iroh::{
     endpoint::{AfterHandshakeOutcome, Connection, EndpointHooks, WeakConnectionHandle},
     EndpointId,
 };
-use serde::{Deserialize, Serialize};
+use peernet_proto::index::LinkReport;
 
 /// Peers whose connections are tracked at once; beyond it, peers without a
 /// live connection are forgotten first.
@@ -26,39 +26,7 @@ pub const MAX_TRACKED_PEERS: usize = 4096;
 /// Connections kept per peer (the newest).
 const MAX_PER_PEER: usize = 16;
 
-/// How a link reaches its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Via {
-    /// Straight to one of the peer's addresses (on a LAN, or through a
-    /// hole punched in the NATs between them).
-    Direct,
-    /// Through a relay server.
-    Relayed,
-}
-
-impl std::fmt::Display for Via {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Via::Direct => "direct",
-            Via::Relayed => "relayed",
-        })
-    }
-}
-
-/// A link's path as it is now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PathInfo {
-    pub via: Via,
-    /// Smoothed round-trip time of the selected path, in milliseconds.
-    pub rtt_ms: u64,
-}
-
-impl std::fmt::Display for PathInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}, {} ms", self.via, self.rtt_ms)
-    }
-}
+pub use peernet_proto::topo::{PathInfo, Via};
 
 /// The connections of this endpoint, by peer; cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -96,6 +64,11 @@ impl Paths {
     pub fn of(&self, peer: &EndpointId) -> Option<PathInfo> {
         let conns: Vec<Connection> = self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).collect();
         conns.iter().find_map(selected)
+    }
+
+    /// Our links to `peers`, each with its path now, as the map wants them.
+    pub fn report(&self, peers: &[EndpointId]) -> Vec<LinkReport> {
+        peers.iter().map(|&id| LinkReport { id, path: self.of(&id) }).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<WeakConnectionHandle>>> {

@@ -298,6 +298,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
 
     let mut alpns = vec![iroh_blobs::ALPN.to_vec(), iroh_gossip::ALPN.to_vec(), peernet_proto::flood::ALPN.to_vec()];
     if hosting {
+        alpns.push(peernet_proto::index::ALPN_V2.to_vec());
         alpns.push(peernet_proto::index::ALPN.to_vec());
     }
     let (endpoint, lookup) = bind_endpoint(config.bind, relays, &state, secret_key.clone(), alpns, hosting, &admission, &paths).await?;
@@ -338,7 +339,8 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         (None, None) => {
             let protocol = peernet_index::open(&data_dir.index_db(), network_key, endpoint.id(), config.index.clone())
                 .map_err(|e| StartError::IndexDb(e.to_string()))?;
-            router = router.accept(peernet_proto::index::ALPN, protocol.clone());
+            // Both versions: old peers still join and heartbeat.
+            router = router.accept(peernet_proto::index::ALPN_V2, protocol.clone()).accept(peernet_proto::index::ALPN, protocol.clone());
             let client = IndexClient::local(protocol.service().clone(), me.clone(), network_key);
             (Some(Ticket { index: me.clone(), network_key, relay: network_relay.clone() }), Some(protocol), client)
         }
@@ -392,6 +394,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         timing: Box::new(lease_timing(index.clone())),
         chat_rate: config.budgets.chat,
         report_links: lan.is_some(),
+        paths: paths.clone(),
     };
     let (overlay, overlay_task) = Overlay::start(
         &gossip,
@@ -513,7 +516,7 @@ fn start_session(
     let session = index.clone().run_session(
         nickname.subscribe(),
         move || shares.entries(),
-        move || overlay.get().map(Overlay::neighbors).unwrap_or_default(),
+        move || overlay.get().map(Overlay::links).unwrap_or_default(),
         tx,
         cancel,
     );

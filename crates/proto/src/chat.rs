@@ -83,7 +83,7 @@ pub enum Body {
     /// without an index (a LAN network) draws its map.
     Links {
         nickname: String,
-        neighbors: Vec<EndpointId>,
+        links: Vec<crate::index::LinkReport>,
     },
 }
 
@@ -181,9 +181,9 @@ pub struct Member {
     pub last_seen_ms: u64,
     /// Left gracefully (as opposed to vanished).
     pub left: bool,
-    /// Its overlay neighbours, as it last reported them (LAN networks).
+    /// Its overlay links, as it last reported them (LAN networks).
     #[serde(default)]
-    pub neighbors: Vec<EndpointId>,
+    pub links: Vec<crate::index::LinkReport>,
 }
 
 /// What a received event changed.
@@ -307,11 +307,11 @@ impl Room {
             online: true,
             last_seen_ms: now_ms,
             left: false,
-            neighbors: Vec::new(),
+            links: Vec::new(),
         });
         member.last_seen_ms = now_ms;
-        if let Body::Links { neighbors, .. } = &event.body {
-            member.neighbors = neighbors.iter().take(MAX_REPORTED_LINKS).copied().collect();
+        if let Body::Links { links, .. } = &event.body {
+            member.links = links.iter().take(MAX_REPORTED_LINKS).copied().collect();
         }
         match &event.body {
             Body::Leave => {
@@ -595,17 +595,17 @@ mod tests {
     fn links_reports_mark_presence_and_keep_neighbours() {
         let mut alice = Author::new(key(1), TOPIC);
         let mut r = room();
-        let neighbours: Vec<EndpointId> = (2..=3).map(|seed| key(seed).public()).collect();
-        let links = Body::Links { nickname: "alice".into(), neighbors: neighbours.clone() };
-        let changes = r.receive(&alice.event(links, NOW).1, NOW).unwrap();
+        let report = |seed: u8| crate::index::LinkReport { id: key(seed).public(), path: None };
+        let links: Vec<_> = (2..=3).map(report).collect();
+        let changes = r.receive(&alice.event(Body::Links { nickname: "alice".into(), links: links.clone() }, NOW).1, NOW).unwrap();
         assert!(changes.contains(&Change::Joined(alice.id())));
         let m = &r.members(NOW)[0];
-        assert_eq!((m.nickname.as_str(), m.online, &m.neighbors), ("alice", true, &neighbours));
+        assert_eq!((m.nickname.as_str(), m.online, &m.links), ("alice", true, &links));
         // A long list is cut to the limit, and the last report wins.
-        let many: Vec<EndpointId> = (0..(MAX_REPORTED_LINKS as u8 + 8)).map(|seed| key(seed.wrapping_add(10)).public()).collect();
-        let event = alice.event(Body::Links { nickname: "alice".into(), neighbors: many.clone() }, NOW + 1).1;
+        let many: Vec<_> = (0..(MAX_REPORTED_LINKS as u8 + 8)).map(|seed| report(seed.wrapping_add(10))).collect();
+        let event = alice.event(Body::Links { nickname: "alice".into(), links: many.clone() }, NOW + 1).1;
         r.receive(&event, NOW + 1).unwrap();
-        assert_eq!(r.members(NOW + 1)[0].neighbors, many[..MAX_REPORTED_LINKS]);
+        assert_eq!(r.members(NOW + 1)[0].links, many[..MAX_REPORTED_LINKS]);
     }
 
     #[test]

@@ -29,6 +29,16 @@ use serde::{Deserialize, Serialize};
 /// The ALPN of the index protocol. Bump the version on any incompatible
 /// change to the types below.
 pub const ALPN: &[u8] = b"peernet/index/1";
+/// Version 2 adds [`Request::HeartbeatLinks`] and [`Request::LinkMap`]
+/// (links with their paths). An index serves both versions; a client
+/// offers 2 and 1 and sends the version-2 requests only when the index
+/// chose 2, so old and new peers and indexes work together.
+pub const ALPN_V2: &[u8] = b"peernet/index/2";
+
+/// Whether `alpn` is a version of the index protocol.
+pub fn is_index_alpn(alpn: &[u8]) -> bool {
+    alpn == ALPN || alpn == ALPN_V2
+}
 
 /// QUIC application close codes the index uses.
 pub mod close_code {
@@ -144,6 +154,33 @@ pub enum Request {
     Leave,
     /// Every online peer with the overlay neighbours it last reported.
     Topology,
+    /// Version 2: a heartbeat whose links carry their paths.
+    HeartbeatLinks {
+        links: Vec<LinkReport>,
+    },
+    /// Version 2: [`Request::Topology`] with the paths of the links.
+    LinkMap,
+}
+
+/// An overlay link as its reporter sees it: the neighbour, and the path to
+/// it when a connection is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    pub id: EndpointId,
+    pub path: Option<crate::topo::PathInfo>,
+}
+
+/// The answer to [`Request::LinkMap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkMap {
+    pub root: EndpointId,
+    pub peers: Vec<LinkedPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedPeer {
+    pub peer: PeerInfo,
+    pub links: Vec<LinkReport>,
 }
 
 /// One provider of a search hit.
@@ -232,6 +269,8 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
+    /// Version 2: the answer to [`Request::LinkMap`].
+    LinkMap(LinkMap),
 }
 
 impl Response {

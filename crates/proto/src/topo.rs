@@ -1,13 +1,49 @@
 //! The network map: a graph of online peers and their overlay links, built
-//! from what the index learned through heartbeats, and its renderings
-//! (text for terminals, Graphviz DOT, JSON via serde).
+//! from what the index learned through heartbeats (or, on a LAN network,
+//! from what the peers report in the room), with the path each link takes
+//! (direct or relayed, and its round-trip time) where its ends reported it;
+//! and its renderings (text for terminals, Graphviz DOT, JSON via serde).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use iroh::EndpointId;
 use serde::{Deserialize, Serialize};
 
-use crate::index::Topology;
+use crate::index::{LinkMap, LinkReport, Topology};
+
+/// How a link reaches its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// Straight to one of the peer's addresses (on a LAN, or through a
+    /// hole punched in the NATs between them).
+    Direct,
+    /// Through a relay server.
+    Relayed,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Direct => "direct",
+            Via::Relayed => "relayed",
+        })
+    }
+}
+
+/// A link's path as its reporter saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathInfo {
+    pub via: Via,
+    /// Smoothed round-trip time of the selected path, in milliseconds.
+    pub rtt_ms: u64,
+}
+
+impl std::fmt::Display for PathInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, {} ms", self.via, self.rtt_ms)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -17,12 +53,21 @@ pub struct Node {
     pub root: bool,
 }
 
-/// What one online peer says about itself: who it is and its overlay links.
+/// What one online peer says about itself: who it is and its overlay
+/// links, with their paths when it knows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub id: EndpointId,
     pub nickname: String,
-    pub neighbors: Vec<EndpointId>,
+    pub links: Vec<LinkReport>,
+}
+
+/// One link of the map with the path it takes, when one of its ends said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub a: String,
+    pub b: String,
+    pub path: Option<PathInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +75,9 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     /// Undirected links, each once, as (smaller id, larger id).
     pub edges: Vec<(String, String)>,
+    /// The same links, in the same order, with the path each takes.
+    #[serde(default)]
+    pub links: Vec<Link>,
 }
 
 impl Graph {
@@ -40,9 +88,20 @@ impl Graph {
         let reports: Vec<Report> = t
             .peers
             .iter()
-            .map(|p| Report { id: p.peer.addr.id, nickname: p.peer.nickname.clone(), neighbors: p.neighbors.clone() })
+            .map(|p| Report {
+                id: p.peer.addr.id,
+                nickname: p.peer.nickname.clone(),
+                links: p.neighbors.iter().map(|&id| LinkReport { id, path: None }).collect(),
+            })
             .collect();
         Self::from_reports(Some(t.root), &reports)
+    }
+
+    /// [`Graph::from_topology`], with the paths the peers reported.
+    pub fn from_link_map(m: &LinkMap) -> Self {
+        let reports: Vec<Report> =
+            m.peers.iter().map(|p| Report { id: p.peer.addr.id, nickname: p.peer.nickname.clone(), links: p.links.clone() }).collect();
+        Self::from_reports(Some(m.root), &reports)
     }
 
     /// Builds the graph from what each online peer reports about itself;
@@ -57,22 +116,26 @@ impl Graph {
         };
         let mut nodes: BTreeMap<EndpointId, Node> = reports.iter().map(|r| (r.id, node(r.id, r.nickname.clone()))).collect();
         if let Some(root) = root {
-            let reported_root = reports.iter().any(|r| r.neighbors.contains(&root));
+            let reported_root = reports.iter().any(|r| r.links.iter().any(|l| l.id == root));
             if !nodes.contains_key(&root) && reported_root {
                 // A standalone index: part of the overlay but not a peer.
                 nodes.insert(root, node(root, "index".into()));
             }
         }
-        let mut edges = BTreeSet::new();
+        // Either end may report a link; the first report with a path wins.
+        let mut edges: BTreeMap<(EndpointId, EndpointId), Option<PathInfo>> = BTreeMap::new();
         for r in reports {
-            for n in &r.neighbors {
-                if *n != r.id && nodes.contains_key(n) {
-                    let (x, y) = if r.id < *n { (r.id, *n) } else { (*n, r.id) };
-                    edges.insert((x.to_string(), y.to_string()));
+            for l in &r.links {
+                if l.id != r.id && nodes.contains_key(&l.id) {
+                    let key = if r.id < l.id { (r.id, l.id) } else { (l.id, r.id) };
+                    let path = edges.entry(key).or_default();
+                    *path = path.or(l.path);
                 }
             }
         }
-        Self { nodes: nodes.into_values().collect(), edges: edges.into_iter().collect() }
+        let links: Vec<Link> = edges.iter().map(|((x, y), path)| Link { a: x.to_string(), b: y.to_string(), path: *path }).collect();
+        let edges = links.iter().map(|l| (l.a.clone(), l.b.clone())).collect();
+        Self { nodes: nodes.into_values().collect(), edges, links }
     }
 
     /// Whether every node can reach every other (true for zero or one node).
@@ -196,15 +259,19 @@ mod tests {
 
     #[test]
     fn a_network_without_an_index_has_no_root() {
-        let report = |seed: u8, links: &[u8]| Report {
+        let relayed = PathInfo { via: Via::Relayed, rtt_ms: 40 };
+        let report = |seed: u8, links: &[(u8, Option<PathInfo>)]| Report {
             id: id(seed),
             nickname: format!("p{seed}"),
-            neighbors: links.iter().map(|s| id(*s)).collect(),
+            links: links.iter().map(|(s, path)| LinkReport { id: id(*s), path: *path }).collect(),
         };
-        let g = Graph::from_reports(None, &[report(1, &[2]), report(2, &[3]), report(3, &[])]);
+        let g = Graph::from_reports(None, &[report(1, &[(2, None)]), report(2, &[(1, Some(relayed)), (3, None)]), report(3, &[])]);
         assert_eq!(g.nodes.len(), 3);
         assert_eq!(g.edges.len(), 2, "2-3 counts although only 2 reports it");
         assert!(g.nodes.iter().all(|n| !n.root));
         assert!(g.is_connected());
+        let one_two = g.links.iter().find(|l| [&l.a, &l.b].contains(&&id(1).to_string())).unwrap();
+        assert_eq!(one_two.path, Some(relayed), "a path either end reported is kept");
+        assert_eq!(g.links.iter().filter(|l| l.path.is_none()).count(), 1);
     }
 }
