@@ -266,10 +266,16 @@ pub fn client_setup(
     if configs.is_empty() {
         return Ok(None);
     }
+    // Certificate authorities are asked only about a relay the user named:
+    // a relay URL some member advertises meets the pin and fails.
+    let ask_authorities = named.is_some();
     let tls = match pin {
         None => CaTlsConfig::embedded(),
         Some(pin) => CaTlsConfig::custom_server_cert_verifier(Arc::new(move |provider: Arc<CryptoProvider>| {
-            let others = CaTlsConfig::embedded().server_cert_verifier(provider.clone())?;
+            let others = match ask_authorities {
+                true => Some(CaTlsConfig::embedded().server_cert_verifier(provider.clone())?),
+                false => None,
+            };
             Ok(Arc::new(Pinned { pin, provider, others }) as Arc<dyn ServerCertVerifier>)
         })),
     };
@@ -279,13 +285,14 @@ pub fn client_setup(
 /// Trusts the one certificate whose SHA-256 is `pin`, whatever name it is
 /// reached by (the root made it itself, and the ticket that carries the pin
 /// is the secret members share); any other certificate must satisfy the
-/// ordinary checks. Handshake signatures are checked either way, so only
+/// ordinary checks (`others`), or, when the user named no relay of their
+/// own, is refused. Handshake signatures are checked either way, so only
 /// the holder of the pinned certificate's key passes.
 #[derive(Debug)]
 struct Pinned {
     pin: [u8; 32],
     provider: Arc<CryptoProvider>,
-    others: Arc<dyn ServerCertVerifier>,
+    others: Option<Arc<dyn ServerCertVerifier>>,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -300,7 +307,10 @@ impl ServerCertVerifier for Pinned {
         if fingerprint(end_entity) == self.pin {
             return Ok(ServerCertVerified::assertion());
         }
-        self.others.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        match &self.others {
+            Some(others) => others.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+            None => Err(rustls::Error::General("not this network's relay: its certificate is not the one the ticket names".into())),
+        }
     }
 
     fn verify_tls12_signature(
@@ -359,6 +369,19 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join("relay.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "the relay's key is private");
         }
+    }
+
+    #[test]
+    fn only_the_pinned_certificate_passes_unless_authorities_are_asked() {
+        let ours = rcgen::generate_simple_self_signed(vec!["peernet-relay".to_string()]).unwrap();
+        let theirs = rcgen::generate_simple_self_signed(vec!["relay.example.net".to_string()]).unwrap();
+        let provider = iroh_relay::tls::default_provider();
+        let pinned = Pinned { pin: fingerprint(ours.cert.der()), provider, others: None };
+        let name = ServerName::try_from("anything.example").unwrap();
+        let check = |cert: &CertificateDer<'_>| pinned.verify_server_cert(cert, &[], &name, &[], UnixTime::now());
+        assert!(check(ours.cert.der()).is_ok(), "the pinned certificate passes under any name");
+        let err = check(theirs.cert.der()).unwrap_err();
+        assert!(err.to_string().contains("not this network's relay"), "{err}");
     }
 
     #[test]
