@@ -42,13 +42,12 @@ async fn relay_status(ep: &iroh::Endpoint, what: &str, done: impl Fn(&iroh::endp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_roots_relay_admits_members_only() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Daemon::start_in(
-        None,
-        "index",
-        &dir.path().join("index"),
-        &["index", "--bind", "127.0.0.1:0", "--relay", "0", "--heartbeat", HEARTBEAT, "--lease-ttl", LEASE_TTL],
-        &[],
-    );
+    // A standalone root with its relay on a free port.
+    let start_root = || {
+        let args = ["index", "--bind", "127.0.0.1:0", "--relay", "0", "--heartbeat", HEARTBEAT, "--lease-ttl", LEASE_TTL];
+        Daemon::start_in(None, "index", &dir.path().join("index"), &args, &[])
+    };
+    let root = start_root();
     let ticket: Ticket = root.ticket.parse().unwrap();
     let info = ticket.relay.clone().expect("the ticket of a network with a relay names it");
     assert!(info.url.starts_with("https://127.0.0.1:"), "{}", info.url);
@@ -81,13 +80,7 @@ async fn the_roots_relay_admits_members_only() {
 
     // Restarted, the root keeps its certificate, so the ticket stays valid.
     drop(root);
-    let again = Daemon::start_in(
-        None,
-        "index",
-        &dir.path().join("index"),
-        &["index", "--bind", "127.0.0.1:0", "--relay", "0", "--heartbeat", HEARTBEAT, "--lease-ttl", LEASE_TTL],
-        &[],
-    );
+    let again = start_root();
     let after: Ticket = again.ticket.parse().unwrap();
     assert_eq!(after.relay.unwrap().cert_sha256, info.cert_sha256, "same certificate after a restart");
 }

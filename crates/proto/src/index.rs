@@ -319,6 +319,19 @@ mod tests {
             any::<u32>().prop_map(|page| Request::Online { page }),
             any::<u32>().prop_map(|k| Request::Referral { k }),
             Just(Request::Leave),
+            proptest::collection::vec((any::<u8>(), any::<Option<(bool, u64)>>()), 0..8).prop_map(|links| Request::HeartbeatLinks {
+                links: links
+                    .into_iter()
+                    .map(|(seed, path)| LinkReport {
+                        id: id(seed),
+                        path: path.map(|(relayed, rtt_ms)| crate::topo::PathInfo {
+                            via: if relayed { crate::topo::Via::Relayed } else { crate::topo::Via::Direct },
+                            rtt_ms,
+                        }),
+                    })
+                    .collect()
+            }),
+            Just(Request::LinkMap),
         ]
     }
 
