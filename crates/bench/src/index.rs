@@ -101,6 +101,7 @@ async fn load(ticket: &Ticket, o: &Options) -> anyhow::Result<Load> {
             bind: "127.0.0.1:0".parse()?,
             relay: None,
             alpns: vec![],
+            congestion: Default::default(),
         })
         .await?;
         peernet_node::endpoint::remember(&lookup, &ticket.index);

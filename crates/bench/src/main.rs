@@ -10,6 +10,7 @@ mod index;
 mod netns;
 mod peers;
 mod procs;
+mod reach;
 mod refs;
 mod report;
 mod swarm;
@@ -85,6 +86,28 @@ enum Bench {
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
     },
+    /// Transfers between peers behind NAT (hole-punched, then relayed) and
+    /// over slow, lossy links, each beside TCP over the same links (needs root).
+    Reach {
+        /// File size across the NATs.
+        #[arg(long, default_value = "20MiB", value_parser = parse_size)]
+        size: u64,
+        /// File size over each bad link.
+        #[arg(long, default_value = "10MiB", value_parser = parse_size)]
+        bad_link_size: u64,
+        /// Bad links to measure, as RTT/LOSS ("" skips them).
+        #[arg(long, default_value = reach::DEFAULT_LINKS, value_parser = reach::parse_links)]
+        links: reach::Links,
+        /// QUIC congestion controllers to measure over each bad link.
+        #[arg(long, default_value = "cubic,bbr", value_delimiter = ',')]
+        congestion: Vec<String>,
+    },
+    /// Serves one file once over TCP (the reach bench runs it in a namespace).
+    #[command(hide = true)]
+    TcpServe { file: PathBuf, port: u16 },
+    /// Fetches from `tcp-serve` and prints "BYTES SECONDS".
+    #[command(hide = true)]
+    TcpFetch { addr: std::net::SocketAddr, dest: PathBuf },
 }
 
 #[derive(Clone, Debug)]
@@ -96,7 +119,14 @@ fn main() -> ExitCode {
         return peernet::main_from(&args[1..]);
     }
     let cli = Cli::parse();
-    match run(cli) {
+    // The TCP helpers are one step of the reach bench, not benches: no
+    // scratch folder, no table.
+    let result = match &cli.bench {
+        Bench::TcpServe { file, port } => reach::tcp_serve(file, *port),
+        Bench::TcpFetch { addr, dest } => reach::tcp_fetch(*addr, dest),
+        _ => run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -124,6 +154,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Bench::Swarm { size: 256 << 20, providers: 3, rate: "200mbit".into() },
             Bench::Index { clients: 50, seconds: 10.0 },
             Bench::Chat { peers: 50, messages: 100, rate: 10.0 },
+            Bench::Reach {
+                size: 20 << 20,
+                bad_link_size: 10 << 20,
+                links: reach::parse_links(reach::DEFAULT_LINKS).expect("the default links parse"),
+                congestion: vec!["cubic".into(), "bbr".into()],
+            },
         ],
         one => vec![one],
     };
@@ -139,7 +175,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 index::run(&dir, &index::Options { clients, duration: Duration::from_secs_f64(seconds) }, &rt)?
             }
             Bench::Chat { peers, messages, rate } => chat::run(&dir, &chat::Options { peers, messages, rate }, &rt)?,
+            Bench::Reach { size, bad_link_size, links, congestion } => {
+                reach::run(&dir, &reach::Options { size, bad_link_size, links: links.0, congestion })?
+            }
             Bench::All => unreachable!("`all` expands to the others"),
+            Bench::TcpServe { .. } | Bench::TcpFetch { .. } => unreachable!("the TCP helpers run from main"),
         };
         std::fs::remove_dir_all(&dir).ok();
         report.print();
@@ -158,6 +198,9 @@ fn name(bench: &Bench) -> &'static str {
         Bench::Swarm { .. } => "swarm",
         Bench::Index { .. } => "index",
         Bench::Chat { .. } => "chat",
+        Bench::Reach { .. } => "reach",
+        Bench::TcpServe { .. } => "tcp-serve",
+        Bench::TcpFetch { .. } => "tcp-fetch",
     }
 }
 

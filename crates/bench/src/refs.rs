@@ -63,7 +63,13 @@ pub async fn blobs_fetch(src: &Path, dst: &Path, work: &Path) -> anyhow::Result<
     use iroh_blobs::{api::blobs::ExportMode, store::fs::FsStore, BlobsProtocol};
     use peernet_node::endpoint::{bind, EndpointConfig};
     let endpoint = |alpns: Vec<Vec<u8>>| {
-        bind(EndpointConfig { secret_key: iroh::SecretKey::generate(), bind: "127.0.0.1:0".parse().unwrap(), relay: None, alpns })
+        bind(EndpointConfig {
+            secret_key: iroh::SecretKey::generate(),
+            bind: "127.0.0.1:0".parse().unwrap(),
+            relay: None,
+            alpns,
+            congestion: Default::default(),
+        })
     };
     let store_a = FsStore::load(work.join("blobs-a")).await?;
     let store_b = FsStore::load(work.join("blobs-b")).await?;

@@ -73,3 +73,22 @@ fn swarm_in_miniature() {
         eprintln!("swarm bench skipped (not root): {}", speedup["note"]);
     }
 }
+
+/// Needs root too (NAT routers and a slow link in namespaces); without it
+/// every row must say it skipped.
+#[test]
+fn reach_in_miniature() {
+    let r = bench(&["reach", "--size", "256KiB", "--bad-link-size", "64KiB", "--links", "50ms/1%"]);
+    let direct = row(&r, "peernet get home -> home, direct");
+    row(&r, "peernet get home -> home, relayed");
+    row(&r, "TCP copy, 50 ms RTT, 1% loss");
+    row(&r, "peernet get, 50 ms RTT, 1% loss");
+    if direct["value"].is_number() {
+        assert!(value(&r, "TCP copy home -> public root") > 0.0);
+        assert!(value(&r, "peernet get home -> home, relayed") > 0.0);
+        assert!(value(&r, "TCP copy, 50 ms RTT, 1% loss") > 0.0);
+        assert!(value(&r, "peernet get, 50 ms RTT, 1% loss") > 0.0);
+    } else {
+        eprintln!("reach bench skipped (not root): {}", direct["note"]);
+    }
+}

@@ -60,6 +60,12 @@ pub struct NetArgs {
     #[arg(long, value_parser = parse_relay, value_name = "PORT|URL")]
     pub relay: Option<RelayArg>,
 
+    /// QUIC congestion control: cubic (fastest on clean, short links) or
+    /// bbr (far faster on long, lossy ones: mobile, Wi-Fi, the far side of
+    /// the world).
+    #[arg(long, default_value = "cubic", value_parser = parse_congestion, value_name = "cubic|bbr")]
+    pub congestion: peernet_node::endpoint::Congestion,
+
     /// Do not announce this peer or look for others on the LAN with mDNS.
     #[arg(long, env = "PEERNET_NO_MDNS", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_mdns: bool,
@@ -90,6 +96,14 @@ pub enum RelayArg {
     Serve(u16),
     /// Use a relay run elsewhere.
     Use(iroh::RelayUrl),
+}
+
+fn parse_congestion(s: &str) -> Result<peernet_node::endpoint::Congestion, String> {
+    match s {
+        "cubic" => Ok(peernet_node::endpoint::Congestion::Cubic),
+        "bbr" => Ok(peernet_node::endpoint::Congestion::Bbr),
+        _ => Err(format!("'{s}' is not a congestion controller; write cubic or bbr")),
+    }
 }
 
 fn parse_relay(s: &str) -> Result<RelayArg, String> {

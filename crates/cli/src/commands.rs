@@ -60,6 +60,7 @@ fn daemon(data_dir: std::path::PathBuf, net: &NetArgs, lease: &LeaseArgs) -> Con
         relay: net.named_relay(),
         relay_server: net.relay_server(),
         mdns: !net.no_mdns,
+        congestion: net.congestion,
         index: lease.index_config(),
         upload_limit: None,
         index_only: false,

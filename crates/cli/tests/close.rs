@@ -26,6 +26,7 @@ async fn forge_close(ticket: &str, via: &serde_json::Value) {
         bind: "127.0.0.1:0".parse().unwrap(),
         relay: None,
         alpns: vec![iroh_gossip::ALPN.to_vec()],
+        congestion: Default::default(),
     };
     let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission, &peernet_node::paths::Paths::new()).await.unwrap();
     let gossip = iroh_gossip::net::Gossip::builder().max_message_size(8192).spawn(ep.clone());

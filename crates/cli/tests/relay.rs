@@ -15,10 +15,15 @@ use rustls::pki_types::{pem::PemObject, CertificateDer};
 async fn relay_client(ticket: &Ticket, key: &NetworkKey) -> iroh::Endpoint {
     let secret_key = iroh::SecretKey::generate();
     let setup = relay::client_setup(ticket.relay.as_ref(), None, key, &secret_key.public(), &ticket.index.id).unwrap();
-    let (ep, _) =
-        endpoint::bind(endpoint::EndpointConfig { secret_key, bind: "127.0.0.1:0".parse().unwrap(), relay: setup, alpns: vec![] })
-            .await
-            .unwrap();
+    let (ep, _) = endpoint::bind(endpoint::EndpointConfig {
+        secret_key,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        relay: setup,
+        alpns: vec![],
+        congestion: Default::default(),
+    })
+    .await
+    .unwrap();
     ep
 }
 

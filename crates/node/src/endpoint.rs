@@ -35,6 +35,19 @@ pub struct EndpointConfig {
     /// The relays to use and how to trust them; none by default.
     pub relay: Option<ClientSetup>,
     pub alpns: Vec<Vec<u8>>,
+    pub congestion: Congestion,
+}
+
+/// QUIC's congestion controller. Measured here (README, "Links that are
+/// slow and lossy"): over 200 ms and 5% loss, BBR moved 5 MB 33 times
+/// faster than Cubic; on loopback, Cubic moved a file twice as fast.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Congestion {
+    /// Loss-based (QUIC's default): fastest on clean, short links.
+    #[default]
+    Cubic,
+    /// Model-based (BBRv3): keeps going on long, lossy links.
+    Bbr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +89,12 @@ async fn bind_with(
     paths: Option<&Paths>,
 ) -> Result<(Endpoint, MemoryLookup), EndpointError> {
     let lookup = MemoryLookup::new();
+    let controller: std::sync::Arc<dyn iroh::endpoint::ControllerFactory + Send + Sync> = match config.congestion {
+        Congestion::Cubic => std::sync::Arc::new(noq_proto::congestion::CubicConfig::default()),
+        Congestion::Bbr => std::sync::Arc::new(noq_proto::congestion::Bbr3Config::default()),
+    };
     let transport = QuicTransportConfig::builder()
+        .congestion_controller_factory(controller)
         .keep_alive_interval(KEEP_ALIVE)
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("8 s is a valid idle timeout")))
         .default_path_max_idle_timeout(IDLE_TIMEOUT)

@@ -70,6 +70,8 @@ pub struct Config {
     /// Announce this peer and find others on the LAN with mDNS (in a ticket
     /// network, to learn members' current addresses).
     pub mdns: bool,
+    /// QUIC's congestion controller.
+    pub congestion: endpoint::Congestion,
     /// Lease timing, used when this peer hosts the index.
     pub index: peernet_index::Config,
     /// Most bytes per second served to other peers, all together.
@@ -301,7 +303,8 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         alpns.push(peernet_proto::index::ALPN_V2.to_vec());
         alpns.push(peernet_proto::index::ALPN.to_vec());
     }
-    let (endpoint, lookup) = bind_endpoint(config.bind, relays, &state, secret_key.clone(), alpns, hosting, &admission, &paths).await?;
+    let binding = Binding { bind: config.bind, relay: relays, congestion: config.congestion, hosting };
+    let (endpoint, lookup) = bind_endpoint(binding, &state, secret_key.clone(), alpns, &admission, &paths).await?;
     started.endpoint = Some(endpoint.clone());
     let mdns = match (config.mdns, &lan) {
         (true, _) => Some(crate::lan::announce(&endpoint, &network_key).map_err(StartError::Mdns)?),
@@ -537,26 +540,32 @@ async fn start_control(node: &Node) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Where and how the endpoint binds.
+pub(crate) struct Binding {
+    pub bind: SocketAddr,
+    pub relay: Option<relay::ClientSetup>,
+    pub congestion: endpoint::Congestion,
+    /// A host must keep its port, or its ticket would point nowhere.
+    pub hosting: bool,
+}
+
 /// Binds the endpoint, reusing the port of the last run when none is given.
-/// A peer can move to another port; a host must keep its port, or its
-/// ticket would point nowhere.
-#[allow(clippy::too_many_arguments)]
+/// A peer can move to another port; a host must keep its port.
 pub(crate) async fn bind_endpoint(
-    bind: SocketAddr,
-    relay: Option<relay::ClientSetup>,
+    binding: Binding,
     state: &State,
     secret_key: iroh::SecretKey,
     alpns: Vec<Vec<u8>>,
-    hosting: bool,
     admission: &Admission,
     paths: &Paths,
 ) -> Result<(Endpoint, MemoryLookup), StartError> {
+    let Binding { bind, relay, congestion, hosting } = binding;
     let remembered = bind.port() == 0 && state.port.is_some();
     let mut first = bind;
     if remembered {
         first.set_port(state.port.unwrap_or(0));
     }
-    let config = |bind| EndpointConfig { secret_key: secret_key.clone(), bind, relay: relay.clone(), alpns: alpns.clone() };
+    let config = |bind| EndpointConfig { secret_key: secret_key.clone(), bind, relay: relay.clone(), alpns: alpns.clone(), congestion };
     match endpoint::bind_member(config(first), admission, paths).await {
         Ok(ok) => Ok(ok),
         Err(e) if remembered && !hosting => {

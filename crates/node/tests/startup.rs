@@ -17,6 +17,7 @@ fn config(data_dir: &Path, bind: SocketAddr) -> Config {
         relay_server: None,
         lan: None,
         mdns: false,
+        congestion: Default::default(),
         index: Default::default(),
         upload_limit: Some(1024 * 1024),
         index_only: false,

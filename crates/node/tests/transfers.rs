@@ -45,6 +45,7 @@ async fn bind() -> (Endpoint, iroh::address_lookup::memory::MemoryLookup) {
         bind: "127.0.0.1:0".parse().unwrap(),
         relay: None,
         alpns: vec![iroh_blobs::ALPN.to_vec()],
+        congestion: Default::default(),
     })
     .await
     .unwrap()

@@ -396,6 +396,7 @@ pub async fn test_endpoint(alpns: Vec<Vec<u8>>) -> (iroh::Endpoint, iroh::addres
         bind: "127.0.0.1:0".parse().unwrap(),
         relay: None,
         alpns,
+        congestion: Default::default(),
     })
     .await
     .unwrap()
@@ -411,7 +412,13 @@ pub async fn member_endpoint(
 ) -> (iroh::Endpoint, iroh::address_lookup::memory::MemoryLookup, peernet_node::admission::Admission) {
     let secret_key = iroh::SecretKey::generate();
     let admission = peernet_node::admission::Admission::new(key, secret_key.public());
-    let config = peernet_node::endpoint::EndpointConfig { secret_key, bind: "127.0.0.1:0".parse().unwrap(), relay: None, alpns };
+    let config = peernet_node::endpoint::EndpointConfig {
+        secret_key,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        relay: None,
+        alpns,
+        congestion: Default::default(),
+    };
     let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission, &peernet_node::paths::Paths::new()).await.unwrap();
     (ep, lookup, admission)
 }
