@@ -90,8 +90,8 @@ const NAT_RELAYED: &str = "peernet get home -> home, relayed (UDP between homes 
 
 /// The TCP reference row, then one peernet row per congestion controller.
 fn link_rows(link: &BadLink, congestion: &[String]) -> Vec<String> {
-    let mut rows = vec![format!("TCP copy ({}), {} (reference)", kernel_congestion(), link.label())];
-    rows.extend(congestion.iter().map(|c| format!("peernet get --congestion {c}, {}", link.label())));
+    let mut rows = vec![format!("TCP copy, {} (reference; kernel's TCP: {})", link.label(), kernel_congestion())];
+    rows.extend(congestion.iter().map(|c| format!("peernet get, {}, --congestion {c}", link.label())));
     rows
 }
 

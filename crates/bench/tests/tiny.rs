@@ -78,16 +78,23 @@ fn swarm_in_miniature() {
 /// every row must say it skipped.
 #[test]
 fn reach_in_miniature() {
-    let r = bench(&["reach", "--size", "256KiB", "--bad-link-size", "64KiB", "--links", "50ms/1%"]);
+    let r = bench(&["reach", "--size", "256KiB", "--bad-link-size", "64KiB", "--links", "50ms/1%", "--congestion", "cubic,bbr"]);
     let direct = row(&r, "peernet get home -> home, direct");
+    let over_the_link = [
+        "TCP copy, 50 ms RTT, 1% loss",
+        "peernet get, 50 ms RTT, 1% loss, --congestion cubic",
+        "peernet get, 50 ms RTT, 1% loss, --congestion bbr",
+    ];
     row(&r, "peernet get home -> home, relayed");
-    row(&r, "TCP copy, 50 ms RTT, 1% loss");
-    row(&r, "peernet get, 50 ms RTT, 1% loss");
+    for what in over_the_link {
+        row(&r, what);
+    }
     if direct["value"].is_number() {
         assert!(value(&r, "TCP copy home -> public root") > 0.0);
         assert!(value(&r, "peernet get home -> home, relayed") > 0.0);
-        assert!(value(&r, "TCP copy, 50 ms RTT, 1% loss") > 0.0);
-        assert!(value(&r, "peernet get, 50 ms RTT, 1% loss") > 0.0);
+        for what in over_the_link {
+            assert!(value(&r, what) > 0.0, "{what}");
+        }
     } else {
         eprintln!("reach bench skipped (not root): {}", direct["note"]);
     }

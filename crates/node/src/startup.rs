@@ -307,7 +307,11 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let (endpoint, lookup) = bind_endpoint(binding, &state, secret_key.clone(), alpns, &admission, &paths).await?;
     started.endpoint = Some(endpoint.clone());
     let mdns = match (config.mdns, &lan) {
-        (true, _) => Some(crate::lan::announce(&endpoint, &network_key).map_err(StartError::Mdns)?),
+        (true, Some(_)) => Some(crate::lan::announce(&endpoint, &network_key).map_err(StartError::Mdns)?),
+        // A ticket network only learns addresses from mDNS: it goes on without.
+        (true, None) => crate::lan::announce(&endpoint, &network_key)
+            .inspect_err(|e| warn!("LAN discovery (mDNS) is off: {e}; members are found through the index and the overlay"))
+            .ok(),
         (false, Some(_)) => return Err(StartError::Mdns("a LAN network finds its peers with mDNS; drop --no-mdns".into())),
         (false, None) => None,
     };
