@@ -264,7 +264,7 @@ impl Logic {
                     .map(|p| {
                         let links = match paths.get(&p.info.addr.id) {
                             Some(links) => links.clone(),
-                            None => p.neighbors.into_iter().map(|id| LinkReport { id, path: None }).collect(),
+                            None => p.neighbors.into_iter().map(LinkReport::unknown).collect(),
                         };
                         LinkedPeer { peer: p.info, links }
                     })

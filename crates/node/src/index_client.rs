@@ -27,7 +27,7 @@ use peernet_index::{
     now_ms, Service,
 };
 use peernet_proto::{
-    index::{close_code, ErrorCode, FileEntry, Join, LinkMap, LinkReport, LinkedPeer, PeerAddr, Request, Response, ALPN, ALPN_V2},
+    index::{close_code, ErrorCode, FileEntry, Join, LinkReport, PeerAddr, Request, Response, ALPN, ALPN_V2},
     key::NetworkKey,
     limits::{MAX_FILES_PER_PUBLISH, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME},
     session::{self, Session},
@@ -231,17 +231,7 @@ impl IndexClient {
                 let (request, asked_map) = if old { downgrade(request) } else { (request, false) };
                 let result = tokio::time::timeout(timeout, exchange(&conn, &request)).await;
                 match result {
-                    Ok(Ok(Response::Topology(t))) if asked_map => Ok(Response::LinkMap(LinkMap {
-                        root: t.root,
-                        peers: t
-                            .peers
-                            .into_iter()
-                            .map(|p| LinkedPeer {
-                                peer: p.peer,
-                                links: p.neighbors.into_iter().map(|id| LinkReport { id, path: None }).collect(),
-                            })
-                            .collect(),
-                    })),
+                    Ok(Ok(Response::Topology(t))) if asked_map => Ok(Response::LinkMap(t.into())),
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(e)) => {
                         self.drop_connection(&conn).await;

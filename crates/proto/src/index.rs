@@ -177,6 +177,25 @@ pub struct LinkMap {
     pub peers: Vec<LinkedPeer>,
 }
 
+impl LinkReport {
+    /// A link whose path its reporter did not say (a version-1 heartbeat).
+    pub fn unknown(id: EndpointId) -> Self {
+        Self { id, path: None }
+    }
+}
+
+/// A version-1 topology is a link map whose paths are unknown.
+impl From<Topology> for LinkMap {
+    fn from(t: Topology) -> Self {
+        let peers = t
+            .peers
+            .into_iter()
+            .map(|p| LinkedPeer { peer: p.peer, links: p.neighbors.into_iter().map(LinkReport::unknown).collect() })
+            .collect();
+        Self { root: t.root, peers }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkedPeer {
     pub peer: PeerInfo,

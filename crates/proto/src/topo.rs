@@ -85,16 +85,7 @@ impl Graph {
     /// ends are online peers (or the root); links to peers whose lease ran
     /// out are left out, so the map shows exactly who is online.
     pub fn from_topology(t: &Topology) -> Self {
-        let reports: Vec<Report> = t
-            .peers
-            .iter()
-            .map(|p| Report {
-                id: p.peer.addr.id,
-                nickname: p.peer.nickname.clone(),
-                links: p.neighbors.iter().map(|&id| LinkReport { id, path: None }).collect(),
-            })
-            .collect();
-        Self::from_reports(Some(t.root), &reports)
+        Self::from_link_map(&LinkMap::from(t.clone()))
     }
 
     /// [`Graph::from_topology`], with the paths the peers reported.
