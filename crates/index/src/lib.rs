@@ -9,6 +9,7 @@
 
 pub mod budget;
 pub mod frame_io;
+pub mod metrics;
 pub mod protocol;
 pub mod service;
 pub mod store;

@@ -72,6 +72,7 @@ impl IndexProtocol {
     /// otherwise.
     fn admit(&self, from: EndpointId, ip: Option<IpAddr>, request: &Request) -> Result<(), Response> {
         if let Err(wait) = self.budgets.requests.allow(&from) {
+            self.service.metrics().refused_rate.inc();
             return Err(Response::error(
                 ErrorCode::SlowDown,
                 format!(
@@ -84,6 +85,7 @@ impl IndexProtocol {
         if let Some(ip) = ip {
             let joining = matches!(request, Request::Join(_));
             if !self.budgets.addresses.seen(ip, from, now_ms(), joining) {
+                self.service.metrics().refused_address.inc();
                 return Err(Response::error(
                     ErrorCode::LimitExceeded,
                     format!(

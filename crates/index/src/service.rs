@@ -6,6 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use iroh::EndpointId;
@@ -17,6 +18,7 @@ use peernet_proto::{
 };
 
 use crate::{
+    metrics::IndexMetrics,
     store::{PeerRecord, Store, StoreError},
     Config,
 };
@@ -36,6 +38,9 @@ struct Job {
 /// At most this many requests share one transaction, so that the first of
 /// a batch is not kept waiting behind an unbounded queue.
 pub const MAX_BATCH: usize = 256;
+
+/// How often the store thread recounts the online peers for the metrics.
+const ONLINE_GAUGE_PERIOD: Duration = Duration::from_secs(1);
 
 /// The index's request handler. Requests go through a channel to one
 /// thread that owns the database and handles everything waiting in one
@@ -75,13 +80,14 @@ struct Logic {
     /// They change by the second and mean nothing after a restart, so they
     /// stay in memory; the links themselves are stored with the lease.
     paths: Mutex<HashMap<EndpointId, Vec<LinkReport>>>,
+    metrics: Arc<IndexMetrics>,
 }
 
 impl Service {
     /// Starts the store thread; it ends, and is joined, when the service
     /// is dropped.
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
-        let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config, paths: Default::default() });
+        let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config, paths: Default::default(), metrics: Default::default() });
         let (jobs, queue) = mpsc::channel();
         let worker = logic.clone();
         let thread = std::thread::Builder::new()
@@ -99,6 +105,11 @@ impl Service {
         self.logic.me
     }
 
+    /// What the index counts, for `--metrics`.
+    pub fn metrics(&self) -> &Arc<IndexMetrics> {
+        &self.logic.metrics
+    }
+
     /// Online peers with their reported neighbours (for the map).
     pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>, StoreError> {
         self.logic.store().online_peers(now)
@@ -107,10 +118,13 @@ impl Service {
     /// Handles one request from the authenticated key `from`, answering
     /// only after what it changed is committed.
     pub async fn call(&self, from: EndpointId, request: Request, now: u64) -> Response {
-        match self.submit(from, request, now) {
+        let (kind, started) = (request.kind(), Instant::now());
+        let response = match self.submit(from, request, now) {
             Some(rx) => rx.await.unwrap_or_else(|_| stopped()),
             None => stopped(),
-        }
+        };
+        self.logic.metrics.answered(kind, started.elapsed().as_secs_f64());
+        response
     }
 
     /// [`Service::call`] for callers outside an async runtime (tests, tools).
@@ -148,10 +162,21 @@ impl Logic {
     /// The store thread: waits for a request, takes whatever else arrived
     /// meanwhile (up to [`MAX_BATCH`]) and handles them in one transaction.
     fn serve(&self, queue: mpsc::Receiver<Job>) {
+        let mut counted_at: Option<Instant> = None;
         while let Ok(first) = queue.recv() {
             let mut batch = vec![first];
             batch.extend(queue.try_iter().take(MAX_BATCH - 1));
-            self.run_batch(&mut self.store(), batch);
+            self.metrics.batch_size.observe(batch.len() as f64);
+            let now = batch[0].now;
+            let mut store = self.store();
+            self.run_batch(&mut store, batch);
+            // Counting online peers is a query of its own: at most once a second.
+            if counted_at.is_none_or(|t| t.elapsed() >= ONLINE_GAUGE_PERIOD) {
+                counted_at = Some(Instant::now());
+                if let Ok(n) = store.online_count(now) {
+                    self.metrics.peers_online.set(n as i64);
+                }
+            }
         }
     }
 

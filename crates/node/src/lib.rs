@@ -19,11 +19,15 @@
 //! - [`lan`]: finding peers on the LAN with mDNS.
 //! - [`relay`]: the root's own relay server, and how members reach and
 //!   trust a relay; [`paths`]: whether each link is direct or relayed.
+//! - [`board`]: every get's progress, for the web page; [`metrics`]: the
+//!   Prometheus registry (iroh's metrics, the index's and the peer's).
 //! - [`tasks`]: every task the node runs, tracked and cancelled as one.
-//! - [`control`]: the local HTTP API the CLI talks to; it depends on the
-//!   node, never the reverse.
+//! - [`control`]: the local HTTP API the CLI talks to, the web interface
+//!   on the same server, and the metrics endpoint; it depends on the node,
+//!   never the reverse.
 
 pub mod admission;
+pub mod board;
 pub mod chat;
 pub mod control;
 pub mod data_dir;
@@ -33,6 +37,7 @@ pub mod flood;
 pub mod index_client;
 pub mod lan;
 pub mod links;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod overlay;

@@ -60,6 +60,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown_requested: CancellationToken,
     /// The network's relay, when this root runs it.
     pub(crate) relay: Option<Arc<crate::relay::RootRelay>>,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +141,11 @@ impl Node {
 
     /// Asks whoever waits on [`Node::shutdown_requested`] to shut down
     /// (`peernet down`).
+    /// Every metric of this daemon, as OpenMetrics text.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.encode(&self.network().status())
+    }
+
     pub fn request_shutdown(&self) {
         self.inner.shutdown_requested.cancel();
     }

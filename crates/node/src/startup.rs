@@ -27,12 +27,14 @@ use tracing::{info, warn};
 
 use crate::{
     admission::Admission,
+    board::Board,
     chat::Chat,
     data_dir::{ControlInfo, DataDir, DataDirError, Membership, State},
     endpoint::{self, EndpointConfig},
     files::Files,
     flood::{FloodProtocol, FloodSearch, Pending},
     index_client::{IndexClient, IndexError},
+    metrics::{Metrics, PeerMetrics},
     network::{self, Network},
     node::{Inner, Node},
     overlay::{Hooks, Overlay, OverlayError},
@@ -327,8 +329,9 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
 
     let store = FsStore::load(data_dir.blobs()).await.map_err(|e| StartError::Store(e.to_string()))?;
     started.store = Some(store.clone());
-    let upload_limit = config.upload_limit.map(|rate| crate::throttle::upload_limiter(rate, &tasks));
-    let blobs = BlobsProtocol::new(&store, upload_limit);
+    let peer_metrics = Arc::new(PeerMetrics::default());
+    let provider_events = crate::throttle::provider_events(config.upload_limit, peer_metrics.clone(), &tasks);
+    let blobs = BlobsProtocol::new(&store, Some(provider_events));
     let gossip = gossip_builder().spawn(endpoint.clone());
     started.gossip = Some(gossip.clone());
     let pending = Pending::default();
@@ -446,6 +449,8 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         downloads: downloads.clone(),
         tasks: tasks.clone(),
         paths: paths.clone(),
+        board: Board::default(),
+        metrics: peer_metrics.clone(),
     });
     let files = Files::new((*store).clone(), shares.clone(), index.clone(), search.clone());
     let chat = Chat::new(overlay.clone(), index.clone(), nickname.clone(), data_dir.clone());
@@ -468,7 +473,9 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         paths,
         relay: root_relay.clone(),
     });
+    let metrics = Metrics::new(&endpoint, &gossip, hosted.as_ref().map(|h| h.service().metrics().clone()), peer_metrics);
     let node = Node::from_inner(Inner {
+        metrics,
         data_dir,
         endpoint,
         router,

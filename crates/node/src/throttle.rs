@@ -1,20 +1,22 @@
-//! `--upload-limit`: a cap on the bytes per second this peer serves to all
-//! downloaders together, for people on thin uplinks (and for tests and
-//! benchmarks that need a slow provider).
+//! What the blob provider tells us: the bytes each request served (for
+//! the metrics), and `--upload-limit`, a cap on the bytes per second this
+//! peer serves to all downloaders together, for people on thin uplinks
+//! (and for tests and benchmarks that need a slow provider).
 //!
 //! iroh-blobs asks before sending each chunk (usually 16 KiB); we answer
 //! when the chunk fits the rate. Reservations are made in order on one
 //! shared clock, so the limit holds across connections.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use iroh_blobs::provider::events::{EventMask, EventSender, ProviderMessage, ThrottleMode};
-use tokio::time::Instant;
+use iroh_blobs::provider::events::{EventMask, EventSender, ProviderMessage, RequestMode, RequestUpdate, ThrottleMode};
+use tokio::{sync::mpsc, time::Instant};
 
-use crate::tasks::Tasks;
+use crate::{metrics::PeerMetrics, tasks::Tasks};
 
-/// Pending throttle decisions buffered between the provider and us.
-const THROTTLE_CHANNEL: usize = 64;
+/// Provider events (and pending throttle decisions) buffered between the
+/// provider and us.
+const EVENT_CHANNEL: usize = 64;
 
 /// When a chunk of `size` bytes may go, given the clock of the previous
 /// reservation. Pure: returns (send at, new clock).
@@ -24,26 +26,63 @@ pub fn reserve(clock: Instant, now: Instant, size: u64, bytes_per_sec: u64) -> (
     (start, start + cost)
 }
 
-/// An event sender for [`iroh_blobs::BlobsProtocol`] that throttles uploads.
+/// The event sender for [`iroh_blobs::BlobsProtocol`]: counts the bytes
+/// each request served (when it ends) and, with a limit, throttles uploads.
 ///
-/// One task answers the requests in the order they come: reservations are
-/// made in that order on one clock, so each answer is due no earlier than
-/// the one before it, and waiting for each in turn loses nothing.
-pub fn upload_limiter(bytes_per_sec: u64, tasks: &Tasks) -> EventSender {
-    let mask = EventMask { throttle: ThrottleMode::Intercept, ..EventMask::DEFAULT };
-    let (tx, mut rx) = EventSender::channel(THROTTLE_CHANNEL, mask);
-    tasks.spawn(async move {
-        let mut clock = Instant::now();
-        while let Some(msg) = rx.recv().await {
-            if let ProviderMessage::Throttle(msg) = msg {
+/// The throttle has a task of its own that answers in the order requests
+/// come: reservations are made in that order on one clock, so each answer
+/// is due no earlier than the one before it, and waiting for each in turn
+/// loses nothing; the counting never waits behind it.
+pub fn provider_events(limit: Option<u64>, metrics: Arc<PeerMetrics>, tasks: &Tasks) -> EventSender {
+    let throttle = if limit.is_some() { ThrottleMode::Intercept } else { ThrottleMode::None };
+    let mask = EventMask { get: RequestMode::NotifyLog, get_many: RequestMode::NotifyLog, throttle, ..EventMask::DEFAULT };
+    let (tx, mut rx) = EventSender::channel(EVENT_CHANNEL, mask);
+    let throttled = limit.map(|bytes_per_sec| {
+        let (tx, mut rx) = mpsc::channel::<Throttled>(EVENT_CHANNEL);
+        tasks.spawn(async move {
+            let mut clock = Instant::now();
+            while let Some(msg) = rx.recv().await {
                 let (at, next) = reserve(clock, Instant::now(), msg.inner.size, bytes_per_sec);
                 clock = next;
                 tokio::time::sleep_until(at).await;
                 msg.tx.send(Ok(())).await.ok();
             }
+        });
+        tx
+    });
+    let spawner = tasks.clone();
+    tasks.spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let updates = match msg {
+                ProviderMessage::Throttle(msg) => {
+                    if let Some(throttled) = &throttled {
+                        throttled.send(msg).await.ok();
+                    }
+                    continue;
+                }
+                ProviderMessage::GetRequestReceivedNotify(msg) => msg.rx,
+                ProviderMessage::GetManyRequestReceivedNotify(msg) => msg.rx,
+                _ => continue,
+            };
+            let metrics = metrics.clone();
+            spawner.spawn(count_served(updates, metrics));
         }
     });
     tx
+}
+
+type Throttled = irpc::WithChannels<iroh_blobs::provider::events::Throttle, iroh_blobs::provider::events::ProviderProto>;
+
+/// Adds what one request sent, once it completes or is aborted.
+async fn count_served(mut updates: irpc::channel::mpsc::Receiver<RequestUpdate>, metrics: Arc<PeerMetrics>) {
+    while let Ok(Some(update)) = updates.recv().await {
+        match update {
+            RequestUpdate::Completed(done) => metrics.bytes_served.inc_by(done.stats.payload_bytes_sent),
+            RequestUpdate::Aborted(aborted) => metrics.bytes_served.inc_by(aborted.stats.payload_bytes_sent),
+            _ => continue,
+        };
+        return;
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::{
+    board::{Board, DownloadRow},
     endpoint,
+    metrics::PeerMetrics,
     paths::{PathInfo, Paths},
     resolve,
     resolve::ResolveError,
@@ -59,6 +61,8 @@ pub const MAX_FOLDER_ENTRIES: usize = shares::MAX_FILES_PER_FOLDER;
 /// Progress events are sent at most this often (bytes), so a fast download
 /// does not flood the control connection.
 const PROGRESS_STEP: u64 = 1024 * 1024;
+/// Events of one get buffered between the download and its watcher.
+const GET_EVENTS: usize = 64;
 
 /// A boxed future, for the handles passed into [`Transfers`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -153,6 +157,8 @@ struct Inner {
     downloads: PathBuf,
     tasks: Tasks,
     paths: Paths,
+    board: Board,
+    metrics: Arc<PeerMetrics>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -177,27 +183,58 @@ pub struct Parts {
     pub tasks: Tasks,
     /// Which way each connection goes, to say how sources were reached.
     pub paths: Paths,
+    /// Where each get's progress is kept for the web page.
+    pub board: Board,
+    /// Bytes fetched and downloads by outcome are counted here.
+    pub metrics: Arc<PeerMetrics>,
 }
 
 impl Transfers {
     pub fn new(parts: Parts) -> Self {
-        let Parts { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths } = parts;
-        Self { inner: Arc::new(Inner { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths }) }
+        let Parts { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths, board, metrics } = parts;
+        Self {
+            inner: Arc::new(Inner { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths, board, metrics }),
+        }
     }
 
     pub fn downloads(&self) -> &Path {
         &self.inner.downloads
     }
 
-    /// Runs a get as a node task, reporting to `events`: it finishes (and
-    /// the file is published) even if whoever asked goes away.
-    pub fn spawn_get(&self, target: String, out: Option<PathBuf>, events: mpsc::Sender<GetEvent>) {
+    /// Runs a get as a node task, reporting to `events` and to the board
+    /// (whose id for it is returned): it finishes (and the file is
+    /// published) even if whoever asked goes away.
+    pub fn spawn_get(&self, target: String, out: Option<PathBuf>, events: mpsc::Sender<GetEvent>) -> u64 {
         let this = self.clone();
+        let id = self.inner.board.start(&target);
+        let (tx, mut rx) = mpsc::channel::<GetEvent>(GET_EVENTS);
+        let inner = self.inner.clone();
         self.inner.tasks.spawn(async move {
-            if let Err(e) = this.get(&target, out, &events).await {
-                events.send(GetEvent::Failed { error: e.to_string() }).await.ok();
-            }
+            let get = async move {
+                if let Err(e) = this.get(&target, out, &tx).await {
+                    tx.send(GetEvent::Failed { error: e.to_string() }).await.ok();
+                }
+            };
+            let watch = async move {
+                while let Some(event) = rx.recv().await {
+                    inner.metrics.bytes_fetched.inc_by(inner.board.apply(id, &event, std::time::Instant::now()));
+                    match &event {
+                        GetEvent::Saved { .. } => inner.metrics.download_ended("saved"),
+                        GetEvent::Failed { .. } => inner.metrics.download_ended("failed"),
+                        _ => {}
+                    }
+                    // Whoever asked may have gone away; the download carries on.
+                    events.send(event).await.ok();
+                }
+            };
+            tokio::join!(get, watch);
         });
+        id
+    }
+
+    /// Every get since the daemon started, with its progress.
+    pub fn board(&self) -> Vec<DownloadRow> {
+        self.inner.board.rows()
     }
 
     /// Finds, downloads, saves and publishes `target` (a name or a hash).

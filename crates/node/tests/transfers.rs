@@ -102,6 +102,8 @@ async fn get_with_an_injected_answer_survives_a_failing_provider_and_keeps_the_n
         downloads: downloads.clone(),
         tasks: tasks.clone(),
         paths: Default::default(),
+        board: Default::default(),
+        metrics: Default::default(),
     });
 
     let (tx, mut rx) = mpsc::channel(1024);

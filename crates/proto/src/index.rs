@@ -162,6 +162,26 @@ pub enum Request {
     LinkMap,
 }
 
+impl Request {
+    /// The request's kind, as metrics and logs name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Join(_) => "join",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Publish { .. } => "publish",
+            Self::Unpublish { .. } => "unpublish",
+            Self::Search { .. } => "search",
+            Self::Online { .. } => "online",
+            Self::Referral { .. } => "referral",
+            Self::Rename { .. } => "rename",
+            Self::Leave => "leave",
+            Self::Topology => "topology",
+            Self::HeartbeatLinks { .. } => "heartbeat_links",
+            Self::LinkMap => "link_map",
+        }
+    }
+}
+
 /// An overlay link as its reporter sees it: the neighbour, and the path to
 /// it when a connection is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
