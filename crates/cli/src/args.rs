@@ -87,6 +87,17 @@ pub struct NetArgs {
     /// The private key (PEM) of --relay-cert.
     #[arg(long, value_name = "FILE", requires = "relay_cert")]
     pub relay_key: Option<PathBuf>,
+
+    /// Where the web interface and control API listen (default: 127.0.0.1
+    /// with a random port). Another address than loopback lets other
+    /// machines reach the page: then the login link is its only protection.
+    #[arg(long, value_name = "ADDR")]
+    pub ui: Option<SocketAddr>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (no login: bind it
+    /// where only your monitoring can reach it).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What `--relay` names.
@@ -308,6 +319,13 @@ pub enum Command {
         /// text for a terminal, dot for Graphviz, json for scripts.
         #[arg(long, value_enum, default_value_t = TopoFormat::Text)]
         format: TopoFormat,
+    },
+    /// Open the web interface: prints a one-time login link (and opens it
+    /// in a browser when one is available).
+    Ui {
+        /// Only print the link.
+        #[arg(long)]
+        no_open: bool,
     },
     /// Close the whole network (only from the root's data directory).
     StopNetwork,

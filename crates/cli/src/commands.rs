@@ -6,7 +6,7 @@ use std::{path::Path, time::Instant};
 use anyhow::{Context, Result};
 use peernet_node::{
     control::{
-        client::ControlClient, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply, ShareRequest, Status,
+        client::ControlClient, ui::LoginLink, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply, ShareRequest, Status,
         UnshareRequest,
     },
     shares::Share,
@@ -65,6 +65,8 @@ fn daemon(data_dir: std::path::PathBuf, net: &NetArgs, lease: &LeaseArgs) -> Con
         upload_limit: None,
         index_only: false,
         budgets: lease.budgets(),
+        ui: net.ui,
+        metrics: net.metrics,
     }
 }
 
@@ -152,6 +154,11 @@ pub async fn run_client(client: &ControlClient, command: Command, json: bool) ->
                 (TopoFormat::Text, _) => print!("{}", graph.to_text()),
             }
         }
+        Command::Ui { no_open } => {
+            let link: LoginLink = client.post("/v1/ui/link", &serde_json::json!({})).await?;
+            let opened = !no_open && open_browser(&link.url);
+            output::ui_link(&link, opened, json);
+        }
         Command::StopNetwork => {
             let _: serde_json::Value = client.post("/v1/stop-network", &serde_json::json!({})).await?;
             if !json {
@@ -200,6 +207,26 @@ async fn up(config: Config) -> Result<()> {
     node.shutdown().await;
     eprintln!("peernet stopped");
     Ok(())
+}
+
+/// Opens `url` in the user's browser when there is a desktop to open it
+/// on ($BROWSER, or the desktop's opener); false when there is none.
+fn open_browser(url: &str) -> bool {
+    let desktop = cfg!(target_os = "macos") || std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let opener = std::env::var("BROWSER").ok().filter(|b| !b.is_empty());
+    let program = match (opener, desktop) {
+        (Some(browser), _) => browser,
+        (None, true) if cfg!(target_os = "macos") => "open".to_string(),
+        (None, true) => "xdg-open".to_string(),
+        (None, false) => return false,
+    };
+    std::process::Command::new(program)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
 }
 
 async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> {

@@ -4,7 +4,7 @@ use std::{io::IsTerminal, path::Path, time::Duration};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use peernet_node::{
-    control::{GetEvent, ShareReply, Status},
+    control::{ui::LoginLink, GetEvent, ShareReply, Status},
     index_client::IndexStatus,
     shares::Share,
     Node,
@@ -48,6 +48,19 @@ fn short(hex: &str) -> &str {
 }
 
 pub fn up_banner(node: &Node) {
+    if let Some(control) = node.control() {
+        if !control.addr.ip().is_loopback() {
+            println!(
+                "WARNING: the web interface listens beyond this machine ({}); the login link is its only protection, \
+                 so share it with no one and prefer a loopback address or an SSH tunnel",
+                control.addr
+            );
+        }
+        println!("Web interface: run `peernet ui` for a login link.");
+        if let Some(at) = control.metrics {
+            println!("metrics: http://{at}/metrics");
+        }
+    }
     let id = node.endpoint().id().fmt_short();
     if let (Some(name), None) = (node.lan(), node.ticket()) {
         println!("peernet is up as {} ({id}) on the LAN network '{name}'. Others on this LAN join with:", node.nickname());
@@ -69,6 +82,18 @@ pub fn up_banner(node: &Node) {
     println!("  peernet up --join {ticket}");
     println!("ticket: {ticket}");
     println!("Stop with Ctrl-C or `peernet down`.");
+}
+
+pub fn ui_link(link: &LoginLink, opened: bool, json: bool) {
+    if json {
+        return print_json(link);
+    }
+    if opened {
+        println!("opened the web interface in your browser; if it did not appear, open this link (it works once, for {} s):", link.expires_in_secs);
+    } else {
+        println!("open this link in a browser on this machine (it works once, for {} s):", link.expires_in_secs);
+    }
+    println!("{}", link.url);
 }
 
 pub fn share(reply: &ShareReply, json: bool) {

@@ -61,6 +61,9 @@ pub struct ControlInfo {
     pub addr: std::net::SocketAddr,
     pub token: String,
     pub pid: u32,
+    /// Where Prometheus metrics are served (`--metrics`).
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -141,6 +141,12 @@ impl Node {
 
     /// Asks whoever waits on [`Node::shutdown_requested`] to shut down
     /// (`peernet down`).
+    /// Where this daemon's control API (and web interface) and metrics
+    /// listen, as written to `control.json`.
+    pub fn control(&self) -> Option<crate::data_dir::ControlInfo> {
+        self.inner.data_dir.read_control().ok().flatten()
+    }
+
     /// Every metric of this daemon, as OpenMetrics text.
     pub fn metrics_text(&self) -> String {
         self.inner.metrics.encode(&self.network().status())

@@ -82,6 +82,11 @@ pub struct Config {
     pub index_only: bool,
     /// What one author or neighbour may send this peer.
     pub budgets: Budgets,
+    /// Where the control API and web interface listen (default: 127.0.0.1
+    /// with a random port).
+    pub ui: Option<SocketAddr>,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What one chat author, or one overlay neighbour, may send this peer;
@@ -497,7 +502,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         shutdown_requested: CancellationToken::new(),
         relay: root_relay,
     });
-    start_control(&node).await?;
+    start_control(&node, config.ui, config.metrics).await?;
     Ok(node)
 }
 
@@ -538,16 +543,32 @@ fn start_session(
     rx
 }
 
-/// Serves the control API as a node task and writes where it listens, with
-/// its token, into the data directory for the CLI.
-async fn start_control(node: &Node) -> Result<(), StartError> {
+/// Serves the control API (and the web interface) as a node task, and
+/// the metrics if asked, and writes where they listen, with the token,
+/// into the data directory for the CLI.
+async fn start_control(node: &Node, ui: Option<SocketAddr>, metrics: Option<SocketAddr>) -> Result<(), StartError> {
     let token = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 32]>());
     let tasks = node.tasks();
-    let (addr, server) = crate::control::server::serve(node.clone(), token.clone(), tasks.cancel_token().child_token())
+    let listen = crate::control::server::Listen {
+        addr: ui.unwrap_or((std::net::Ipv4Addr::LOCALHOST, 0).into()),
+        token: token.clone(),
+        cookie_name: format!("peernet-{}", node.endpoint().id().fmt_short()),
+    };
+    let (addr, server) = crate::control::server::serve(node.clone(), listen, tasks.cancel_token().child_token())
         .await
-        .map_err(|e| StartError::Control(e.to_string()))?;
+        .map_err(|e| StartError::Control(format!("{e} (the web interface's address)")))?;
     tasks.spawn(server);
-    node.data_dir().write_control(&ControlInfo { addr, token, pid: std::process::id() })?;
+    let metrics = match metrics {
+        Some(at) => {
+            let (bound, server) = crate::control::metrics::serve(node.clone(), at, tasks.cancel_token().child_token())
+                .await
+                .map_err(|e| StartError::Control(format!("cannot serve metrics on {at}: {e}")))?;
+            tasks.spawn(server);
+            Some(bound)
+        }
+        None => None,
+    };
+    node.data_dir().write_control(&ControlInfo { addr, token, pid: std::process::id(), metrics })?;
     Ok(())
 }
 

@@ -22,6 +22,8 @@ fn config(data_dir: &Path, bind: SocketAddr) -> Config {
         upload_limit: Some(1024 * 1024),
         index_only: false,
         budgets: Default::default(),
+        ui: None,
+        metrics: None,
     }
 }
 

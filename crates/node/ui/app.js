@@ -503,7 +503,8 @@ function signedOut(sentence) {
   if (source) source.close();
   setConn('signed out', 'closed');
   const banner = $('banner');
-  banner.textContent = `${sentence} Run peernet ui again for a new link.`;
+  const end = /[.!?]$/.test(sentence) ? '' : '.';
+  banner.textContent = `${sentence}${end} Run peernet ui again for a new link.`;
   banner.hidden = false;
 }
 

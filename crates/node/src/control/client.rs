@@ -35,8 +35,13 @@ impl ControlClient {
         // The control API is plain HTTP on loopback, but the HTTP client is
         // built with TLS support (shared with iroh) and needs a provider chosen.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // A daemon whose page listens on every address is still reached by loopback.
+        let mut addr = info.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         Ok(Self {
-            base: format!("http://{}", info.addr),
+            base: format!("http://{addr}"),
             auth: format!("Bearer {}", info.token),
             http: reqwest::Client::builder().no_proxy().build().map_err(|e| ClientError::Transport(e.to_string()))?,
             data_dir: data_dir.to_owned(),

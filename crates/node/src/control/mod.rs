@@ -3,11 +3,17 @@
 //!
 //! HTTP/JSON on 127.0.0.1 with a random port and a random bearer token, both
 //! written to `control.json` in the data directory (mode 0600), so only the
-//! user who owns the data directory can drive the daemon. Every error is a
-//! JSON body `{"error": "one sentence"}` with a 4xx or 5xx status.
+//! user who owns the data directory can drive the daemon. The same server
+//! serves the web interface ([`ui`]) to a browser logged in with a one-time
+//! link; [`guard`] decides who gets in. Every error is a JSON body
+//! `{"error": "one sentence"}` with a 4xx or 5xx status. [`metrics`] serves
+//! Prometheus on an address of its own.
 
 pub mod client;
+pub mod guard;
+pub mod metrics;
 pub mod server;
+pub mod ui;
 
 use peernet_proto::index::{Hit, OnlinePeer};
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,12 @@
 //! The control API server (axum). Handlers are thin: they parse, call the
 //! [`Node`], and turn errors into `{"error": ...}` bodies.
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use axum::{
     body::Body,
     extract::{Query, Request, State},
-    http::StatusCode,
+    http::{header, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 use peernet_proto::index::ErrorCode;
 
 use super::{
+    guard::{Guard, Refusal},
+    ui::{self, Ui},
     ApiError, GetEvent, GetRequest, MessagesQuery, NickRequest, OnlineReply, SayRequest, SearchQuery, SearchReply, ShareRequest,
-    UnshareRequest, AUTH_HEADER,
+    UnshareRequest,
 };
 use crate::{
     chat::ChatError,
@@ -107,16 +109,28 @@ fn bad_request(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(ApiError { error: msg.to_string() })).into_response()
 }
 
-/// Binds 127.0.0.1 on a random port; the returned future serves until `cancel`.
+/// Where the control server listens and who may use it.
+pub struct Listen {
+    /// 127.0.0.1 with a random port unless `--ui` names another address.
+    pub addr: SocketAddr,
+    /// The CLI's bearer token.
+    pub token: String,
+    /// The browser session cookie's name, unique to this daemon.
+    pub cookie_name: String,
+}
+
+/// Binds `listen.addr`; the returned future serves until `cancel`.
 pub async fn serve(
     node: Node,
-    token: String,
+    listen: Listen,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send + 'static)> {
-    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let listener = tokio::net::TcpListener::bind(listen.addr).await?;
     let addr = listener.local_addr()?;
-    let expected = format!("Bearer {token}");
-    let app = Router::new()
+    let guard = Arc::new(Guard::new(listen.token, listen.cookie_name, addr));
+    let ui_state = Ui { node: node.clone(), guard: guard.clone(), cancel: cancel.clone() };
+    // Every route that changes something is a POST: a GET changes nothing.
+    let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/ls", get(ls))
         .route("/v1/share", post(share))
@@ -131,24 +145,21 @@ pub async fn serve(
         .route("/v1/messages", get(messages))
         .route("/v1/topo", get(topo))
         .route("/v1/stop-network", post(stop_network))
-        .layer(middleware::from_fn(move |req: Request, next: Next| {
-            let expected = expected.clone();
-            async move {
-                let given = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-                // Constant-time compare: the token is the only access control.
-                if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-                    return (
-                        StatusCode::UNAUTHORIZED,
-                        Json(ApiError {
-                            error: "missing or wrong control token; the token is in control.json in the data directory".into(),
-                        }),
-                    )
-                        .into_response();
-                }
-                next.run(req).await
-            }
-        }))
         .with_state(node);
+    let web = Router::new()
+        .route("/v1/ui/link", post(ui::link))
+        .route("/v1/logout", post(ui::logout))
+        .route("/v1/downloads", post(ui::start_download))
+        .route("/v1/events", get(ui::events))
+        .route("/login", get(ui::page).post(ui::login))
+        .route("/login.js", get(ui::page))
+        .route("/", get(ui::page))
+        .route("/index.html", get(ui::page))
+        .route("/app.js", get(ui::page))
+        .route("/app.css", get(ui::page))
+        .route("/vendor/force-graph.min.js", get(ui::page))
+        .with_state(ui_state);
+    let app = api.merge(web).layer(middleware::from_fn_with_state(guard, gate));
     let server = async move {
         let shutdown = async move { cancel.cancelled().await };
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
@@ -158,8 +169,27 @@ pub async fn serve(
     Ok((addr, server))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Lets a request in only past the [`Guard`], telling the handler who
+/// called; every answer carries the page's security headers.
+async fn gate(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+    let mut resp = match guard.check(req.method(), req.uri().path(), req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(refusal) => {
+            let browser = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+            let status = match refusal {
+                Refusal::NoCredentials => StatusCode::UNAUTHORIZED,
+                Refusal::ForeignHost | Refusal::ForeignOrigin => StatusCode::FORBIDDEN,
+            };
+            let mut resp = if browser { ui::login_needed(&refusal.to_string()) } else { Json(ApiError { error: refusal.to_string() }).into_response() };
+            *resp.status_mut() = status;
+            resp
+        }
+    };
+    ui::security_headers(resp.headers_mut());
+    resp
 }
 
 async fn status(State(node): State<Node>) -> Response {

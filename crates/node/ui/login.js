@@ -1,0 +1,42 @@
+// Trades the one-time token that `peernet ui` put after the # of its link
+// for a session cookie, then opens the page. The token is taken out of the
+// address bar first, so it is not left in the history or a bookmark (it
+// works only once anyway).
+'use strict';
+
+(async () => {
+  const status = document.getElementById('login-status');
+  const error = document.getElementById('login-error');
+  const fail = (sentence) => {
+    status.textContent = 'Not signed in.';
+    // Server sentences may or may not end with a full stop.
+    const end = /[.!?]$/.test(sentence) ? '' : '.';
+    error.textContent = `${sentence}${end} Run peernet ui again for a new link.`;
+    error.hidden = false;
+  };
+
+  const token = decodeURIComponent(location.hash.slice(1));
+  history.replaceState(null, '', location.pathname + location.search);
+  if (!token) return fail('This link carries no sign-in token.');
+
+  try {
+    const res = await fetch('/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      credentials: 'same-origin',
+      body: JSON.stringify({ token }),
+    });
+    if (res.ok) {
+      location.replace('/');
+      return;
+    }
+    let sentence = `Signing in failed (HTTP ${res.status}).`;
+    try {
+      const body = await res.json();
+      if (body && body.error) sentence = body.error;
+    } catch { /* not JSON: keep the status line */ }
+    fail(sentence);
+  } catch {
+    fail('peernet is not answering; is it still running?');
+  }
+})();
