@@ -16,6 +16,7 @@ const COLOR = {
 
 const state = {
   selfId: null,     // this peer's full id, from the status event
+  status: null,     // the last status event
   graph: null,      // the last topo event
   members: [],
 };
@@ -56,6 +57,8 @@ function duration(secs) {
 }
 
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
+// A peer's clock can say anything; an impossible date must not stop the log.
+const isoTime = (ms) => { const d = new Date(ms); return Number.isNaN(d.getTime()) ? null : d.toISOString(); };
 const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const pathKind = (path) => (path && path.via) || 'unknown';
 const pathText = (path) => (path ? `${path.via}, ${path.rtt_ms} ms` : 'path unknown');
@@ -182,6 +185,9 @@ if (typeof ForceGraph === 'function') {
     .onEngineStop(() => {
       if (needFit) { needFit = false; graph.zoomToFit(400, 60); }
     });
+  // Room for the labels under the nodes: longer links, stronger repulsion.
+  graph.d3Force('link').distance(70);
+  graph.d3Force('charge').strength(-160);
   // Follow the box's size (window resizes, tab switches); a hidden box
   // measures 0 and keeps its last size.
   new ResizeObserver(() => {
@@ -200,6 +206,7 @@ function onTopo(g) {
   const links = (g.links && g.links.length ? g.links : (g.edges || []).map(([a, b]) => ({ a, b, path: null })))
     .filter((l) => ids.has(l.a) && ids.has(l.b));
   renderMapLists(nodes, links);
+  renderNeighbours();
   if (!graph) return;
 
   // Keep each node's object (and so its position) across updates, so a new
@@ -246,8 +253,8 @@ function onChat(messages) {
     const mine = m.author === state.selfId;
     if (mine) follow = true;
     const li = el('li', { class: mine ? 'msg mine' : 'msg', 'data-index': m.index, 'data-author': m.author },
-      el('time', { datetime: new Date(m.sent_at_ms).toISOString(), title: `received ${clock(m.received_at_ms)}` }, clock(m.sent_at_ms)),
-      el('span', { class: 'who' }, `${m.nickname} (${short(m.author)})`),
+      el('time', { datetime: isoTime(m.sent_at_ms), title: `received ${clock(m.received_at_ms)}` }, clock(m.sent_at_ms)),
+      ' ', el('span', { class: 'who' }, `${m.nickname} (${short(m.author)})`), ': ',
       el('span', { class: 'text' }, m.text));
     // Lines come in order, except ones a reconnect fills in: find the place.
     let before = log.lastElementChild;
@@ -266,6 +273,7 @@ function onMembers(members) {
     'data-id': m.id, 'data-online': String(!!m.online), title: m.online ? null : `last seen ${clock(m.last_seen_ms)}`,
   }, `${m.nickname} (${short(m.id)}) `,
   el('span', { class: 'muted' }, m.online ? 'online' : m.left ? 'offline (left)' : 'offline (vanished)'))));
+  renderNeighbours();
 }
 
 onSubmit('chat-form', 'chat', async () => {
@@ -285,11 +293,13 @@ onSubmit('nick-form', 'chat', async () => {
 
 // ---------------------------------------------------------------- files
 
+// One row of a file list. The spaces between the parts keep its text
+// readable when copied or read by a screen reader.
 function fileRow(attrs, name, kind, details, button) {
+  const parts = details.map((d) => (d instanceof Node ? d : el('span', { class: 'detail' }, d)));
   return el('li', attrs,
     el('span', { class: 'name' }, name, kind === 'folder' ? ' (folder)' : ''),
-    ...details.map((d) => (d instanceof Node ? d : el('span', { class: 'detail' }, d))),
-    button || null);
+    ...parts.flatMap((p) => [' ', p]), ' ', button || null);
 }
 
 function providerNames(hit) {
@@ -345,7 +355,7 @@ function onDownloads(list) {
     const pct = d.size ? Math.floor((100 * d.done) / d.size) : d.state === 'saved' ? 100 : 0;
     // Without a size (still resolving) the bar is indeterminate.
     const bar = d.size ? el('progress', { max: d.size, value: d.done }) : el('progress', d.state === 'saved' ? { max: 1, value: 1 } : null);
-    const details = [`${pct}%`, `${bytes(d.done)} of ${bytes(d.size)}`];
+    const details = d.size || d.state === 'saved' ? [`${pct}%`, `${bytes(d.done)} of ${bytes(d.size)}`] : [];
     if (d.state === 'running') {
       details.push(`${bytes(d.rate_bps)}/s`);
       if (d.eta_secs !== null && d.eta_secs !== undefined) details.push(`${duration(d.eta_secs)} left`);
@@ -399,6 +409,17 @@ function peerName(shortId) {
   return m ? `${m.nickname} (${shortId})` : shortId;
 }
 
+// The neighbours of the last status, named from the map or the room (which
+// may arrive after the status).
+function renderNeighbours() {
+  const s = state.status;
+  if (!s) return;
+  const links = s.links && s.links.length ? s.links : (s.neighbors || []).map((id) => ({ id, path: null }));
+  $('status-links').replaceChildren(...(links.length
+    ? links.map((l) => el('li', null, `${peerName(l.id)}: ${l.path ? pathText(l.path) : 'no connection open'}`))
+    : [el('li', { class: 'muted' }, 'none yet')]));
+}
+
 function indexText(s) {
   if (s.hosts_index) return 'hosted by this peer';
   const i = s.index || {};
@@ -416,6 +437,7 @@ function indexText(s) {
 function onStatus(s) {
   const selfChanged = s.id !== state.selfId;
   state.selfId = s.id;
+  state.status = s;
   $('me').textContent = `${s.nickname} (${short(s.id)})`;
   $('status-nick').textContent = s.nickname;
   $('status-id').textContent = s.id;
@@ -428,10 +450,7 @@ function onStatus(s) {
   $('copy-ticket').disabled = !s.ticket;
   $('status-index').textContent = indexText(s);
 
-  const links = s.links && s.links.length ? s.links : (s.neighbors || []).map((id) => ({ id, path: null }));
-  $('status-links').replaceChildren(...(links.length
-    ? links.map((l) => el('li', null, `${peerName(l.id)}: ${l.path ? pathText(l.path) : 'no connection open'}`))
-    : [el('li', { class: 'muted' }, 'none yet')]));
+  renderNeighbours();
 
   const relays = (s.relays || []).map((r) => el('li', null, `${r.url}: ${r.connected ? 'connected' : `not connected${r.error ? ` (${r.error})` : ''}`}`));
   if (s.relay_server) {
@@ -462,7 +481,6 @@ function onStatus(s) {
   if (selfChanged) {
     for (const li of document.querySelectorAll('#chat-log .msg')) li.classList.toggle('mine', li.dataset.author === s.id);
     if (state.graph) onTopo(state.graph);
-    if (graph) graph.nodeCanvasObject(drawNode);
   }
 }
 

@@ -15,7 +15,8 @@
     error.hidden = false;
   };
 
-  const token = decodeURIComponent(location.hash.slice(1));
+  let token = location.hash.slice(1);
+  try { token = decodeURIComponent(token); } catch { /* not %-encoded: use as is */ }
   history.replaceState(null, '', location.pathname + location.search);
   if (!token) return fail('This link carries no sign-in token.');
 

@@ -14,6 +14,8 @@ use std::{
 #[allow(unused_imports)]
 pub use peernet_testnet as netns;
 
+pub mod browser;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_peernet");
 
 /// Lease timing used by tests: short, so expiry is observable, but loose
