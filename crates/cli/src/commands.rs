@@ -6,8 +6,8 @@ use std::{path::Path, time::Instant};
 use anyhow::{Context, Result};
 use peernet_node::{
     control::{
-        client::ControlClient, ui::LoginLink, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply, ShareRequest, Status,
-        UnshareRequest,
+        client::ControlClient, ui::LoginLink, GetEvent, GetRequest, NickRequest, OnlineReply, SayRequest, SearchReply, ShareReply,
+        ShareRequest, Status, UnshareRequest,
     },
     shares::Share,
     Config, Node,

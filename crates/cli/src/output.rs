@@ -89,7 +89,10 @@ pub fn ui_link(link: &LoginLink, opened: bool, json: bool) {
         return print_json(link);
     }
     if opened {
-        println!("opened the web interface in your browser; if it did not appear, open this link (it works once, for {} s):", link.expires_in_secs);
+        println!(
+            "opened the web interface in your browser; if it did not appear, open this link (it works once, for {} s):",
+            link.expires_in_secs
+        );
     } else {
         println!("open this link in a browser on this machine (it works once, for {} s):", link.expires_in_secs);
     }

@@ -168,10 +168,12 @@ impl Logic {
             batch.extend(queue.try_iter().take(MAX_BATCH - 1));
             self.metrics.batch_size.observe(batch.len() as f64);
             let now = batch[0].now;
+            let membership_changed = batch.iter().any(|j| matches!(j.request, Request::Join(_) | Request::Leave));
             let mut store = self.store();
             self.run_batch(&mut store, batch);
-            // Counting online peers is a query of its own: at most once a second.
-            if counted_at.is_none_or(|t| t.elapsed() >= ONLINE_GAUGE_PERIOD) {
+            // Counting online peers is a query of its own: after a join or
+            // leave, otherwise at most once a second (leases run out silently).
+            if membership_changed || counted_at.is_none_or(|t| t.elapsed() >= ONLINE_GAUGE_PERIOD) {
                 counted_at = Some(Instant::now());
                 if let Ok(n) = store.online_count(now) {
                     self.metrics.peers_online.set(n as i64);

@@ -548,7 +548,8 @@ impl Store {
     /// Every online peer with its reported neighbours, for the map.
     /// How many peers' leases run at `now`.
     pub fn online_count(&self, now: u64) -> Result<u64> {
-        let n: i64 = self.conn.prepare_cached("SELECT COUNT(*) FROM peers WHERE lease_until > ?1")?.query_row([now as i64], |r| r.get(0))?;
+        let n: i64 =
+            self.conn.prepare_cached("SELECT COUNT(*) FROM peers WHERE lease_until > ?1")?.query_row([now as i64], |r| r.get(0))?;
         Ok(n as u64)
     }
 

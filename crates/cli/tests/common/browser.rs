@@ -78,11 +78,8 @@ pub fn available() -> bool {
     if chromium.exists() && driver.exists() {
         return true;
     }
-    let why = format!(
-        "needs {} and {} (apt-get install chromium chromium-driver; .ci/run installs them)",
-        chromium.display(),
-        driver.display()
-    );
+    let why =
+        format!("needs {} and {} (apt-get install chromium chromium-driver; .ci/run installs them)", chromium.display(), driver.display());
     assert!(std::env::var("CI").is_err(), "browser tests {why}");
     eprintln!("SKIPPED: browser test {why}");
     false
@@ -109,9 +106,7 @@ impl Browser {
             .expect("start chromedriver");
         let profile = tempfile::tempdir().unwrap();
         let mut browser = Browser { http: Http::default(), base: format!("http://127.0.0.1:{port}"), driver, _profile: profile };
-        wait_until(PATIENCE, "chromedriver to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until(PATIENCE, "chromedriver to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         // The machine's network is closed: Chromium's background
         // connections would only fail (and slow it down).
         let args = [

@@ -23,9 +23,10 @@ pub const MAX_LOGIN_LINKS: usize = 16;
 /// Browser sessions kept; the oldest is logged out beyond this.
 pub const MAX_SESSIONS: usize = 64;
 
-/// Paths a browser may load before it has a session: the login page,
-/// its script, and the exchange of a login token for a session.
-pub const PUBLIC_PATHS: [&str; 2] = ["/login", "/login.js"];
+/// Paths a browser may load before it has a session: the login page, its
+/// script, style and icon (none holds data), and the exchange of a login
+/// token for a session.
+pub const PUBLIC_PATHS: [&str; 4] = ["/login", "/login.js", "/app.css", "/favicon.svg"];
 
 /// How a request proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +89,8 @@ impl Guard {
         if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), self.bearer.as_bytes())) {
             return Ok(Some(Caller::Token));
         }
-        let cookie = headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).find_map(|h| cookie_value(h, &self.cookie_name));
+        let cookie =
+            headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).find_map(|h| cookie_value(h, &self.cookie_name));
         if cookie.is_some_and(|c| self.has_session(c)) {
             // A browser's change of state must say where it comes from:
             // browsers send Origin with every POST, forged forms included.

@@ -157,6 +157,7 @@ pub async fn serve(
         .route("/index.html", get(ui::page))
         .route("/app.js", get(ui::page))
         .route("/app.css", get(ui::page))
+        .route("/favicon.svg", get(ui::page))
         .route("/vendor/force-graph.min.js", get(ui::page))
         .with_state(ui_state);
     let app = api.merge(web).layer(middleware::from_fn_with_state(guard, gate));
@@ -183,7 +184,11 @@ async fn gate(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> 
                 Refusal::NoCredentials => StatusCode::UNAUTHORIZED,
                 Refusal::ForeignHost | Refusal::ForeignOrigin => StatusCode::FORBIDDEN,
             };
-            let mut resp = if browser { ui::login_needed(&refusal.to_string()) } else { Json(ApiError { error: refusal.to_string() }).into_response() };
+            let mut resp = if browser {
+                ui::login_needed(&refusal.to_string())
+            } else {
+                Json(ApiError { error: refusal.to_string() }).into_response()
+            };
             *resp.status_mut() = status;
             resp
         }

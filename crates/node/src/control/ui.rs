@@ -53,6 +53,7 @@ const LOGIN: Asset = Asset { body: include_bytes!("../../ui/login.html"), conten
 const LOGIN_JS: Asset = Asset { body: include_bytes!("../../ui/login.js"), content_type: "text/javascript; charset=utf-8" };
 const APP_JS: Asset = Asset { body: include_bytes!("../../ui/app.js"), content_type: "text/javascript; charset=utf-8" };
 const APP_CSS: Asset = Asset { body: include_bytes!("../../ui/app.css"), content_type: "text/css; charset=utf-8" };
+const FAVICON: Asset = Asset { body: include_bytes!("../../ui/favicon.svg"), content_type: "image/svg+xml" };
 const FORCE_GRAPH: Asset =
     Asset { body: include_bytes!("../../ui/vendor/force-graph.min.js"), content_type: "text/javascript; charset=utf-8" };
 
@@ -64,6 +65,7 @@ fn asset(path: &str) -> Option<&'static Asset> {
         "/login.js" => Some(&LOGIN_JS),
         "/app.js" => Some(&APP_JS),
         "/app.css" => Some(&APP_CSS),
+        "/favicon.svg" => Some(&FAVICON),
         "/vendor/force-graph.min.js" => Some(&FORCE_GRAPH),
         _ => None,
     }
@@ -83,11 +85,16 @@ pub fn security_headers(headers: &mut HeaderMap) {
     let set = |headers: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
         headers.insert(k, header::HeaderValue::from_static(v));
     };
-    // force-graph sets a few inline styles on its tooltip element.
+    // force-graph injects two <style> elements of its own: they are let
+    // in by their hashes (ui/vendor/README.md says how to renew them when
+    // force-graph is updated), no other inline style or script is.
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        "default-src 'self'; script-src 'self'; \
+         style-src 'self' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' 'sha256-jtRRMYY2VbEXuBKbHvqM1/fPT8vazFrEooXdvwUK4y8=' \
+         'sha256-9xjtvxMT1ApHlgn9ohbh2FNfvK5Tqtzy94BjfXBeMSY='; \
+         img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     );
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
@@ -120,8 +127,7 @@ pub async fn link(State(ui): State<Ui>, Extension(caller): Extension<Option<Call
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let token = ui.guard.new_login_token();
-    Json(LoginLink { url: format!("http://{host}/login#{token}"), expires_in_secs: super::guard::LOGIN_LINK_TTL.as_secs() })
-        .into_response()
+    Json(LoginLink { url: format!("http://{host}/login#{token}"), expires_in_secs: super::guard::LOGIN_LINK_TTL.as_secs() }).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,7 +224,7 @@ impl Feed {
             self.push_always("chat", &lines);
         }
         self.push("downloads", &self.node.transfers().board());
-        if self.tick % SLOW_EVERY == 0 {
+        if self.tick.is_multiple_of(SLOW_EVERY) {
             self.push("status", &self.node.network().status());
             self.push("members", &self.node.chat().members());
             self.push("shares", &self.node.files().list());
