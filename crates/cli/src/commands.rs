@@ -156,7 +156,7 @@ pub async fn run_client(client: &ControlClient, command: Command, json: bool) ->
         }
         Command::Ui { no_open } => {
             let link: LoginLink = client.post("/v1/ui/link", &serde_json::json!({})).await?;
-            let opened = !no_open && open_browser(&link.url);
+            let opened = !no_open && open_browser(&link.url, client.data_dir());
             output::ui_link(&link, opened, json);
         }
         Command::StopNetwork => {
@@ -211,7 +211,12 @@ async fn up(config: Config) -> Result<()> {
 
 /// Opens `url` in the user's browser when there is a desktop to open it
 /// on ($BROWSER, or the desktop's opener); false when there is none.
-fn open_browser(url: &str) -> bool {
+///
+/// The browser is given a file that redirects to `url`, never `url`
+/// itself: a program's arguments are visible to every user of the
+/// machine, and the login token must not be. The file is in the data
+/// directory, readable by its owner only.
+fn open_browser(url: &str, data_dir: &Path) -> bool {
     let desktop = cfg!(target_os = "macos") || std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     let opener = std::env::var("BROWSER").ok().filter(|b| !b.is_empty());
     let program = match (opener, desktop) {
@@ -220,13 +225,28 @@ fn open_browser(url: &str) -> bool {
         (None, true) => "xdg-open".to_string(),
         (None, false) => return false,
     };
+    let redirect = data_dir.join("ui-login.html");
+    let page = format!("<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={url}\"><title>peernet</title>");
+    if write_private(&redirect, page.as_bytes()).is_err() {
+        return false;
+    }
     std::process::Command::new(program)
-        .arg(url)
+        .arg(&redirect)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .is_ok()
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
 
 async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> {

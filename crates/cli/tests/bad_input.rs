@@ -144,7 +144,7 @@ fn control_api_requires_the_token() {
     let addr = info["addr"].as_str().unwrap();
     let request = |auth: &str| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET /v1/status HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        write!(s, "GET /v1/status HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
         let mut reply = String::new();
         s.read_to_string(&mut reply).unwrap();
         reply

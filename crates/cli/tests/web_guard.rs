@@ -91,6 +91,7 @@ fn nothing_answers_without_credentials_or_from_a_foreign_site() {
         ("foreign Origin", vec![("authorization", bearer.as_str()), ("origin", "http://attacker.example")]),
         ("null Origin", vec![("authorization", bearer.as_str()), ("origin", "null")]),
         ("cross-site fetch", vec![("authorization", bearer.as_str()), ("sec-fetch-site", "cross-site")]),
+        ("a page on another port", vec![("authorization", bearer.as_str()), ("sec-fetch-site", "same-site")]),
     ] {
         let (status, _, body) = http.send("GET", &format!("{}/v1/status", c.base), &headers, None);
         assert_eq!(status, 403, "{what}: {body}");
@@ -130,8 +131,9 @@ fn nothing_answers_without_credentials_or_from_a_foreign_site() {
     let (status, _, _) =
         http.send("POST", &format!("{}/login", c.base), &[("origin", "http://attacker.example")], Some(&json!({"token": token})));
     assert_eq!(status, 403, "a login from another site");
-    let (status, headers, _) = http.send("POST", &format!("{}/login", c.base), &[("origin", &origin)], Some(&json!({"token": token})));
-    assert_eq!(status, 204);
+    let (status, headers, body) = http.send("POST", &format!("{}/login", c.base), &[("origin", &origin)], Some(&json!({"token": token})));
+    assert_eq!(status, 200, "{body}");
+    let key = serde_json::from_str::<Value>(&body).unwrap()["key"].as_str().unwrap().to_string();
     let set_cookie = headers["set-cookie"].to_str().unwrap().to_string();
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
     let cookie_name = format!("peernet-{}", &secret[..10]);
@@ -140,21 +142,28 @@ fn nothing_answers_without_credentials_or_from_a_foreign_site() {
     let (status, _, _) = http.send("POST", &format!("{}/login", c.base), &[("origin", &origin)], Some(&json!({"token": token})));
     assert_eq!(status, 401, "a login link works once");
 
-    // With the cookie: pages and reads; a POST must come from this server's page.
+    // With the cookie: the page's files. The API needs the page's key too:
+    // a page served on another port of this machine gets our cookie from
+    // the browser, but cannot read the key our page keeps.
     let (status, _, body) = http.send("GET", &format!("{}/", c.base), &[("cookie", &cookie)], None);
     assert_eq!(status, 200);
     assert!(body.contains("force-graph.min.js"), "the page itself");
-    let (status, _, _) = http.send("POST", &format!("{}/v1/say", c.base), &[("cookie", &cookie)], Some(&json!({"text": "no origin"})));
-    assert_eq!(status, 403, "a cookie POST without Origin (a forged form from an old browser)");
-    let (status, _, _) = http.send(
-        "POST",
-        &format!("{}/v1/say", c.base),
-        &[("cookie", &cookie), ("origin", &origin)],
-        Some(&json!({"text": "from the page"})),
-    );
+    for path in ["/v1/status", "/v1/events", "/v1/messages"] {
+        let (status, _, body) = http.send("GET", &format!("{}{path}", c.base), &[("cookie", &cookie)], None);
+        assert_eq!(status, 401, "the cookie alone reads nothing: {path}");
+        assert!(!body.contains(&secret), "{body}");
+    }
+    let (status, _, _) = http.send("GET", &format!("{}/v1/status", c.base), &[("cookie", &cookie), ("x-peernet-key", &key)], None);
     assert_eq!(status, 200);
-    let (status, _, _) =
-        http.send("POST", &format!("{}/v1/ui/link", c.base), &[("cookie", &cookie), ("origin", &origin)], Some(&json!({})));
+    let page = [("cookie", cookie.as_str()), ("x-peernet-key", key.as_str())];
+    let (status, _, _) = http.send("POST", &format!("{}/v1/say", c.base), &page, Some(&json!({"text": "no origin"})));
+    assert_eq!(status, 403, "a cookie POST without Origin (a forged form from an old browser)");
+    let page_post = [page[0], page[1], ("origin", origin.as_str())];
+    let (status, _, _) = http.send("POST", &format!("{}/v1/say", c.base), &page_post, Some(&json!({"text": "from the page"})));
+    assert_eq!(status, 200);
+    let (status, _, _) = http.send("POST", &format!("{}/v1/say", c.base), &page_post[..2], Some(&json!({"text": "x"})));
+    assert_eq!(status, 403);
+    let (status, _, _) = http.send("POST", &format!("{}/v1/ui/link", c.base), &page_post, Some(&json!({})));
     assert_eq!(status, 403, "a browser session cannot make login links");
 
     // Another daemon on this machine: another cookie name, and this cookie does not open it.
@@ -170,9 +179,9 @@ fn nothing_answers_without_credentials_or_from_a_foreign_site() {
     assert_ne!(other_cookie, cookie_name, "each daemon names its cookie");
 
     // Logging out ends the session.
-    let (status, _, _) = http.send("POST", &format!("{}/v1/logout", c.base), &[("cookie", &cookie), ("origin", &origin)], Some(&json!({})));
+    let (status, _, _) = http.send("POST", &format!("{}/v1/logout", c.base), &page_post, Some(&json!({})));
     assert_eq!(status, 204);
-    let (status, _, _) = http.send("GET", &format!("{}/v1/status", c.base), &[("cookie", &cookie)], None);
+    let (status, _, _) = http.send("GET", &format!("{}/v1/status", c.base), &page, None);
     assert_eq!(status, 401, "logged out");
     assert!(d.cli(&["status"]).status.success(), "the daemon kept serving throughout");
 }

@@ -140,6 +140,26 @@ fn the_page_shows_the_live_network_chats_and_downloads() {
     assert!(same_bytes(&file, &saved), "the file saved from the page is byte-identical");
     browser.screenshot(&shots().join("files.png"));
 
+    // Share a path from the page, then unshare it.
+    let notes = dir.path().join("meeting-notes.txt");
+    std::fs::write(&notes, b"agenda: the web interface").unwrap();
+    browser.type_into("#share-path", notes.to_str().unwrap());
+    browser.click("#share-form button[type='submit']");
+    let shared_hash = || {
+        me.json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "meeting-notes.txt")
+            .map(|s| s["hash"].as_str().unwrap().to_string())
+    };
+    wait_until(PATIENCE, "the page's share to reach the daemon", || shared_hash().is_some());
+    let hash = shared_hash().unwrap();
+    let row = format!("#shares li[data-hash='{hash}'] button.unshare");
+    wait_until(PATIENCE, "the share listed in the page", || browser.count(&row) == 1);
+    browser.click(&row);
+    wait_until(PATIENCE, "the unshare to reach the daemon and the page", || shared_hash().is_none() && browser.count(&row) == 0);
+
     browser.click("#tab-status");
     wait_until(PATIENCE, "the status panel", || browser.texts("#ticket").first().is_some_and(|t| t.starts_with("peernet2")));
     browser.screenshot(&shots().join("status.png"));

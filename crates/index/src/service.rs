@@ -163,7 +163,17 @@ impl Logic {
     /// meanwhile (up to [`MAX_BATCH`]) and handles them in one transaction.
     fn serve(&self, queue: mpsc::Receiver<Job>) {
         let mut counted_at: Option<Instant> = None;
-        while let Ok(first) = queue.recv() {
+        loop {
+            // Leases run out silently: an idle index recounts once a second.
+            let first = match queue.recv_timeout(ONLINE_GAUGE_PERIOD) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.count_online(&self.store(), crate::now_ms());
+                    counted_at = Some(Instant::now());
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             let mut batch = vec![first];
             batch.extend(queue.try_iter().take(MAX_BATCH - 1));
             self.metrics.batch_size.observe(batch.len() as f64);
@@ -172,13 +182,17 @@ impl Logic {
             let mut store = self.store();
             self.run_batch(&mut store, batch);
             // Counting online peers is a query of its own: after a join or
-            // leave, otherwise at most once a second (leases run out silently).
+            // leave, otherwise at most once a second.
             if membership_changed || counted_at.is_none_or(|t| t.elapsed() >= ONLINE_GAUGE_PERIOD) {
                 counted_at = Some(Instant::now());
-                if let Ok(n) = store.online_count(now) {
-                    self.metrics.peers_online.set(n as i64);
-                }
+                self.count_online(&store, now);
             }
+        }
+    }
+
+    fn count_online(&self, store: &Store, now: u64) {
+        if let Ok(n) = store.online_count(now) {
+            self.metrics.peers_online.set(n as i64);
         }
     }
 

@@ -545,7 +545,6 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// Every online peer with its reported neighbours, for the map.
     /// How many peers' leases run at `now`.
     pub fn online_count(&self, now: u64) -> Result<u64> {
         let n: i64 =
@@ -553,6 +552,7 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Every online peer with its reported neighbours, for the map.
     pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT nickname, addr, lease_until, neighbors FROM peers WHERE lease_until > ?1

@@ -100,14 +100,15 @@ impl Board {
         id
     }
 
-    /// Applies one of the download's events; returns the bytes this event
-    /// adds to what was fetched (for the metrics).
+    /// Applies one of the download's events; returns the bytes it fetched
+    /// from other peers, once, when it ends (for the metrics; what a resumed
+    /// get found already here is not counted).
     pub fn apply(&self, id: u64, event: &GetEvent, now: Instant) -> u64 {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.iter_mut().find(|e| e.row.id == id) else { return 0 };
-        let row = &mut entry.row;
         match event {
             GetEvent::Resolved { name, hash, size, providers } => {
+                let row = &mut entry.row;
                 row.name = Some(name.clone());
                 row.hash = Some(hash.clone());
                 row.size = *size;
@@ -116,19 +117,16 @@ impl Board {
                 0
             }
             GetEvent::Progress { done, total } => {
-                let added = done.saturating_sub(row.done);
-                row.done = *done;
-                row.size = *total;
-                let (t0, d0) = *entry.first.get_or_insert((now, *done));
-                let secs = now.duration_since(t0).as_secs_f64();
-                if secs > 0.0 {
-                    row.rate_bps = ((done.saturating_sub(d0)) as f64 / secs) as u64;
-                }
-                row.eta_secs = (row.rate_bps > 0).then(|| total.saturating_sub(*done) / row.rate_bps);
-                added
+                entry.row.done = *done;
+                entry.row.size = *total;
+                entry.first.get_or_insert((now, *done));
+                entry.update_rate(now);
+                0
             }
             GetEvent::ProviderFailed { .. } => 0,
-            GetEvent::Saved { path, size, sources, .. } => {
+            GetEvent::Saved { path, size, sources, resumed_from, .. } => {
+                entry.update_rate(now);
+                let row = &mut entry.row;
                 row.state = DownloadState::Saved;
                 row.done = *size;
                 row.size = *size;
@@ -137,20 +135,44 @@ impl Board {
                 if !sources.is_empty() {
                     row.sources = sources.clone();
                 }
-                0
+                size.saturating_sub(*resumed_from)
             }
             GetEvent::Failed { error } => {
+                let row = &mut entry.row;
                 row.state = DownloadState::Failed;
                 row.eta_secs = None;
                 row.error = Some(error.clone());
-                0
+                entry.first.map(|(_, d0)| row.done.saturating_sub(d0)).unwrap_or(0)
             }
         }
     }
 
-    /// Every download on the board, oldest first.
-    pub fn rows(&self) -> Vec<DownloadRow> {
-        self.lock().entries.iter().map(|e| e.row.clone()).collect()
+    /// Every download on the board, oldest first; a running one's rate and
+    /// time left as of `now` (a stalled download's rate falls).
+    pub fn rows(&self, now: Instant) -> Vec<DownloadRow> {
+        let mut inner = self.lock();
+        inner
+            .entries
+            .iter_mut()
+            .map(|e| {
+                if e.row.state == DownloadState::Running {
+                    e.update_rate(now);
+                }
+                e.row.clone()
+            })
+            .collect()
+    }
+}
+
+impl Entry {
+    /// The average rate since the first progress, and the time left at it.
+    fn update_rate(&mut self, now: Instant) {
+        let Some((t0, d0)) = self.first else { return };
+        let secs = now.saturating_duration_since(t0).as_secs_f64();
+        if secs > 0.0 {
+            self.row.rate_bps = (self.row.done.saturating_sub(d0) as f64 / secs) as u64;
+        }
+        self.row.eta_secs = (self.row.rate_bps > 0).then(|| self.row.size.saturating_sub(self.row.done) / self.row.rate_bps);
     }
 }
 
@@ -164,25 +186,28 @@ mod tests {
     fn a_download_moves_from_resolving_to_saved_with_its_rate() {
         let board = Board::default();
         let id = board.start("movie.mkv");
-        assert_eq!(board.rows()[0].state, DownloadState::Resolving);
+        assert_eq!(board.rows(Instant::now())[0].state, DownloadState::Resolving);
         let t0 = Instant::now();
         board.apply(id, &GetEvent::Resolved { name: "movie.mkv".into(), hash: "ab".into(), size: 1000, providers: vec!["p".into()] }, t0);
-        assert_eq!(board.apply(id, &GetEvent::Progress { done: 100, total: 1000 }, t0), 100);
-        assert_eq!(board.apply(id, &GetEvent::Progress { done: 300, total: 1000 }, t0 + Duration::from_secs(2)), 200);
-        let row = &board.rows()[0];
+        // 100 bytes were already here (a resumed get).
+        assert_eq!(board.apply(id, &GetEvent::Progress { done: 100, total: 1000 }, t0), 0);
+        assert_eq!(board.apply(id, &GetEvent::Progress { done: 300, total: 1000 }, t0 + Duration::from_secs(2)), 0);
+        let row = &board.rows(t0 + Duration::from_secs(2))[0];
         assert_eq!((row.state, row.done, row.rate_bps, row.eta_secs), (DownloadState::Running, 300, 100, Some(7)));
+        let stalled = &board.rows(t0 + Duration::from_secs(4))[0];
+        assert_eq!((stalled.rate_bps, stalled.eta_secs), (50, Some(14)), "a stalled download's rate falls");
         let saved = GetEvent::Saved {
             path: "/tmp/movie.mkv".into(),
             hash: "ab".into(),
             size: 1000,
             note: None,
             failed_providers: vec![],
-            resumed_from: 0,
+            resumed_from: 100,
             sources: vec!["q".into()],
             reached: vec![],
         };
-        board.apply(id, &saved, t0 + Duration::from_secs(3));
-        let row = &board.rows()[0];
+        assert_eq!(board.apply(id, &saved, t0 + Duration::from_secs(3)), 900, "what was fetched, without what was here");
+        let row = &board.rows(t0)[0];
         assert_eq!((row.state, row.done, row.eta_secs, row.sources.clone()), (DownloadState::Saved, 1000, None, vec!["q".to_string()]));
     }
 
@@ -195,7 +220,7 @@ mod tests {
             board.apply(id, &GetEvent::Failed { error: "gone".into() }, Instant::now());
         }
         board.start("last");
-        let rows = board.rows();
+        let rows = board.rows(Instant::now());
         assert!(rows.iter().any(|r| r.id == running));
         assert_eq!(rows.iter().filter(|r| r.state == DownloadState::Failed).count(), BOARD_FINISHED);
     }

@@ -139,8 +139,6 @@ impl Node {
         &self.inner.data_dir
     }
 
-    /// Asks whoever waits on [`Node::shutdown_requested`] to shut down
-    /// (`peernet down`).
     /// Where this daemon's control API (and web interface) and metrics
     /// listen, as written to `control.json`.
     pub fn control(&self) -> Option<crate::data_dir::ControlInfo> {
@@ -152,6 +150,8 @@ impl Node {
         self.inner.metrics.encode(&self.network().status())
     }
 
+    /// Asks whoever waits on [`Node::shutdown_requested`] to shut down
+    /// (`peernet down`).
     pub fn request_shutdown(&self) {
         self.inner.shutdown_requested.cancel();
     }

@@ -32,7 +32,8 @@ pub fn reserve(clock: Instant, now: Instant, size: u64, bytes_per_sec: u64) -> (
 /// The throttle has a task of its own that answers in the order requests
 /// come: reservations are made in that order on one clock, so each answer
 /// is due no earlier than the one before it, and waiting for each in turn
-/// loses nothing; the counting never waits behind it.
+/// loses nothing; the counting waits behind it only when 64 chunks are
+/// already waiting for the throttle.
 pub fn provider_events(limit: Option<u64>, metrics: Arc<PeerMetrics>, tasks: &Tasks) -> EventSender {
     let throttle = if limit.is_some() { ThrottleMode::Intercept } else { ThrottleMode::None };
     let mask = EventMask { get: RequestMode::NotifyLog, get_many: RequestMode::NotifyLog, throttle, ..EventMask::DEFAULT };

@@ -232,9 +232,9 @@ impl Transfers {
         id
     }
 
-    /// Every get since the daemon started, with its progress.
-    pub fn board(&self) -> Vec<DownloadRow> {
-        self.inner.board.rows()
+    /// Every get since the daemon started, with its progress as of `now`.
+    pub fn board(&self, now: std::time::Instant) -> Vec<DownloadRow> {
+        self.inner.board.rows(now)
     }
 
     /// Finds, downloads, saves and publishes `target` (a name or a hash).

@@ -65,8 +65,11 @@ const pathText = (path) => (path ? `${path.via}, ${path.rtt_ms} ms` : 'path unkn
 
 // One request to the daemon. Its errors are {"error": "one sentence"}; that
 // sentence is what the user sees.
+// The key the login page stored: the session cookie alone opens no API.
+const pageKey = localStorage.getItem('peernet-key') || '';
+
 async function api(method, url, body) {
-  const init = { method, credentials: 'same-origin', headers: {} };
+  const init = { method, credentials: 'same-origin', headers: { 'x-peernet-key': pageKey } };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -240,6 +243,8 @@ function renderMapLists(nodes, links) {
 
 // ---------------------------------------------------------------- chat
 
+// Chat lines the log keeps (older ones scroll away).
+const MAX_LOG = 2000;
 const seenMessages = new Set();
 
 function onChat(messages) {
@@ -250,6 +255,8 @@ function onChat(messages) {
     // A reconnect resends the recent history: each index is shown once.
     if (seenMessages.has(m.index)) continue;
     seenMessages.add(m.index);
+    // Indexes only grow: forget the oldest beyond what the log can hold.
+    if (seenMessages.size > MAX_LOG * 2) seenMessages.delete(seenMessages.values().next().value);
     const mine = m.author === state.selfId;
     if (mine) follow = true;
     const li = el('li', { class: mine ? 'msg mine' : 'msg', 'data-index': m.index, 'data-author': m.author },
@@ -262,7 +269,7 @@ function onChat(messages) {
     log.insertBefore(li, before ? before.nextSibling : log.firstChild);
   }
   // Bound the page's memory in a long session.
-  while (log.children.length > 2000) log.firstElementChild.remove();
+  while (log.children.length > MAX_LOG) log.firstElementChild.remove();
   if (follow) log.scrollTop = log.scrollHeight;
 }
 
@@ -527,7 +534,8 @@ function signedOut(sentence) {
 }
 
 function connect() {
-  source = new EventSource('/v1/events');
+  // EventSource cannot send headers: the key goes in the query.
+  source = new EventSource(`/v1/events?key=${encodeURIComponent(pageKey)}`);
   source.onopen = () => setConn('live', 'live');
   source.onerror = () => {
     setConn('reconnecting…', 'reconnecting');

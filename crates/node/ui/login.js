@@ -1,5 +1,5 @@
 // Trades the one-time token that `peernet ui` put after the # of its link
-// for a session cookie, then opens the page. The token is taken out of the
+// for a session cookie and the page's key, then opens the page. The token is taken out of the
 // address bar first, so it is not left in the history or a bookmark (it
 // works only once anyway).
 'use strict';
@@ -28,6 +28,11 @@
       body: JSON.stringify({ token }),
     });
     if (res.ok) {
+      // The page's key goes with every API request. Storage is per port,
+      // unlike the cookie, so a page another program serves on this
+      // machine cannot read it.
+      const { key } = await res.json();
+      localStorage.setItem('peernet-key', key);
       location.replace('/');
       return;
     }

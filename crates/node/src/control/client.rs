@@ -48,6 +48,11 @@ impl ControlClient {
         })
     }
 
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     fn transport(&self, e: reqwest::Error) -> ClientError {
         if e.is_connect() {
             // control.json left behind by a daemon that was killed.

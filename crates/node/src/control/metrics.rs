@@ -4,9 +4,16 @@
 
 use std::net::SocketAddr;
 
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
 use tokio_util::sync::CancellationToken;
 
+use super::guard::host_is_ours;
 use crate::node::Node;
 
 /// The content type of OpenMetrics text, which Prometheus reads.
@@ -20,16 +27,17 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()> + Send + 'static)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let app = Router::new().route("/metrics", get(metrics)).with_state(node);
-    let server = async move {
-        let shutdown = async move { cancel.cancelled().await };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!("metrics endpoint stopped: {e}");
-        }
-    };
-    Ok((addr, server))
+    let app = Router::new().route("/metrics", get(metrics)).with_state((node, addr));
+    Ok((addr, super::serve_until(listener, app, cancel, "metrics endpoint")))
 }
 
-async fn metrics(State(node): State<Node>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, OPENMETRICS)], node.metrics_text())
+async fn metrics(State((node, bound)): State<(Node, SocketAddr)>, headers: HeaderMap) -> Response {
+    // Bound to loopback, only this machine's names are ours: a web page
+    // whose host name was made to point at 127.0.0.1 (DNS rebinding)
+    // reads nothing. Elsewhere Prometheus may scrape by any name.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if bound.ip().is_loopback() && !host_is_ours(host, bound) {
+        return (StatusCode::FORBIDDEN, "the Host header does not name this metrics endpoint\n").into_response();
+    }
+    ([(header::CONTENT_TYPE, OPENMETRICS)], node.metrics_text()).into_response()
 }

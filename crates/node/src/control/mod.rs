@@ -24,6 +24,20 @@ pub use crate::{files::ShareReply, network::Status, transfers::GetEvent};
 // The request bodies live in proto, so their decoders can be fuzzed alone.
 pub use peernet_proto::control::{GetRequest, MessagesQuery, NickRequest, SayRequest, SearchQuery, ShareRequest, UnshareRequest};
 
+/// Serves `app` on `listener` until `cancel` (then waits for open
+/// requests, which is why live feeds end on `cancel` too).
+pub(crate) async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    cancel: tokio_util::sync::CancellationToken,
+    what: &'static str,
+) {
+    let shutdown = async move { cancel.cancelled().await };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!("{what} stopped: {e}");
+    }
+}
+
 /// Header carrying the bearer token.
 pub const AUTH_HEADER: &str = "authorization";
 

@@ -6,7 +6,7 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 use axum::{
     body::Body,
     extract::{Query, Request, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use peernet_proto::index::ErrorCode;
 
+use serde::{Deserialize, Serialize};
+
 use super::{
-    guard::{Guard, Refusal},
+    guard::{self, Guard, Refusal},
     ui::{self, Ui},
     ApiError, GetEvent, GetRequest, MessagesQuery, NickRequest, OnlineReply, SayRequest, SearchQuery, SearchReply, ShareRequest,
     UnshareRequest,
@@ -138,6 +140,7 @@ pub async fn serve(
         .route("/v1/search", get(search))
         .route("/v1/online", get(online))
         .route("/v1/get", post(get_file))
+        .route("/v1/downloads", post(start_download))
         .route("/v1/down", post(down))
         .route("/v1/say", post(say))
         .route("/v1/nick", post(nick))
@@ -149,7 +152,6 @@ pub async fn serve(
     let web = Router::new()
         .route("/v1/ui/link", post(ui::link))
         .route("/v1/logout", post(ui::logout))
-        .route("/v1/downloads", post(ui::start_download))
         .route("/v1/events", get(ui::events))
         .route("/login", get(ui::page).post(ui::login))
         .route("/login.js", get(ui::page))
@@ -161,19 +163,15 @@ pub async fn serve(
         .route("/vendor/force-graph.min.js", get(ui::page))
         .with_state(ui_state);
     let app = api.merge(web).layer(middleware::from_fn_with_state(guard, gate));
-    let server = async move {
-        let shutdown = async move { cancel.cancelled().await };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!("control API stopped: {e}");
-        }
-    };
-    Ok((addr, server))
+    Ok((addr, super::serve_until(listener, app, cancel, "control API")))
 }
 
 /// Lets a request in only past the [`Guard`], telling the handler who
 /// called; every answer carries the page's security headers.
 async fn gate(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
-    let mut resp = match guard.check(req.method(), req.uri().path(), req.headers()) {
+    let decision =
+        guard.check(&guard::Request { method: req.method(), path: req.uri().path(), query: req.uri().query(), headers: req.headers() });
+    let mut resp = match decision {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -181,7 +179,7 @@ async fn gate(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> 
         Err(refusal) => {
             let browser = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
             let status = match refusal {
-                Refusal::NoCredentials => StatusCode::UNAUTHORIZED,
+                Refusal::NoCredentials | Refusal::NoPageKey => StatusCode::UNAUTHORIZED,
                 Refusal::ForeignHost | Refusal::ForeignOrigin => StatusCode::FORBIDDEN,
             };
             let mut resp = if browser {
@@ -193,8 +191,30 @@ async fn gate(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> 
             resp
         }
     };
-    ui::security_headers(resp.headers_mut());
+    security_headers(resp.headers_mut());
     resp
+}
+
+/// Headers every answer of the control server carries: the page runs
+/// only its own scripts, cannot be framed, and leaks no address.
+pub fn security_headers(headers: &mut HeaderMap) {
+    let set = |headers: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
+        headers.insert(k, header::HeaderValue::from_static(v));
+    };
+    // force-graph injects two <style> elements of its own: they are let
+    // in by their hashes (ui/vendor/README.md says how to renew them when
+    // force-graph is updated), no other inline style or script is.
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; script-src 'self'; \
+         style-src 'self' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' 'sha256-jtRRMYY2VbEXuBKbHvqM1/fPT8vazFrEooXdvwUK4y8=' \
+         'sha256-9xjtvxMT1ApHlgn9ohbh2FNfvK5Tqtzy94BjfXBeMSY='; \
+         img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
 }
 
 async fn status(State(node): State<Node>) -> Response {
@@ -234,11 +254,15 @@ async fn online(State(node): State<Node>) -> Response {
     reply(node.network().online().await.map(|peers| OnlineReply { peers }))
 }
 
+/// A get's output directory must be absolute: the daemon's working
+/// directory is not the caller's.
+fn relative_out(req: &GetRequest) -> Option<Response> {
+    req.out.as_ref().filter(|out| !out.is_absolute()).map(|_| bad_request("the output directory must be an absolute path"))
+}
+
 async fn get_file(State(node): State<Node>, Json(req): Json<GetRequest>) -> Response {
-    if let Some(out) = &req.out {
-        if !out.is_absolute() {
-            return bad_request("the output directory must be an absolute path");
-        }
+    if let Some(refused) = relative_out(&req) {
+        return refused;
     }
     let (tx, rx) = mpsc::channel::<GetEvent>(GET_EVENT_BUFFER);
     // The download runs as the node's task: it finishes (and the file is
@@ -254,6 +278,24 @@ async fn get_file(State(node): State<Node>, Json(req): Json<GetRequest>) -> Resp
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(lines))
         .expect("static response parts are valid")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Started {
+    /// The download's id on the board.
+    pub id: u64,
+}
+
+/// `POST /v1/downloads` (the page's get): starts a get and answers at once
+/// with its id on the board; its progress is on the board (the page's
+/// `downloads` event).
+async fn start_download(State(node): State<Node>, Json(req): Json<GetRequest>) -> Response {
+    if let Some(refused) = relative_out(&req) {
+        return refused;
+    }
+    // Nobody reads these events: the board does.
+    let (events, _) = mpsc::channel(1);
+    Json(Started { id: node.transfers().spawn_get(req.target, req.out, events) }).into_response()
 }
 
 async fn down(State(node): State<Node>) -> Response {

@@ -1,8 +1,14 @@
 //! The web interface, served by the control server: the page and its
 //! files (embedded in the binary, nothing fetched at run time), the login
-//! exchange, and `/v1/events`, the live feed the page draws from.
+//! exchange, and `/v1/events`, the live feed the page draws from. Who may
+//! use them is [`super::guard`]'s decision.
 
-use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{Extension, State},
@@ -16,9 +22,11 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use peernet_proto::topo::Graph;
+
 use super::{
     guard::{Caller, Guard},
-    ApiError, GetRequest,
+    ApiError,
 };
 use crate::node::Node;
 
@@ -79,28 +87,6 @@ pub async fn page(uri: axum::http::Uri) -> Response {
     }
 }
 
-/// Headers every answer of the control server carries: the page runs
-/// only its own scripts, cannot be framed, and leaks no address.
-pub fn security_headers(headers: &mut HeaderMap) {
-    let set = |headers: &mut HeaderMap, k: header::HeaderName, v: &'static str| {
-        headers.insert(k, header::HeaderValue::from_static(v));
-    };
-    // force-graph injects two <style> elements of its own: they are let
-    // in by their hashes (ui/vendor/README.md says how to renew them when
-    // force-graph is updated), no other inline style or script is.
-    set(
-        headers,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'self'; script-src 'self'; \
-         style-src 'self' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=' 'sha256-jtRRMYY2VbEXuBKbHvqM1/fPT8vazFrEooXdvwUK4y8=' \
-         'sha256-9xjtvxMT1ApHlgn9ohbh2FNfvK5Tqtzy94BjfXBeMSY='; \
-         img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    );
-    set(headers, header::X_FRAME_OPTIONS, "DENY");
-    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, header::REFERRER_POLICY, "no-referrer");
-}
-
 /// What an unauthenticated browser sees instead of the page.
 pub fn login_needed(why: &str) -> Response {
     let body = format!(
@@ -126,7 +112,7 @@ pub async fn link(State(ui): State<Ui>, Extension(caller): Extension<Option<Call
             .into_response();
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let token = ui.guard.new_login_token();
+    let token = ui.guard.new_login_token(Instant::now());
     Json(LoginLink { url: format!("http://{host}/login#{token}"), expires_in_secs: super::guard::LOGIN_LINK_TTL.as_secs() }).into_response()
 }
 
@@ -135,11 +121,18 @@ pub struct LoginRequest {
     pub token: String,
 }
 
+/// What the login page gets for its token, besides the cookie: the key it
+/// keeps in its own storage and sends with every API request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoggedIn {
+    pub key: String,
+}
+
 /// `POST /login`: the login page trades its one-time token for the
-/// session cookie.
+/// session cookie and the page's key.
 pub async fn login(State(ui): State<Ui>, Json(req): Json<LoginRequest>) -> Response {
-    match ui.guard.log_in(&req.token) {
-        Some(session) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, ui.guard.session_cookie(&session))]).into_response(),
+    match ui.guard.log_in(&req.token, Instant::now()) {
+        Some((session, key)) => ([(header::SET_COOKIE, ui.guard.session_cookie(&session))], Json(LoggedIn { key })).into_response(),
         None => (
             StatusCode::UNAUTHORIZED,
             Json(ApiError { error: "this login link was used already or has expired; run `peernet ui` for a new one".into() }),
@@ -155,26 +148,23 @@ pub async fn logout(State(ui): State<Ui>, headers: HeaderMap) -> Response {
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, expired)]).into_response()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Started {
-    pub id: u64,
-}
-
-/// `POST /v1/downloads`: starts a get and answers at once with its id on
-/// the board; its progress comes in the `downloads` event.
-pub async fn start_download(State(ui): State<Ui>, Json(req): Json<GetRequest>) -> Response {
-    if req.out.as_ref().is_some_and(|out| !out.is_absolute()) {
-        return (StatusCode::BAD_REQUEST, Json(ApiError { error: "the output directory must be an absolute path".into() })).into_response();
-    }
-    // Nobody reads the events here: the board does.
-    let (events, _) = tokio::sync::mpsc::channel(1);
-    let id = ui.node.transfers().spawn_get(req.target, req.out, events);
-    Json(Started { id }).into_response()
-}
-
 /// `GET /v1/events`: the page's live feed (server-sent events).
-pub async fn events(State(ui): State<Ui>) -> Response {
-    let feed = Feed { node: ui.node, cancel: ui.cancel, last: Default::default(), chat_after: None, tick: 0, queue: VecDeque::new() };
+pub async fn events(State(ui): State<Ui>, Extension(caller): Extension<Option<Caller>>) -> Response {
+    let session = match caller {
+        Some(Caller::Browser(id)) => Some(id),
+        _ => None,
+    };
+    let feed = Feed {
+        node: ui.node,
+        cancel: ui.cancel,
+        guard: ui.guard,
+        session,
+        last: Default::default(),
+        chat_after: None,
+        tick: 0,
+        queue: VecDeque::new(),
+        topo: None,
+    };
     let stream = n0_future::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok::<_, Infallible>(event), feed))
@@ -186,6 +176,12 @@ pub async fn events(State(ui): State<Ui>) -> Response {
 struct Feed {
     node: Node,
     cancel: CancellationToken,
+    guard: Arc<Guard>,
+    /// The browser session it serves: the feed ends when it does.
+    session: Option<String>,
+    /// The map being fetched: the index may be slow, and chat and progress
+    /// must not wait for it.
+    topo: Option<tokio::task::JoinHandle<Option<Graph>>>,
     last: std::collections::HashMap<&'static str, String>,
     /// The last chat line sent; `None` before the history.
     chat_after: Option<u64>,
@@ -202,6 +198,10 @@ impl Feed {
                     _ = self.cancel.cancelled() => return None,
                     _ = tokio::time::sleep(TICK) => {}
                 }
+            }
+            if self.session.as_ref().is_some_and(|id| !self.guard.has_session(id)) {
+                // Logged out (or pushed out by newer sessions).
+                return None;
             }
             self.look().await;
             self.tick += 1;
@@ -220,31 +220,38 @@ impl Feed {
             Some(after) => chat.messages_after(after),
         };
         self.chat_after = Some(lines.last().map(|m| m.index).or(self.chat_after).unwrap_or(0));
+        // New lines are always news; the first (possibly empty) history too.
         if !lines.is_empty() || self.tick == 0 {
-            self.push_always("chat", &lines);
+            self.push("chat", &lines, true);
         }
-        self.push("downloads", &self.node.transfers().board());
+        self.push("downloads", &self.node.transfers().board(Instant::now()), false);
+        if let Some(done) = self.topo.take_if(|t| t.is_finished()) {
+            // Finished: this await does not wait.
+            if let Ok(Some(graph)) = done.await {
+                self.push("topo", &graph, false);
+            }
+        }
         if self.tick.is_multiple_of(SLOW_EVERY) {
-            self.push("status", &self.node.network().status());
-            self.push("members", &self.node.chat().members());
-            self.push("shares", &self.node.files().list());
-            if let Ok(Ok(graph)) = tokio::time::timeout(TOPO_WAIT, self.node.network().topology()).await {
-                self.push("topo", &graph);
+            self.push("status", &self.node.network().status(), false);
+            self.push("members", &self.node.chat().members(), false);
+            self.push("shares", &self.node.files().list(), false);
+            if self.topo.is_none() {
+                let node = self.node.clone();
+                // Ends by itself within TOPO_WAIT, even if the page has gone.
+                self.topo = Some(tokio::spawn(async move {
+                    tokio::time::timeout(TOPO_WAIT, node.network().topology()).await.ok().and_then(Result::ok)
+                }));
             }
         }
     }
 
-    /// Queues `value` as event `name` if it differs from what was sent last.
-    fn push<T: Serialize>(&mut self, name: &'static str, value: &T) {
+    /// Queues `value` as event `name` if it differs from what was sent
+    /// last (or `always`).
+    fn push<T: Serialize>(&mut self, name: &'static str, value: &T, always: bool) {
         let json = serde_json::to_string(value).expect("the feed's values always serialize");
-        if self.last.get(name) != Some(&json) {
+        if always || self.last.get(name) != Some(&json) {
             self.queue.push_back(Event::default().event(name).data(&json));
             self.last.insert(name, json);
         }
-    }
-
-    fn push_always<T: Serialize>(&mut self, name: &'static str, value: &T) {
-        let json = serde_json::to_string(value).expect("the feed's values always serialize");
-        self.queue.push_back(Event::default().event(name).data(json));
     }
 }
