@@ -185,3 +185,32 @@ fn nothing_answers_without_credentials_or_from_a_foreign_site() {
     assert_eq!(status, 401, "logged out");
     assert!(d.cli(&["status"]).status.success(), "the daemon kept serving throughout");
 }
+
+/// `peernet ui` opens the browser ($BROWSER here, a script that records
+/// what it was given) with a file that only its owner can read and that
+/// redirects to the link: the token never appears in a program's
+/// arguments, which every user of the machine can read.
+#[cfg(unix)]
+#[test]
+fn the_browser_gets_the_link_through_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::host("opener", &dir.path().join("a"), &[]);
+    let seen = dir.path().join("browser-args");
+    let browser = dir.path().join("browser.sh");
+    std::fs::write(&browser, format!("#!/bin/sh\necho \"$@\" > {}\n", seen.display())).unwrap();
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new(BIN).args(["ui"]).env("PEERNET_DATA_DIR", &d.data_dir).env("BROWSER", &browser).output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("opened the web interface"), "{printed}");
+    let url = printed.lines().find(|l| l.starts_with("http://")).expect("the link is printed too").to_string();
+    wait_until(PATIENCE, "the browser to be started", || seen.exists() && !std::fs::read_to_string(&seen).unwrap().is_empty());
+    let args = std::fs::read_to_string(&seen).unwrap();
+    let token = url.split_once('#').unwrap().1;
+    assert!(!args.contains(token), "the token is not in the browser's arguments: {args}");
+    let file = std::path::PathBuf::from(args.trim());
+    assert!(file.starts_with(&d.data_dir), "the redirect file is in the data directory: {args}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&url), "the file redirects to the link");
+}

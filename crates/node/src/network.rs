@@ -21,7 +21,7 @@ use crate::{
     flood::FloodSearch,
     index_client::{IndexClient, IndexError, IndexStatus},
     overlay::{Overlay, OverlayError},
-    paths::{PathInfo, Paths},
+    paths::{self, PathInfo, Paths},
     relay::RootRelay,
     shares::Shares,
     tasks::{self, Tasks},
@@ -215,7 +215,7 @@ impl Network {
 
     /// Whether the link to `peer` is direct or relayed now, and its RTT.
     pub fn path_to(&self, peer: &iroh::EndpointId) -> Option<PathInfo> {
-        self.paths.of(peer)
+        self.paths.of(peer, paths::OVERLAY)
     }
 
     fn relays(&self) -> Vec<RelayLink> {
@@ -246,8 +246,11 @@ impl Network {
             addrs: endpoint::own_addr(&self.endpoint).ip.iter().map(|a| a.to_string()).collect(),
             shares: self.shares.list().len(),
             neighbors: neighbours.iter().map(|n| n.fmt_short().to_string()).collect(),
-            links: neighbours.iter().map(|n| LinkStatus { id: n.fmt_short().to_string(), path: self.paths.of(n) }).collect(),
-            index_path: if self.hosts_index { None } else { self.paths.of(&self.index.index_id()) },
+            links: neighbours
+                .iter()
+                .map(|n| LinkStatus { id: n.fmt_short().to_string(), path: self.paths.of(n, paths::OVERLAY) })
+                .collect(),
+            index_path: if self.hosts_index { None } else { self.paths.of(&self.index.index_id(), paths::INDEX) },
             relays: self.relays(),
             relay_server: self.relay.as_ref().map(|r| {
                 let (admitted, refused) = r.counters();

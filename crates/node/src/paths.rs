@@ -28,6 +28,11 @@ const MAX_PER_PEER: usize = 16;
 
 pub use peernet_proto::topo::{PathInfo, Via};
 
+/// The protocols whose connections describe each kind of link.
+pub const OVERLAY: &[u8] = iroh_gossip::ALPN;
+pub const INDEX: &[u8] = b"peernet/index/";
+pub const BLOBS: &[u8] = iroh_blobs::ALPN;
+
 /// The connections of this endpoint, by peer; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Paths(Arc<Mutex<HashMap<EndpointId, Vec<WeakConnectionHandle>>>>);
@@ -59,16 +64,24 @@ impl Paths {
         }
     }
 
-    /// The path of the newest live connection to `peer` that has selected
-    /// one; `None` when there is no live connection.
-    pub fn of(&self, peer: &EndpointId) -> Option<PathInfo> {
+    /// The path of the link to `peer` that speaks `alpn` (a prefix):
+    /// the newest live such connection that has selected a path, else the
+    /// newest other one; `None` when there is no live connection.
+    ///
+    /// The protocol matters: an idle connection (a pooled download's, say)
+    /// sends nothing, so it notices last that its path died, and would
+    /// still say "direct" for a link whose busy connections have moved to
+    /// the relay.
+    pub fn of(&self, peer: &EndpointId, alpn: &[u8]) -> Option<PathInfo> {
         let conns: Vec<Connection> = self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).collect();
-        conns.iter().find_map(selected)
+        let (first, rest): (Vec<&Connection>, Vec<&Connection>) = conns.iter().partition(|c| c.alpn().starts_with(alpn));
+        first.into_iter().chain(rest).find_map(selected)
     }
 
-    /// Our links to `peers`, each with its path now, as the map wants them.
+    /// Our overlay links to `peers`, each with its path now, as the map
+    /// wants them.
     pub fn report(&self, peers: &[EndpointId]) -> Vec<LinkReport> {
-        peers.iter().map(|&id| LinkReport { id, path: self.of(&id) }).collect()
+        peers.iter().map(|&id| LinkReport { id, path: self.of(&id, OVERLAY) }).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<WeakConnectionHandle>>> {

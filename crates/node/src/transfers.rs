@@ -470,7 +470,7 @@ impl Transfers {
                         let short = id.fmt_short().to_string();
                         if !report.sources.contains(&short) {
                             // Read now, while the connection that delivered is still open.
-                            report.reached.push(Reached { source: short.clone(), path: self.inner.paths.of(id) });
+                            report.reached.push(Reached { source: short.clone(), path: self.inner.paths.of(id, crate::paths::BLOBS) });
                             report.sources.push(short);
                         }
                     }
