@@ -61,6 +61,9 @@ pub const MAX_FOLDER_ENTRIES: usize = shares::MAX_FILES_PER_FOLDER;
 /// Progress events are sent at most this often (bytes), so a fast download
 /// does not flood the control connection.
 const PROGRESS_STEP: u64 = 1024 * 1024;
+/// Pauses before a get's further rounds with every provider, when a
+/// round failed.
+const RETRY_PAUSES: [std::time::Duration; 2] = [std::time::Duration::from_secs(1), std::time::Duration::from_secs(2)];
 /// Events of one get buffered between the download and its watcher.
 const GET_EVENTS: usize = 64;
 
@@ -275,7 +278,17 @@ impl Transfers {
             if hit.kind == Kind::Folder {
                 self.check_listing(&hit.name, hit.hash, providers.clone()).await?;
             }
-            let report = self.download(content, hit.size, providers, events).await;
+            let mut report = self.download(content, hit.size, providers.clone(), events).await;
+            // A connection that failed to a transient loss (a lossy link,
+            // a provider restarting) gets another chance before the user is
+            // told to run the get again; what arrived is kept and resumed.
+            for pause in RETRY_PAUSES {
+                if report.result.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                report = report.then(self.download(content, hit.size, providers.clone(), events).await);
+            }
             failed_providers = report.failed;
             sources = report.sources;
             reached = report.reached;
@@ -527,6 +540,26 @@ struct DownloadReport {
     failed: Vec<String>,
     sources: Vec<String>,
     reached: Vec<Reached>,
+}
+
+impl DownloadReport {
+    /// This round's report followed by the next round's: the next one's
+    /// outcome, every provider that failed (once), every source.
+    fn then(mut self, next: DownloadReport) -> DownloadReport {
+        for id in next.failed {
+            if !self.failed.contains(&id) {
+                self.failed.push(id);
+            }
+        }
+        for (source, reached) in next.sources.into_iter().zip(next.reached) {
+            if !self.sources.contains(&source) {
+                self.sources.push(source);
+                self.reached.push(reached);
+            }
+        }
+        self.result = next.result;
+        self
+    }
 }
 
 fn all_failed(count: usize) -> TransferError {
