@@ -140,7 +140,7 @@ fn control_api_requires_the_token() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let host = Daemon::host("root", &tmp.path().join("host"), &[]);
-    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(host.data_dir.join("control.json")).unwrap()).unwrap();
+    let info = host.control_json();
     let addr = info["addr"].as_str().unwrap();
     let request = |auth: &str| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();

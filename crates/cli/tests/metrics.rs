@@ -9,7 +9,7 @@ use prometheus_parse::{Sample, Scrape, Value as Metric};
 
 /// Scrapes the daemon's `/metrics` (its address is in control.json).
 fn scrape(d: &Daemon) -> Vec<Sample> {
-    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.data_dir.join("control.json")).unwrap()).unwrap();
+    let info = d.control_json();
     let addr = info["metrics"].as_str().expect("--metrics names an address");
     let (status, headers, body) = Http::default().send("GET", &format!("http://{addr}/metrics"), &[], None);
     assert_eq!(status, 200);

@@ -15,7 +15,7 @@ struct Control {
 }
 
 fn control(d: &Daemon) -> Control {
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(d.data_dir.join("control.json")).unwrap()).unwrap();
+    let info = d.control_json();
     let addr = info["addr"].as_str().unwrap().to_string();
     Control { base: format!("http://{addr}"), host: addr, token: info["token"].as_str().unwrap().to_string() }
 }

@@ -132,6 +132,12 @@ impl Daemon {
         wait_until(PATIENCE, &format!("{} control API", self.name), || self.cli(&["status"]).status.success());
     }
 
+    /// The daemon's control.json: where its control API and metrics
+    /// listen, and the CLI's token.
+    pub fn control_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.data_dir.join("control.json")).unwrap()).unwrap()
+    }
+
     pub fn downloads(&self) -> PathBuf {
         self.data_dir.join("downloads")
     }
