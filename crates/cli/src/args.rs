@@ -98,6 +98,23 @@ pub struct NetArgs {
     /// where only your monitoring can reach it).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+
+    /// Run a mainline DHT node with the other members (UDP, IPv4): members
+    /// and files are found through it when the index is gone and the
+    /// overlay has no path. Announces name this peer's key under keys
+    /// derived from the network key (README, "The DHT").
+    #[arg(long)]
+    pub dht: bool,
+
+    /// DHT nodes to start from, as HOST:PORT (another member's `status`
+    /// shows its DHT address); members found through the index or the
+    /// overlay are asked too.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...", requires = "dht")]
+    pub dht_bootstrap: Vec<String>,
+
+    /// UDP port of the DHT node (default: the last run's, or any).
+    #[arg(long, value_name = "PORT", requires = "dht")]
+    pub dht_port: Option<u16>,
 }
 
 /// What `--relay` names.
@@ -271,11 +288,15 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Ask only the index.
-        #[arg(long, conflicts_with = "flood_only")]
+        #[arg(long, conflicts_with_all = ["flood_only", "dht_only"])]
         index_only: bool,
         /// Ask only the overlay (works while the index is down).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dht_only")]
         flood_only: bool,
+        /// Ask only the DHT, for a whole hash: the peers that announced it
+        /// are asked for it directly (needs `up --dht`).
+        #[arg(long)]
+        dht_only: bool,
         /// How many overlay hops the query travels (1 to 7).
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=7))]
         ttl: u8,

@@ -67,6 +67,7 @@ fn daemon(data_dir: std::path::PathBuf, net: &NetArgs, lease: &LeaseArgs) -> Con
         budgets: lease.budgets(),
         ui: net.ui,
         metrics: net.metrics,
+        dht: net.dht.then(|| peernet_node::dht::DhtConfig { bootstrap: net.dht_bootstrap.clone(), port: net.dht_port.unwrap_or(0) }),
     }
 }
 
@@ -90,11 +91,13 @@ pub async fn run_client(client: &ControlClient, command: Command, json: bool) ->
             let reply: OnlineReply = client.get("/v1/online", &[]).await?;
             output::online(&reply.peers, json);
         }
-        Command::Search { query, limit, index_only, flood_only, ttl, wait } => {
+        Command::Search { query, limit, index_only, flood_only, dht_only, ttl, wait } => {
             let mode = if index_only {
                 "index"
             } else if flood_only {
                 "flood"
+            } else if dht_only {
+                "dht"
             } else {
                 "both"
             };

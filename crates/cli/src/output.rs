@@ -208,6 +208,23 @@ pub fn status(s: &Status, json: bool) {
         })
         .collect();
     println!("neighbours: {}", if links.is_empty() { "(none yet)".to_string() } else { links.join(", ") });
+    let dht = match &s.dht {
+        None => "off (`up --dht` finds members and files when the index is gone)".to_string(),
+        Some(d) => {
+            let at = d.addr.clone().unwrap_or_else(|| "-".into());
+            let error = d.error.as_ref().map(|e| format!("; {e}")).unwrap_or_default();
+            if d.nodes == 0 {
+                format!("alone on udp {at} so far: waiting to meet another member's DHT node{error}")
+            } else {
+                format!(
+                    "up on udp {at}: {} nodes known, {} keys announced, {} peers found through it{error}",
+                    d.nodes, d.announced, d.found
+                )
+            }
+        }
+    };
+    println!("dht:       {dht}");
+    println!("layers:    {}", layers(s));
     if !s.dropped_events.is_empty() {
         let dropped: Vec<String> = s.dropped_events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("dropped events: {}", dropped.join(", "));
@@ -225,6 +242,27 @@ pub fn status(s: &Status, json: bool) {
     if let Some(warning) = &s.warning {
         println!("note:      {warning}");
     }
+}
+
+/// Which ways of finding members and files work now: the index, the
+/// overlay, the DHT.
+fn layers(s: &Status) -> String {
+    let index = match &s.index {
+        IndexStatus::Joined { .. } => "index up",
+        IndexStatus::None => "no index",
+        _ if s.hosts_index => "index up (here)",
+        _ => "index down",
+    };
+    let overlay = match s.neighbors.len() {
+        0 => "overlay down (no neighbours)".to_string(),
+        n => format!("overlay up ({n} neighbours)"),
+    };
+    let dht = match &s.dht {
+        None => "dht off",
+        Some(d) if d.nodes == 0 => "dht alone",
+        Some(_) => "dht up",
+    };
+    format!("{index}, {overlay}, {dht}")
 }
 
 /// What `get` reports when a file is saved.

@@ -55,6 +55,14 @@ pub struct State {
     pub port: Option<u16>,
 }
 
+/// What the DHT node remembers for the next run (`--dht`): its port, so
+/// other members' remembered nodes stay right, and the nodes it knew.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DhtMemory {
+    pub port: Option<u16>,
+    pub nodes: Vec<String>,
+}
+
 /// Where the running daemon's control API listens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ControlInfo {
@@ -135,6 +143,14 @@ impl DataDir {
 
     pub fn save_state(&self, state: &State) -> Result<()> {
         write_json(&self.root.join("state.json"), state, true)
+    }
+
+    pub fn load_dht(&self) -> Result<DhtMemory> {
+        Ok(read_json(&self.root.join("dht.json"))?.unwrap_or_default())
+    }
+
+    pub fn save_dht(&self, memory: &DhtMemory) -> Result<()> {
+        write_json(&self.root.join("dht.json"), memory, false)
     }
 
     pub fn read_control(&self) -> Result<Option<ControlInfo>> {

@@ -224,9 +224,25 @@ impl FloodSearch {
     /// Asks the overlay: the query goes from neighbour to neighbour with a
     /// TTL, and peers with matches answer us directly within `window`.
     pub async fn search(&self, text: &str, ttl: u8, window: Duration) -> Vec<Hit> {
+        self.query(text, ttl, &[], window).await
+    }
+
+    /// Asks `peers` directly (whoever the DHT says has a file), and our
+    /// neighbours, without passing the query on: a TTL of one.
+    pub async fn ask(&self, text: &str, peers: &[EndpointId], window: Duration) -> Vec<Hit> {
+        self.query(text, 1, peers, window).await
+    }
+
+    async fn query(&self, text: &str, ttl: u8, also: &[EndpointId], window: Duration) -> Vec<Hit> {
         let id: [u8; 16] = rand::random();
         let mut answers_rx = self.pending.open(id);
-        self.act(self.overlay.flood_start(id, text.to_string(), ttl));
+        let start = self.overlay.flood_start(id, text.to_string(), ttl);
+        if let Action::Forward { query, to } = &start {
+            for peer in also.iter().filter(|p| !to.contains(p)) {
+                self.send(FloodFrame::Query(query.clone()), *peer);
+            }
+        }
+        self.act(start);
         let mut answers = Vec::new();
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers_rx.recv()).await {

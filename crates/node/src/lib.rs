@@ -16,7 +16,8 @@
 //!   [`links`].
 //! - [`index_client`]: the session with the index (join, heartbeat,
 //!   back-off) and its requests.
-//! - [`lan`]: finding peers on the LAN with mDNS.
+//! - [`lan`]: finding peers on the LAN with mDNS; [`dht`]: the mainline
+//!   DHT as a layer for finding members and providers (`--dht`).
 //! - [`relay`]: the root's own relay server, and how members reach and
 //!   trust a relay; [`paths`]: whether each link is direct or relayed.
 //! - [`board`]: every get's progress, for the web page; [`metrics`]: the
@@ -31,6 +32,7 @@ pub mod board;
 pub mod chat;
 pub mod control;
 pub mod data_dir;
+pub mod dht;
 pub mod endpoint;
 pub mod files;
 pub mod flood;

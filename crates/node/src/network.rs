@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admission::Admission,
     data_dir::DataDir,
+    dht::{DhtLayer, DhtStatus},
     endpoint,
     flood::FloodSearch,
     index_client::{IndexClient, IndexError, IndexStatus},
@@ -97,6 +98,9 @@ pub struct Status {
     pub admitted_keys: usize,
     pub data_dir: PathBuf,
     pub downloads: PathBuf,
+    /// The DHT node, with `--dht`; `None` without it.
+    #[serde(default)]
+    pub dht: Option<DhtStatus>,
 }
 
 /// What a LAN network's name does not protect.
@@ -164,6 +168,7 @@ pub struct Network {
     connections: Arc<Budget<IpAddr>>,
     paths: Paths,
     relay: Option<Arc<RootRelay>>,
+    dht: Option<DhtLayer>,
 }
 
 /// What [`Network`] is built from.
@@ -188,6 +193,8 @@ pub struct Parts {
     pub paths: Paths,
     /// The network's relay, when this root runs it.
     pub relay: Option<Arc<RootRelay>>,
+    /// The DHT layer, with `--dht`.
+    pub dht: Option<DhtLayer>,
 }
 
 impl Network {
@@ -210,6 +217,7 @@ impl Network {
             connections: p.connections,
             paths: p.paths,
             relay: p.relay,
+            dht: p.dht,
         }
     }
 
@@ -269,6 +277,7 @@ impl Network {
             admitted_keys: admission.admitted_keys,
             data_dir: self.data_dir.root().to_owned(),
             downloads: self.downloads.clone(),
+            dht: self.dht.as_ref().map(DhtLayer::status),
         }
     }
 

@@ -1,13 +1,17 @@
 //! Search: the index, the overlay (flood), or both, with one policy for
 //! combining them ([`peernet_proto::answers::combine`]) used by `search`,
 //! and one for `get` and `unshare` ([`Search::find`]): the index first, the
-//! overlay when the index is down or knows nothing.
+//! overlay when the index is down or knows nothing, and, for a whole hash,
+//! the DHT last ([`crate::dht`], with `--dht`): it names the peers that
+//! announced the hash, and they are asked directly, so what they answer is
+//! signed by them like any flood answer.
 
 use std::time::Duration;
 
 use peernet_proto::index::{Hit, Request, Response};
 
 use crate::{
+    dht::DhtLayer,
     flood::FloodSearch,
     index_client::{IndexClient, IndexError},
     transfers::{BoxFuture, Finder},
@@ -29,11 +33,24 @@ pub enum SearchError {
 pub struct Search {
     index: IndexClient,
     flood: FloodSearch,
+    dht: Option<DhtLayer>,
 }
 
 impl Search {
-    pub fn new(index: IndexClient, flood: FloodSearch) -> Self {
-        Self { index, flood }
+    pub fn new(index: IndexClient, flood: FloodSearch, dht: Option<DhtLayer>) -> Self {
+        Self { index, flood, dht }
+    }
+
+    /// The DHT's providers of a whole hash, asked directly for it; nothing
+    /// without `--dht`, or for a name or a hash prefix (the DHT is keyed by
+    /// whole hashes).
+    pub async fn dht(&self, query: &str) -> Vec<Hit> {
+        let (Some(dht), Ok(hash)) = (&self.dht, query.trim().parse::<iroh_blobs::Hash>()) else { return Vec::new() };
+        let providers = dht.providers(&hash).await;
+        if providers.is_empty() {
+            return Vec::new();
+        }
+        self.flood.ask(&hash.to_hex(), &providers, FLOOD_WINDOW).await
     }
 
     /// Files whose names match `query` (or whose hash starts with it), from the index.
@@ -63,21 +80,27 @@ impl Search {
         match mode {
             SearchMode::Index => self.index(query, limit).await,
             SearchMode::Flood => Ok(self.flood(query, ttl, window).await),
+            SearchMode::Dht => Ok(self.dht(query).await),
             SearchMode::Both => {
-                let (index, flood) = tokio::join!(self.index_if_any(query, limit), self.flood(query, ttl, window));
-                peernet_proto::answers::combine(index, Ok(flood))
+                let (index, flood, dht) = tokio::join!(self.index_if_any(query, limit), self.flood(query, ttl, window), self.dht(query));
+                let overlay = peernet_proto::answers::combine(Ok(flood), Ok(dht));
+                peernet_proto::answers::combine(index, overlay)
             }
         }
     }
 
     /// `get` and `unshare`: the index first, since it answers at once; the
-    /// overlay only when the index is down or has no hit.
+    /// overlay only when the index is down or has no hit; the DHT only when
+    /// neither found anything.
     pub async fn find(&self, target: &str) -> Result<Vec<Hit>, SearchError> {
         match self.index_if_any(target, peernet_proto::limits::MAX_SEARCH_LIMIT).await {
             Ok(hits) if !hits.is_empty() => Ok(hits),
             index => {
                 let flooded = self.flood(target, peernet_proto::flood::DEFAULT_TTL, FLOOD_WINDOW).await;
-                peernet_proto::answers::combine(index, Ok(flooded))
+                if !flooded.is_empty() {
+                    return peernet_proto::answers::combine(index, Ok(flooded));
+                }
+                peernet_proto::answers::combine(index, Ok(self.dht(target).await))
             }
         }
     }

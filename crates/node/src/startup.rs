@@ -30,6 +30,7 @@ use crate::{
     board::Board,
     chat::Chat,
     data_dir::{ControlInfo, DataDir, DataDirError, Membership, State},
+    dht::{self, DhtConfig, DhtError, DhtLayer, DhtNode, HelloProtocol},
     endpoint::{self, EndpointConfig},
     files::Files,
     flood::{FloodProtocol, FloodSearch, Pending},
@@ -87,6 +88,8 @@ pub struct Config {
     pub ui: Option<SocketAddr>,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Run a DHT node with the other members (`--dht`).
+    pub dht: Option<DhtConfig>,
 }
 
 /// What one chat author, or one overlay neighbour, may send this peer;
@@ -153,6 +156,8 @@ pub enum StartError {
     LanName,
     #[error("cannot start LAN discovery (mDNS): {0}")]
     Mdns(String),
+    #[error("{0}")]
+    Dht(#[from] DhtError),
 }
 
 /// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
@@ -310,6 +315,14 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         alpns.push(peernet_proto::index::ALPN_V2.to_vec());
         alpns.push(peernet_proto::index::ALPN.to_vec());
     }
+    // A node that fails to start stops when this is dropped.
+    let dht_node = match &config.dht {
+        Some(dht) => Some(DhtNode::bind(dht, &data_dir).await?),
+        None => None,
+    };
+    if dht_node.is_some() {
+        alpns.push(peernet_proto::dht::HELLO_ALPN.to_vec());
+    }
     let binding = Binding { bind: config.bind, relay: relays, congestion: config.congestion, hosting };
     let (endpoint, lookup) = bind_endpoint(binding, &state, secret_key.clone(), alpns, &admission, &paths).await?;
     started.endpoint = Some(endpoint.clone());
@@ -348,6 +361,9 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         .accept(iroh_blobs::ALPN, blobs)
         .accept(iroh_gossip::ALPN, gossip.clone())
         .accept(peernet_proto::flood::ALPN, FloodProtocol { frames: flood_frames });
+    if let Some(node) = &dht_node {
+        router = router.accept(peernet_proto::dht::HELLO_ALPN, HelloProtocol { node: node.clone(), endpoint: endpoint.clone() });
+    }
 
     let (ticket, hosted, index) = match (&lan, member_ticket) {
         (Some(_), _) => (None, None, IndexClient::none(me.clone(), network_key)),
@@ -442,7 +458,25 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         tasks.clone(),
     );
     flood.start(flood_rx);
-    let search = Search::new(index.clone(), flood.clone());
+    let dht = match dht_node {
+        Some(node) => {
+            let parts = dht::Parts {
+                node,
+                key: network_key,
+                secret: endpoint.secret_key().clone(),
+                endpoint: endpoint.clone(),
+                overlay: overlay.clone(),
+                shares: shares.clone(),
+                index: ticket.as_ref().map(|t| t.index.id).filter(|id| *id != endpoint.id()),
+                announces_files: !config.index_only,
+            };
+            let (layer, run) = DhtLayer::start(parts, cancel.child_token());
+            tasks.spawn(run);
+            Some(layer)
+        }
+        None => None,
+    };
+    let search = Search::new(index.clone(), flood.clone(), dht.clone());
     let transfers = Transfers::new(transfers::Parts {
         me: endpoint.id(),
         store: (*store).clone(),
@@ -477,6 +511,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         connections,
         paths,
         relay: root_relay.clone(),
+        dht,
     });
     let metrics = Metrics::new(&endpoint, &gossip, hosted.as_ref().map(|h| h.service().metrics().clone()), peer_metrics);
     let node = Node::from_inner(Inner {

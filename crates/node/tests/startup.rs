@@ -23,6 +23,7 @@ fn config(data_dir: &Path, bind: SocketAddr) -> Config {
         index_only: false,
         budgets: Default::default(),
         ui: None,
+        dht: None,
         metrics: None,
     }
 }

@@ -15,6 +15,8 @@ pub enum SearchMode {
     Both,
     Index,
     Flood,
+    /// The providers the DHT names for a whole hash (`--dht`).
+    Dht,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +33,7 @@ pub struct UnshareRequest {
 pub struct SearchQuery {
     pub q: String,
     pub limit: Option<u32>,
-    /// Index, overlay (flood) or both; both when unset.
+    /// Index, overlay (flood), DHT or all of them; all when unset.
     pub mode: Option<SearchMode>,
     /// Flood TTL; clamped to 1..=7, default 4.
     pub ttl: Option<u8>,

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod answers;
 pub mod chat;
 pub mod control;
+pub mod dht;
 pub mod flood;
 pub mod frame;
 pub mod index;
