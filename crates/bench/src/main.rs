@@ -6,6 +6,7 @@
 //! bench starts its peers that way, so it always measures its own build.
 
 mod chat;
+mod dht;
 mod index;
 mod netns;
 mod peers;
@@ -75,6 +76,14 @@ enum Bench {
         /// Seconds of load.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+    },
+    /// A local DHT of mainline nodes: how fast a provider is found, beside
+    /// an index lookup.
+    Dht {
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        #[arg(long, default_value_t = 50)]
+        lookups: usize,
     },
     /// Messages among many peers: delivery, latency, memory.
     Chat {
@@ -154,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Bench::Swarm { size: 256 << 20, providers: 3, rate: "200mbit".into() },
             Bench::Index { clients: 50, seconds: 10.0 },
             Bench::Chat { peers: 50, messages: 100, rate: 10.0 },
+            Bench::Dht { nodes: 50, lookups: 50 },
             Bench::Reach {
                 size: 20 << 20,
                 bad_link_size: 10 << 20,
@@ -175,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 index::run(&dir, &index::Options { clients, duration: Duration::from_secs_f64(seconds) }, &rt)?
             }
             Bench::Chat { peers, messages, rate } => chat::run(&dir, &chat::Options { peers, messages, rate }, &rt)?,
+            Bench::Dht { nodes, lookups } => dht::run(&dir, &dht::Options { nodes, lookups }, &rt)?,
             Bench::Reach { size, bad_link_size, links, congestion } => {
                 reach::run(&dir, &reach::Options { size, bad_link_size, links: links.0, congestion })?
             }
@@ -198,6 +209,7 @@ fn name(bench: &Bench) -> &'static str {
         Bench::Swarm { .. } => "swarm",
         Bench::Index { .. } => "index",
         Bench::Chat { .. } => "chat",
+        Bench::Dht { .. } => "dht",
         Bench::Reach { .. } => "reach",
         Bench::TcpServe { .. } => "tcp-serve",
         Bench::TcpFetch { .. } => "tcp-fetch",

@@ -55,6 +55,15 @@ fn index_in_miniature() {
 }
 
 #[test]
+fn dht_in_miniature() {
+    let r = bench(&["dht", "--nodes", "8", "--lookups", "4"]);
+    assert!(value(&r, "index lookup by hash") > 0.0);
+    let found = row(&r, "DHT: provider found");
+    assert_eq!(found["met"], true, "every provider is found: {found}");
+    assert!(value(&r, "DHT: signed announce stored") > 0.0);
+}
+
+#[test]
 fn chat_in_miniature() {
     let r = bench(&["chat", "--peers", "3", "--messages", "6"]);
     assert_eq!(value(&r, "messages delivered"), 100.0, "every message reaches every other peer");

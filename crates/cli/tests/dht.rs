@@ -34,6 +34,18 @@ fn neighbours(d: &Daemon) -> usize {
     d.json(&["status"])["neighbors"].as_array().unwrap().len()
 }
 
+/// `peernet up --join TICKET --dht ...`, with environment variables.
+fn dht_peer(name: &str, dir: &std::path::Path, ticket: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+    let downloads = dir.join("downloads");
+    let mut args =
+        vec!["up", "--join", ticket, "--nick", name, "--bind", "127.0.0.1:0", "--downloads", downloads.to_str().unwrap(), "--dht"];
+    args.extend_from_slice(extra);
+    Daemon::start_with_env(name, dir, &args, env)
+}
+
+/// Keeps a peer from meeting members through the DHT during the test.
+const ALONE: &[(&str, &str)] = &[("PEERNET_DHT_MEET_AFTER", "3600")];
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -75,7 +87,10 @@ async fn the_dht_finds_files_and_members_when_the_index_is_gone() {
 
     let file = dir.path().join("song.bin");
     random_file(&file, 3 << 20, 41);
-    let alice = Daemon::peer("alice", &dir.path().join("alice"), &root.ticket, &["--dht", "--share", file.to_str().unwrap()]);
+    // Alice and bob are kept from meeting each other through the DHT, so
+    // that bob has no overlay path to alice: only the DHT can tell him
+    // who has the file.
+    let alice = dht_peer("alice", &dir.path().join("alice"), &root.ticket, &["--share", file.to_str().unwrap()], ALONE);
     let hash_hex = alice.json(&["ls"])[0]["hash"].as_str().unwrap().to_string();
     let hash: Hash = hash_hex.parse().unwrap();
     wait_until(PATIENCE, "alice announces the network and her file on the DHT", || {
@@ -85,26 +100,9 @@ async fn the_dht_finds_files_and_members_when_the_index_is_gone() {
 
     root.kill9();
 
-    // Bob joins after the index died, knowing one DHT node. He is kept
-    // from meeting members through the DHT, so he has no overlay path to
-    // alice: only the DHT can tell him who has the file.
-    let bob_dir = dir.path().join("bob");
-    let bob_downloads = bob_dir.join("downloads");
-    let bob_args = [
-        "up",
-        "--join",
-        &root.ticket,
-        "--nick",
-        "bob",
-        "--bind",
-        "127.0.0.1:0",
-        "--downloads",
-        bob_downloads.to_str().unwrap(),
-        "--dht",
-        "--dht-bootstrap",
-        &alice_dht,
-    ];
-    let bob = Daemon::start_with_env("bob", &bob_dir, &bob_args, &[("PEERNET_DHT_MEET_AFTER", "3600")]);
+    // Bob joins after the index died, knowing one DHT node.
+    let bob = dht_peer("bob", &dir.path().join("bob"), &root.ticket, &["--dht-bootstrap", &alice_dht], ALONE);
+    let bob_downloads = bob.downloads();
     wait_until(PATIENCE, "bob's DHT node meets the members' nodes", || dht_field(&bob, "nodes") > 0);
     let status = bob.ok(&["status"]);
     assert!(status.contains("index down") && status.contains("overlay down") && status.contains("dht up"), "{status}");
@@ -119,7 +117,7 @@ async fn the_dht_finds_files_and_members_when_the_index_is_gone() {
 
     // Carol is new; her index is dead and she knows one DHT node: she
     // finds the members there and enters the room.
-    let carol = Daemon::peer("carol", &dir.path().join("carol"), &root.ticket, &["--dht", "--dht-bootstrap", &alice_dht]);
+    let carol = dht_peer("carol", &dir.path().join("carol"), &root.ticket, &["--dht-bootstrap", &alice_dht], &[]);
     wait_until(PATIENCE, "carol meets members through the DHT", || neighbours(&carol) > 0);
     wait_until(PATIENCE, "carol sees alice in the room", || online_members(&carol).contains(&"alice".to_string()));
 
