@@ -215,6 +215,9 @@ impl Overlay {
                         let (interval, ttl) = (hooks.timing)().unwrap_or((DEFAULT_PRESENCE, DEFAULT_PRESENCE * 3));
                         let now = me.elapsed();
                         let mut s = me.lock();
+                        // The room's size (with us) sets how often presence goes out.
+                        let members = s.room.recent_members(now_ms(), s.room.presence_ttl_ms() * 2) + 1;
+                        let (interval, ttl) = timers::scaled(interval, ttl, members);
                         s.room.set_presence_ttl(ttl.as_millis() as u64);
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);

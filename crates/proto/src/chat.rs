@@ -243,11 +243,23 @@ impl Room {
         self.presence_ttl_ms = ttl_ms;
     }
 
+    pub fn presence_ttl_ms(&self) -> u64 {
+        self.presence_ttl_ms
+    }
+
     pub fn members(&self, now_ms: u64) -> Vec<Member> {
         self.members
             .values()
             .map(|m| Member { online: !m.left && m.last_seen_ms.saturating_add(self.presence_ttl_ms) > now_ms, ..m.clone() })
             .collect()
+    }
+
+    /// Members heard from within `within_ms` that have not left: the
+    /// room's size as this peer knows it, which sets the presence period
+    /// ([`crate::timers::scaled`]). A window wider than the TTL keeps a
+    /// newcomer's count from lagging behind the room for long.
+    pub fn recent_members(&self, now_ms: u64, within_ms: u64) -> usize {
+        self.members.values().filter(|m| !m.left && m.last_seen_ms.saturating_add(within_ms) > now_ms).count()
     }
 
     pub fn nickname_of(&self, id: &EndpointId) -> Option<&str> {

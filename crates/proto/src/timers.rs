@@ -28,6 +28,22 @@ pub const SPREAD: f64 = 0.25;
 /// Without neighbours for this long, ask the index for a new referral.
 pub const LONELY_AFTER: Duration = Duration::from_secs(2);
 
+/// Members a room holds before presence slows down. Every member sends one
+/// presence per period to everyone, so at a fixed period each member
+/// receives a number of presences that grows with the room, and the room as
+/// a whole with its square. Beyond this many members the period (and the
+/// presence TTL with it) grows in proportion to the room: each member then
+/// receives about `ROOM_AT_BASE_PERIOD` presences per base period whatever
+/// the room's size, and a crash is noticed within the longer TTL.
+pub const ROOM_AT_BASE_PERIOD: usize = 32;
+
+/// The presence period and TTL for a room of `members` (ourselves
+/// included), from the base timing (the index's heartbeat and lease).
+pub fn scaled(period: Duration, ttl: Duration, members: usize) -> (Duration, Duration) {
+    let factor = (members as f64 / ROOM_AT_BASE_PERIOD as f64).max(1.0);
+    (period.mul_f64(factor), ttl.mul_f64(factor))
+}
+
 /// A random factor between `1 - SPREAD` and 1, for periods that are only
 /// known when they are checked.
 pub fn jitter_factor(rng: &mut impl Rng) -> f64 {
@@ -170,6 +186,18 @@ mod tests {
 
     fn referrals(actions: &[(Duration, Action)]) -> Vec<Duration> {
         actions.iter().filter(|(_, a)| *a == Action::AskReferral).map(|(t, _)| *t).collect()
+    }
+
+    #[test]
+    fn presence_slows_down_in_proportion_beyond_a_room_size() {
+        let ttl = PERIOD * 3;
+        assert_eq!(scaled(PERIOD, ttl, 1), (PERIOD, ttl));
+        assert_eq!(scaled(PERIOD, ttl, ROOM_AT_BASE_PERIOD), (PERIOD, ttl));
+        let (p, t) = scaled(PERIOD, ttl, ROOM_AT_BASE_PERIOD * 4);
+        assert_eq!((p, t), (PERIOD * 4, ttl * 4));
+        // What each member receives per base period stays the same.
+        let per_member = |n: usize| n as f64 / scaled(PERIOD, ttl, n).0.as_secs_f64();
+        assert!((per_member(200) - per_member(50)).abs() < 1e-9);
     }
 
     #[test]
