@@ -94,6 +94,10 @@ enum Bench {
         /// Messages per second across the room, sent from peers in turn.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
+        /// Also measure the idle room at this size first, to compare each
+        /// peer's idle cost (skipped unless smaller than --peers).
+        #[arg(long, default_value_t = 50)]
+        compare_at: usize,
     },
     /// Transfers between peers behind NAT (hole-punched, then relayed) and
     /// over slow, lossy links, each beside TCP over the same links (needs root).
@@ -162,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Bench::Transfer { size: 1 << 30, runs: 3, memory_sizes: Sizes(vec![256 << 20, 4 << 30]) },
             Bench::Swarm { size: 256 << 20, providers: 3, rate: "200mbit".into() },
             Bench::Index { clients: 50, seconds: 10.0 },
-            Bench::Chat { peers: 50, messages: 100, rate: 10.0 },
+            Bench::Chat { peers: 50, messages: 100, rate: 10.0, compare_at: 50 },
             Bench::Dht { nodes: 50, lookups: 50 },
             Bench::Reach {
                 size: 20 << 20,
@@ -184,7 +188,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Bench::Index { clients, seconds } => {
                 index::run(&dir, &index::Options { clients, duration: Duration::from_secs_f64(seconds) }, &rt)?
             }
-            Bench::Chat { peers, messages, rate } => chat::run(&dir, &chat::Options { peers, messages, rate }, &rt)?,
+            Bench::Chat { peers, messages, rate, compare_at } => {
+                chat::run(&dir, &chat::Options { peers, messages, rate, compare_at }, &rt)?
+            }
             Bench::Dht { nodes, lookups } => dht::run(&dir, &dht::Options { nodes, lookups }, &rt)?,
             Bench::Reach { size, bad_link_size, links, congestion } => {
                 reach::run(&dir, &reach::Options { size, bad_link_size, links: links.0, congestion })?

@@ -65,7 +65,9 @@ fn dht_in_miniature() {
 
 #[test]
 fn chat_in_miniature() {
-    let r = bench(&["chat", "--peers", "3", "--messages", "6"]);
+    let r = bench(&["chat", "--peers", "3", "--messages", "6", "--compare-at", "2"]);
+    assert!(value(&r, "idle CPU per peer, 2 peers") >= 0.0);
+    assert!(value(&r, "idle CPU per peer, 3 peers") >= 0.0);
     assert_eq!(value(&r, "messages delivered"), 100.0, "every message reaches every other peer");
     assert!(value(&r, "peak RSS per peer") > 0.0);
 }
