@@ -93,8 +93,10 @@ async fn dht(o: &Options) -> anyhow::Result<(Vec<u64>, Vec<u64>, usize, Duration
     let key = NetworkKey::generate();
     let (mut announce, mut found, mut missed) = (Vec::new(), Vec::new(), 0);
     for i in 0..o.lookups {
-        let provider = &nodes[i % nodes.len()];
-        let searcher = &nodes[(i * 7 + 3) % nodes.len()];
+        // Any other node than the provider, spread over the DHT.
+        let n = nodes.len();
+        let provider = &nodes[i % n];
+        let searcher = &nodes[(i + 1 + (i * 7) % (n - 1)) % n];
         let signer = iroh::SecretKey::generate();
         let target = Id::from(peernet_proto::dht::file_key(&key, &iroh_blobs::Hash::new(format!("file {i}"))));
         let t = Instant::now();

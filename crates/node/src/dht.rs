@@ -20,7 +20,7 @@
 //! membership, and every file is still verified by its hash.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddrV4,
     sync::{
         atomic::{AtomicU16, Ordering},
@@ -70,14 +70,26 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 const MEET_AFTER: Duration = Duration::from_secs(3);
 /// Members found through the DHT that one meeting attaches to.
 const MEET_FANOUT: usize = 8;
+/// How many times a failed restart is retried on the same port before
+/// the node moves to a new one.
+const REBIND_TRIES: u32 = 3;
 /// A peer alone asks the DHT for members at most this often.
 const MEET_AGAIN: Duration = Duration::from_secs(10);
 /// How often the nodes this node knows are written down for the next run.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 /// Most nodes remembered for the next run.
 pub const MAX_REMEMBERED_NODES: usize = 64;
-/// How long a rebuilt node waits for its old socket to be released.
-const REBIND_WAIT: Duration = Duration::from_secs(3);
+/// How long a rebuilt node waits for its old socket to be released: a
+/// lookup under way holds the old node until it ends.
+const REBIND_WAIT: Duration = Duration::from_secs(LOOKUP_TIMEOUT.as_secs() + 2);
+/// Members whose hello (where their DHT node listens) is kept; the newest
+/// hello of each replaces its last one.
+const MAX_LEARNED: usize = 16;
+/// Most providers of one file asked directly, and most members one
+/// meeting attaches to, picked at random among those the DHT names: anyone
+/// in the DHT can announce under a key it has seen, so neither the first
+/// ids in order nor all of them are taken.
+pub const MAX_PROVIDERS_ASKED: usize = 16;
 
 /// What `--dht` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,6 +104,8 @@ pub struct DhtConfig {
 pub enum DhtError {
     #[error("cannot listen for the DHT on UDP port {port}: {why}; choose another with --dht-port")]
     Bind { port: u16, why: String },
+    #[error("cannot listen for the DHT on any UDP port: {0}")]
+    BindAny(String),
     #[error("cannot use DHT bootstrap node '{addr}': {why}; give it as HOST:PORT")]
     Bootstrap { addr: String, why: String },
 }
@@ -99,11 +113,12 @@ pub enum DhtError {
 /// What `status` says about the DHT.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DhtStatus {
-    /// Where the node listens (UDP).
+    /// Where other members reach the node (UDP; it listens on every IPv4
+    /// address of this host): what a newcomer gives as `--dht-bootstrap`.
     pub addr: Option<String>,
     /// DHT nodes in its routing table; 0 means it is alone so far.
     pub nodes: usize,
-    /// Keys announced and not yet due again (the network, and files).
+    /// Keys announced (the network, and files), refreshed on schedule.
     pub announced: usize,
     /// Bootstrap addresses known (given, remembered, learned from members).
     pub bootstrap: usize,
@@ -115,11 +130,14 @@ pub struct DhtStatus {
 #[derive(Debug)]
 struct NodeState {
     dht: Option<Dht>,
-    /// Every bootstrap address known; `used` is what the node was built with.
-    bootstrap: BTreeSet<SocketAddrV4>,
+    /// Bootstrap addresses given (`--dht-bootstrap`) and remembered.
+    given: BTreeSet<SocketAddrV4>,
+    /// The newest hello of up to [`MAX_LEARNED`] members.
+    learned: BTreeMap<EndpointId, Vec<SocketAddrV4>>,
+    /// What the node was built with.
     used: BTreeSet<SocketAddrV4>,
-    /// Counts restarts, so the layer knows when its node is a new one.
-    generation: u64,
+    /// Failed restarts since the last good one.
+    failed_rebinds: u32,
     error: Option<String>,
 }
 
@@ -179,13 +197,20 @@ impl DhtNode {
             Ok(dht) => dht,
             Err(e) if remembered => {
                 warn!("cannot reuse DHT port {port} ({e}); using a new one");
-                build(0, &bootstrap).map_err(|e| DhtError::Bind { port: 0, why: e.to_string() })?
+                build(0, &bootstrap).map_err(|e| DhtError::BindAny(e.to_string()))?
             }
             Err(e) => return Err(DhtError::Bind { port, why: e.to_string() }),
         };
         let bound = dht.info().await.map(|i| i.local_addr().port()).unwrap_or(port);
         let node = Self {
-            state: Arc::new(Mutex::new(NodeState { dht: Some(dht), used: bootstrap.clone(), bootstrap, generation: 0, error: None })),
+            state: Arc::new(Mutex::new(NodeState {
+                dht: Some(dht),
+                used: bootstrap.clone(),
+                given: bootstrap,
+                learned: BTreeMap::new(),
+                failed_rebinds: 0,
+                error: None,
+            })),
             port: Arc::new(AtomicU16::new(bound)),
             data_dir: data_dir.clone(),
         };
@@ -206,49 +231,67 @@ impl DhtNode {
         self.lock().dht.clone()
     }
 
-    fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
-    /// Addresses a member told us its node listens on.
-    fn learn(&self, addrs: &[SocketAddrV4], own: &[SocketAddrV4]) {
+    /// Where member `from` says its node listens (its newest hello
+    /// replaces its last; at most [`MAX_LEARNED`] members are kept).
+    fn learn(&self, from: EndpointId, addrs: &[SocketAddrV4], own: &[SocketAddrV4]) {
         let mut s = self.lock();
-        s.bootstrap.extend(addrs.iter().filter(|a| !own.contains(a)));
+        let addrs: Vec<SocketAddrV4> = addrs.iter().filter(|a| !own.contains(a)).copied().collect();
+        if s.learned.len() >= MAX_LEARNED && !s.learned.contains_key(&from) {
+            return;
+        }
+        s.learned.insert(from, addrs);
     }
 
-    /// A node alone is rebuilt, on the same port, when addresses it was not
-    /// built with are known: the mainline DHT takes its bootstrap nodes only
-    /// when it starts.
+    fn bootstrap(s: &NodeState) -> BTreeSet<SocketAddrV4> {
+        s.given.iter().chain(s.learned.values().flatten()).copied().collect()
+    }
+
+    /// A node alone is rebuilt when addresses it was not built with are
+    /// known (the mainline DHT takes its bootstrap nodes only when it
+    /// starts): on the same port, so what other members remember stays
+    /// right, or on a new one after [`REBIND_TRIES`] failures.
     async fn rebuild_if_new(&self) {
-        let bootstrap = {
+        let (bootstrap, previous, tries) = {
             let mut s = self.lock();
-            if s.bootstrap.is_subset(&s.used) {
+            let bootstrap = Self::bootstrap(&s);
+            if bootstrap.is_subset(&s.used) && s.dht.is_some() {
                 return;
             }
-            // Dropping the last handle stops the old node and frees its port.
+            // Dropping our handle stops the old node, and frees its port
+            // once any lookup under way has ended too.
             s.dht = None;
-            s.used = s.bootstrap.clone();
-            s.bootstrap.clone()
+            let previous = std::mem::replace(&mut s.used, bootstrap.clone());
+            (bootstrap, previous, s.failed_rebinds)
         };
-        let port = self.port();
+        let port = if tries >= REBIND_TRIES { 0 } else { self.port() };
         let deadline = Instant::now() + REBIND_WAIT;
         let rebuilt = loop {
             match build(port, &bootstrap) {
                 Ok(dht) => break Ok(dht),
                 Err(e) if Instant::now() >= deadline => break Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
+        };
+        let bound = match &rebuilt {
+            Ok(dht) => dht.info().await.map(|i| i.local_addr().port()).ok(),
+            Err(_) => None,
         };
         let mut s = self.lock();
         match rebuilt {
             Ok(dht) => {
                 info!("DHT node restarted from {} bootstrap nodes", bootstrap.len());
+                if let Some(bound) = bound {
+                    self.port.store(bound, Ordering::Relaxed);
+                }
                 s.dht = Some(dht);
-                s.generation += 1;
+                s.failed_rebinds = 0;
                 s.error = None;
             }
             Err(e) => {
                 warn!("cannot restart the DHT node on udp port {port}: {e}");
+                // Tried again at the next tick.
+                s.used = previous;
+                s.failed_rebinds += 1;
                 s.error = Some(format!("cannot restart on udp port {port}: {e}"));
             }
         }
@@ -308,6 +351,14 @@ async fn ask_hello(endpoint: &Endpoint, id: EndpointId) -> Result<Hello, String>
     Hello::decode(&bytes).map_err(|e| e.to_string())
 }
 
+/// At most `n` of `ids`, picked at random.
+fn pick(mut ids: Vec<EndpointId>, n: usize) -> Vec<EndpointId> {
+    use rand::seq::SliceRandom;
+    ids.shuffle(&mut rand::rng());
+    ids.truncate(n);
+    ids
+}
+
 /// What the layer keeps between ticks.
 #[derive(Debug, Default)]
 struct LayerState {
@@ -315,10 +366,9 @@ struct LayerState {
     asked: HashMap<EndpointId, Instant>,
     alone_since: Option<Instant>,
     met_at: Option<Instant>,
-    /// The node generation iroh's address records were last set up for.
-    published: Option<u64>,
+    /// Whether iroh's address records are set up.
+    published: bool,
     nodes: usize,
-    addr: Option<String>,
     found: u64,
 }
 
@@ -365,12 +415,12 @@ impl DhtLayer {
 
     /// Publishes iroh's address record for this endpoint on the DHT, and
     /// finds other members' records there, through a small client node of
-    /// its own that reaches the DHT through ours. Set up once our node
-    /// knows others (and again if it was restarted): set up earlier, the
-    /// record would be stored on our own node alone.
+    /// its own that reaches the DHT through ours (on loopback, so it keeps
+    /// working when ours restarts on the same port). Set up once, when our
+    /// node first knows others: set up earlier, the record would be stored
+    /// on our own node alone.
     fn publish_addresses(&self) {
-        let generation = self.node.generation();
-        if self.lock().published == Some(generation) {
+        if self.lock().published {
             return;
         }
         let mut client = Dht::builder();
@@ -386,7 +436,7 @@ impl DhtLayer {
             (Ok(lookup), Ok(lookups)) => {
                 // Adding it publishes our current addresses at once.
                 lookups.add(lookup);
-                self.lock().published = Some(generation);
+                self.lock().published = true;
             }
             (Err(e), _) => warn!("cannot publish addresses on the DHT: {e}"),
             (_, Err(e)) => warn!("cannot publish addresses on the DHT: {e}"),
@@ -397,41 +447,45 @@ impl DhtLayer {
         self.state.lock().expect("dht layer lock")
     }
 
+    /// The layer's loop. It is cancelled as a whole when the node stops,
+    /// so what must outlive a short run (the port, the nodes known) is
+    /// written as soon as the node knows others, then every minute.
     async fn run(self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
-        let mut saved = Instant::now();
+        // The first tick would come at once, before the node has had time
+        // to meet its bootstrap nodes.
+        tick.reset();
+        let mut saved: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => {}
             }
             self.refresh().await;
-            let alone = self.lock().nodes == 0;
-            if alone {
+            let nodes = self.lock().nodes;
+            if nodes == 0 {
                 self.ask_members().await;
                 self.node.rebuild_if_new().await;
             } else {
                 self.publish_addresses();
+                self.lock().announces.nodes_known(nodes, peernet_index::now_ms());
                 self.announce().await;
+                if saved.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
+                    self.node.save().await;
+                    saved = Some(Instant::now());
+                }
             }
             self.meet().await;
-            if saved.elapsed() >= SAVE_EVERY {
-                self.node.save().await;
-                saved = Instant::now();
-            }
         }
-        self.node.save().await;
     }
 
-    /// Reads the node's size and address for `status`.
+    /// Reads the node's size for `status` and the schedule.
     async fn refresh(&self) {
         let info = match self.node.dht() {
             Some(dht) => dht.info().await.ok(),
             None => None,
         };
-        let mut s = self.lock();
-        s.nodes = info.as_ref().map(|i| i.routing_table_size().max(i.singing_peers_routing_table_size())).unwrap_or(0);
-        s.addr = info.map(|i| i.local_addr().to_string());
+        self.lock().nodes = info.map(|i| i.routing_table_size().max(i.singing_peers_routing_table_size())).unwrap_or(0);
     }
 
     /// Asks the members this peer knows (the index, then overlay
@@ -461,7 +515,7 @@ impl DhtLayer {
             match tokio::time::timeout(HELLO_TIMEOUT, ask_hello(&self.endpoint, id)).await {
                 Ok(Ok(hello)) => {
                     debug!("{} runs a DHT node at {:?}", id.fmt_short(), hello.addrs);
-                    self.node.learn(&hello.addrs, &own);
+                    self.node.learn(id, &hello.addrs, &own);
                 }
                 Ok(Err(e)) => debug!("{} did not say where its DHT node is: {e}", id.fmt_short()),
                 Err(_) => debug!("{} did not say where its DHT node is in time", id.fmt_short()),
@@ -480,8 +534,8 @@ impl DhtLayer {
             match dht.announce_signed_peer(Id::from(item.key()), signer).await {
                 Ok(_) => self.lock().announces.made(item.key(), peernet_index::now_ms()),
                 Err(e) => {
-                    // Tried again at the next tick.
                     debug!("a DHT announce failed: {e}");
+                    self.lock().announces.failed(peernet_index::now_ms());
                     break;
                 }
             }
@@ -507,7 +561,7 @@ impl DhtLayer {
             }
         };
         if due {
-            let members: Vec<EndpointId> = self.members().await.into_iter().take(MEET_FANOUT).collect();
+            let members = pick(self.members().await, MEET_FANOUT);
             if !members.is_empty() {
                 info!("attaching to {} members found through the DHT", members.len());
                 self.overlay.join(members).await;
@@ -520,9 +574,10 @@ impl DhtLayer {
         self.lookup(pure::network_key(&self.key)).await
     }
 
-    /// Peers that announced `hash` on the DHT: whom to ask for it.
+    /// Peers that announced `hash` on the DHT, at most
+    /// [`MAX_PROVIDERS_ASKED`] picked at random: whom to ask for it.
     pub async fn providers(&self, hash: &Hash) -> Vec<EndpointId> {
-        self.lookup(pure::file_key(&self.key, hash)).await
+        pick(self.lookup(pure::file_key(&self.key, hash)).await, MAX_PROVIDERS_ASKED)
     }
 
     async fn lookup(&self, key: DhtKey) -> Vec<EndpointId> {
@@ -551,11 +606,13 @@ impl DhtLayer {
     pub fn status(&self) -> DhtStatus {
         let s = self.lock();
         let node = self.node.lock();
+        let reach = self.node.own_addrs(&self.endpoint).first().copied();
+        let addr = reach.unwrap_or_else(|| SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, self.node.port()));
         DhtStatus {
-            addr: s.addr.clone(),
+            addr: Some(addr.to_string()),
             nodes: s.nodes,
             announced: s.announces.count(),
-            bootstrap: node.bootstrap.len(),
+            bootstrap: DhtNode::bootstrap(&node).len(),
             found: s.found,
             error: node.error.clone(),
         }

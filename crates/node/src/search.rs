@@ -26,6 +26,10 @@ pub use peernet_proto::control::SearchMode;
 pub enum SearchError {
     #[error("{0}")]
     Index(#[from] IndexError),
+    #[error("this peer runs no DHT node; start it with `peernet up --dht` to search the DHT")]
+    NoDht,
+    #[error("the DHT finds files by their whole hash (64 hex digits); search names with the index and the overlay")]
+    NotAHash,
 }
 
 /// The search handle; cheap to clone.
@@ -80,6 +84,8 @@ impl Search {
         match mode {
             SearchMode::Index => self.index(query, limit).await,
             SearchMode::Flood => Ok(self.flood(query, ttl, window).await),
+            SearchMode::Dht if self.dht.is_none() => Err(SearchError::NoDht),
+            SearchMode::Dht if query.trim().parse::<iroh_blobs::Hash>().is_err() => Err(SearchError::NotAHash),
             SearchMode::Dht => Ok(self.dht(query).await),
             SearchMode::Both => {
                 let (index, flood, dht) = tokio::join!(self.index_if_any(query, limit), self.flood(query, ttl, window), self.dht(query));
