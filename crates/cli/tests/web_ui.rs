@@ -162,6 +162,8 @@ fn the_page_shows_the_live_network_chats_and_downloads() {
 
     browser.click("#tab-status");
     wait_until(PATIENCE, "the status panel", || browser.texts("#ticket").first().is_some_and(|t| t.starts_with("peernet2")));
+    // The layers, as `status` words them: this peer runs no DHT node.
+    assert!(browser.texts("#status-dht").first().is_some_and(|t| t.starts_with("off")), "{:?}", browser.texts("#status-dht"));
     browser.screenshot(&shots().join("status.png"));
 
     // A phone-sized window: one panel at a time, nothing wider than it.

@@ -441,6 +441,15 @@ function indexText(s) {
   }
 }
 
+// The DHT layer (`up --dht`) as `peernet status` words it.
+function dhtText(s) {
+  const d = s.dht;
+  if (!d) return 'off (start the peer with --dht to find members and files when the index is gone)';
+  const error = d.error ? `; ${d.error}` : '';
+  if (!d.nodes) return `alone on udp ${d.addr || '-'} so far: waiting to meet another member’s DHT node${error}`;
+  return `up on udp ${d.addr}: ${plural(d.nodes, 'node')} known, ${plural(d.announced, 'key')} announced, ${plural(d.found, 'peer')} found through it${error}`;
+}
+
 function onStatus(s) {
   const selfChanged = s.id !== state.selfId;
   state.selfId = s.id;
@@ -456,6 +465,7 @@ function onStatus(s) {
   $('ticket').textContent = s.ticket || (s.lan ? `none: others on this LAN join with peernet up --lan --network ${s.lan}` : 'none');
   $('copy-ticket').disabled = !s.ticket;
   $('status-index').textContent = indexText(s);
+  $('status-dht').textContent = dhtText(s);
 
   renderNeighbours();
 
