@@ -15,7 +15,7 @@ use n0_future::StreamExt;
 use n0_mainline::{Dht, Id};
 use peernet_node::index_client::IndexClient;
 use peernet_proto::{
-    index::{FileEntry, Kind, PeerAddr, Request, Response},
+    index::{FileEntry, Kind, Request, Response},
     key::NetworkKey,
     ticket::Ticket,
 };
@@ -161,17 +161,7 @@ fn index_lookups(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyh
 }
 
 async fn client(ticket: &Ticket, name: &str) -> anyhow::Result<(iroh::Endpoint, IndexClient)> {
-    let (ep, lookup) = peernet_node::endpoint::bind(peernet_node::endpoint::EndpointConfig {
-        secret_key: iroh::SecretKey::generate(),
-        bind: "127.0.0.1:0".parse()?,
-        relay: None,
-        alpns: vec![],
-        congestion: Default::default(),
-    })
-    .await?;
-    peernet_node::endpoint::remember(&lookup, &ticket.index);
-    let me = PeerAddr { id: ep.id(), ip: ep.bound_sockets(), relay: None };
-    let client = IndexClient::remote(ep.clone(), me, ticket.index.clone(), ticket.network_key);
+    let (ep, client) = crate::index::client(ticket).await?;
     client.join(name).await.with_context(|| format!("{name} could not join the index"))?;
     Ok((ep, client))
 }

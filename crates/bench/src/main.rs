@@ -6,7 +6,9 @@
 //! bench starts its peers that way, so it always measures its own build.
 
 mod chat;
+mod corpus;
 mod dht;
+mod echo;
 mod index;
 mod netns;
 mod peers;
@@ -69,13 +71,18 @@ enum Bench {
         #[arg(long, default_value = "200mbit")]
         rate: String,
     },
-    /// Concurrent Publish + Search against the index, beside opentracker.
+    /// Concurrent Publish + Search against an index holding many files,
+    /// beside a bare QUIC echo and opentracker; then a restart.
     Index {
         #[arg(long, default_value_t = 50)]
         clients: usize,
         /// Seconds of load.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Files in the index before the load starts, seeded straight into
+        /// its database (owned by up to 2,000 peers).
+        #[arg(long, default_value_t = 1_000_000)]
+        files: usize,
     },
     /// A local DHT of mainline nodes: how fast a provider is found, beside
     /// an index lookup.
@@ -121,6 +128,9 @@ enum Bench {
     /// Fetches from `tcp-serve` and prints "BYTES SECONDS".
     #[command(hide = true)]
     TcpFetch { addr: std::net::SocketAddr, dest: PathBuf },
+    /// Echoes request frames over iroh QUIC (the index bench's ceiling).
+    #[command(hide = true)]
+    EchoServe,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +147,7 @@ fn main() -> ExitCode {
     let result = match &cli.bench {
         Bench::TcpServe { file, port } => reach::tcp_serve(file, *port),
         Bench::TcpFetch { addr, dest } => reach::tcp_fetch(*addr, dest),
+        Bench::EchoServe => echo::serve(),
         _ => run(cli),
     };
     match result {
@@ -165,7 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::All => vec![
             Bench::Transfer { size: 1 << 30, runs: 3, memory_sizes: Sizes(vec![256 << 20, 4 << 30]) },
             Bench::Swarm { size: 256 << 20, providers: 3, rate: "200mbit".into() },
-            Bench::Index { clients: 50, seconds: 10.0 },
+            Bench::Index { clients: 50, seconds: 10.0, files: 1_000_000 },
             Bench::Chat { peers: 50, messages: 100, rate: 10.0, compare_at: 50 },
             Bench::Dht { nodes: 50, lookups: 50 },
             Bench::Reach {
@@ -185,8 +196,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 transfer::run(&dir, &transfer::Options { size, runs, memory_sizes: memory_sizes.0 }, &rt)?
             }
             Bench::Swarm { size, providers, rate } => swarm::run(&dir, &swarm::Options { size, providers, rate })?,
-            Bench::Index { clients, seconds } => {
-                index::run(&dir, &index::Options { clients, duration: Duration::from_secs_f64(seconds) }, &rt)?
+            Bench::Index { clients, seconds, files } => {
+                index::run(&dir, &index::Options { clients, duration: Duration::from_secs_f64(seconds), files }, &rt)?
             }
             Bench::Chat { peers, messages, rate, compare_at } => {
                 chat::run(&dir, &chat::Options { peers, messages, rate, compare_at }, &rt)?
@@ -196,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 reach::run(&dir, &reach::Options { size, bad_link_size, links: links.0, congestion })?
             }
             Bench::All => unreachable!("`all` expands to the others"),
-            Bench::TcpServe { .. } | Bench::TcpFetch { .. } => unreachable!("the TCP helpers run from main"),
+            Bench::TcpServe { .. } | Bench::TcpFetch { .. } | Bench::EchoServe => unreachable!("the helpers run from main"),
         };
         std::fs::remove_dir_all(&dir).ok();
         report.print();
@@ -219,6 +230,7 @@ fn name(bench: &Bench) -> &'static str {
         Bench::Reach { .. } => "reach",
         Bench::TcpServe { .. } => "tcp-serve",
         Bench::TcpFetch { .. } => "tcp-fetch",
+        Bench::EchoServe => "echo-serve",
     }
 }
 

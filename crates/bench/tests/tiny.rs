@@ -49,8 +49,13 @@ fn transfer_in_miniature() {
 
 #[test]
 fn index_in_miniature() {
-    let r = bench(&["index", "--clients", "4", "--seconds", "2"]);
-    assert!(value(&r, "peernet index: Publish, Search, Unpublish") > 0.0);
+    let r = bench(&["index", "--clients", "4", "--seconds", "1", "--files", "2000"]);
+    assert!(value(&r, "peernet index: Publish, Search x2, Unpublish") > 0.0);
+    assert!(value(&r, "bare echo over iroh QUIC") > 0.0);
+    assert!(value(&r, "peernet index handler in process") > 0.0);
+    assert!(value(&r, "peernet index search p99") > 0.0);
+    assert!(value(&r, "restart on 2000 files") > 0.0);
+    assert!(value(&r, "peernet index peak RSS") > 0.0);
     row(&r, "opentracker");
 }
 

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod frame_io;
 pub mod metrics;
 pub mod protocol;
+pub mod readers;
 pub mod service;
 pub mod store;
 

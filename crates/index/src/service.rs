@@ -19,7 +19,8 @@ use peernet_proto::{
 
 use crate::{
     metrics::IndexMetrics,
-    store::{PeerRecord, Store, StoreError},
+    readers::{Readers, READERS},
+    store::{PeerRecord, Reads, Store, StoreError},
     Config,
 };
 use tokio::sync::oneshot;
@@ -42,24 +43,30 @@ pub const MAX_BATCH: usize = 256;
 /// How often the store thread recounts the online peers for the metrics.
 const ONLINE_GAUGE_PERIOD: Duration = Duration::from_secs(1);
 
-/// The index's request handler. Requests go through a channel to one
-/// thread that owns the database and handles everything waiting in one
-/// transaction (group commit): one disk sync for many requests, and still
-/// no answer before its change is on disk. A dedicated thread rather than a
-/// blocking task per request: under load the thread never sleeps between
-/// batches, so requests cost no thread hand-offs of their own.
+/// The index's request handler. Requests that change something go through
+/// a channel to one thread that owns the database and handles everything
+/// waiting in one transaction (group commit): one disk sync for many
+/// requests, and still no answer before its change is on disk. A dedicated
+/// thread rather than a blocking task per request: under load the thread
+/// never sleeps between batches, so requests cost no thread hand-offs of
+/// their own. Requests that only read go to [`crate::readers`] instead,
+/// when the database is a file, so they never wait for a batch.
 #[derive(Debug)]
 pub struct Service {
     logic: Arc<Logic>,
     /// Taken on drop: closing the queue is what ends the store thread.
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// `None` for an in-memory store: the store thread answers reads too.
+    readers: Option<Readers<Job>>,
 }
 
 impl Drop for Service {
-    /// Ends the store thread and waits for it, so that nothing touches the
-    /// database once the service is gone (its batch in progress commits).
+    /// Ends the reader and store threads and waits for them, so that
+    /// nothing touches the database once the service is gone (the batch in
+    /// progress commits).
     fn drop(&mut self) {
+        self.readers.take();
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -84,9 +91,11 @@ struct Logic {
 }
 
 impl Service {
-    /// Starts the store thread; it ends, and is joined, when the service
-    /// is dropped.
+    /// Starts the store thread and, for a store in a file, the
+    /// [`READERS`] reader threads; they end, and are joined, when the
+    /// service is dropped.
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
+        let path = store.path().map(std::path::Path::to_path_buf);
         let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config, paths: Default::default(), metrics: Default::default() });
         let (jobs, queue) = mpsc::channel();
         let worker = logic.clone();
@@ -94,7 +103,17 @@ impl Service {
             .name("index-store".into())
             .spawn(move || worker.serve(queue))
             .expect("the index store thread could not start");
-        Self { logic, jobs: Some(jobs), thread: Some(thread) }
+        let readers = path.and_then(|path| {
+            let reader = logic.clone();
+            let serve = move |reads: Reads<'_>, job: Job| {
+                let response = reader.read(reads, job.from, job.request, job.now);
+                job.answer.send(response).ok();
+            };
+            Readers::start(&path, READERS, serve)
+                .inspect_err(|e| tracing::warn!("the index's searches share the writer's thread: no read-only connection: {e}"))
+                .ok()
+        });
+        Self { logic, jobs: Some(jobs), thread: Some(thread), readers }
     }
 
     pub fn config(&self) -> &Config {
@@ -112,7 +131,7 @@ impl Service {
 
     /// Online peers with their reported neighbours (for the map).
     pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>, StoreError> {
-        self.logic.store().online_peers(now)
+        self.logic.store().reads().online_peers(now)
     }
 
     /// Handles one request from the authenticated key `from`, answering
@@ -135,11 +154,25 @@ impl Service {
         }
     }
 
-    /// Queues a request for the store thread; `None` if it is gone.
+    /// Queues a request for a reader, or for the store thread if it may
+    /// change something; `None` if that thread is gone.
     fn submit(&self, from: EndpointId, request: Request, now: u64) -> Option<oneshot::Receiver<Response>> {
         let (answer, rx) = oneshot::channel();
-        self.jobs.as_ref()?.send(Job { from, request, now, answer }).ok().map(|_| rx)
+        let mut job = Job { from, request, now, answer };
+        if let Some(readers) = self.readers.as_ref().filter(|_| only_reads(&job.request)) {
+            match readers.send(job) {
+                Ok(()) => return Some(rx),
+                // Only at shutdown; the store thread answers it instead.
+                Err(back) => job = back,
+            }
+        }
+        self.jobs.as_ref()?.send(job).ok().map(|_| rx)
     }
+}
+
+/// Whether `request` only reads, so a reader may answer it.
+fn only_reads(request: &Request) -> bool {
+    matches!(request, Request::Search { .. } | Request::Online { .. } | Request::Referral { .. } | Request::Topology | Request::LinkMap)
 }
 
 /// The answer when the store thread is gone (it only ends on a panic or at
@@ -191,7 +224,7 @@ impl Logic {
     }
 
     fn count_online(&self, store: &Store, now: u64) {
-        if let Ok(n) = store.online_count(now) {
+        if let Ok(n) = store.reads().online_count(now) {
             self.metrics.peers_online.set(n as i64);
         }
     }
@@ -204,11 +237,12 @@ impl Logic {
             }
             return;
         }
-        // Searches last: the requests of a batch are concurrent (none is
-        // answered yet), so any order is a valid one, and this one applies
-        // the batch's full-text changes once, at the first search, instead
-        // of between every publish and search.
-        let (searches, others): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| matches!(j.request, Request::Search { .. }));
+        // Reads last (they come here only without a reader pool): the
+        // requests of a batch are concurrent (none is answered yet), so any
+        // order is a valid one, and this one applies the batch's full-text
+        // changes once, at the first search, instead of between every
+        // publish and search.
+        let (searches, others): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| only_reads(&j.request));
         let answers: Vec<_> =
             others.into_iter().chain(searches).map(|j| (self.handle_one(store, j.from, j.request, j.now), j.answer)).collect();
         // Nothing is answered before the commit; if it fails, nobody in the
@@ -222,27 +256,23 @@ impl Logic {
         }
     }
 
+    /// Answers a request on the store thread, inside its batch.
     fn handle_one(&self, store: &mut Store, from: EndpointId, request: Request, now: u64) -> Response {
-        let ttl = self.config.lease_ttl.as_millis() as u64;
-        let result = match request {
-            Request::Join(join) => return self.join(store, from, join, now),
-            // The index itself (a hosting peer's overlay) may ask anything.
-            other if from == self.me => other,
-            other => {
-                // Membership is checked first so that a non-member learns
-                // nothing about the network's contents.
-                match store.is_member(&from) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return Response::error(ErrorCode::NotJoined, "this peer has not joined the network yet; join with a ticket first")
-                    }
-                    Err(e) => return internal(e),
-                }
-                other
+        if only_reads(&request) {
+            // The batch's own changes are part of what it reads.
+            if let Err(e) = store.apply_staged_search_terms() {
+                return internal(e);
             }
-        };
-        let outcome = match result {
-            Request::Join(_) => unreachable!("handled above"),
+            return self.read(store.reads(), from, request, now);
+        }
+        if let Request::Join(join) = request {
+            return self.join(store, from, join, now);
+        }
+        if let Some(refusal) = self.refuse_outsider(store.reads(), from) {
+            return refusal;
+        }
+        let ttl = self.config.lease_ttl.as_millis() as u64;
+        let outcome = match request {
             Request::Heartbeat { mut neighbors } => {
                 neighbors.truncate(MAX_LINKS);
                 self.paths().remove(&from);
@@ -270,15 +300,6 @@ impl Logic {
                 store.publish(&from, &files, now).map(|count| Response::Published { count })
             }
             Request::Unpublish { hash } => store.unpublish(&from, &hash).map(|_| Response::Ok),
-            Request::Search { query, limit } => {
-                if query.len() > MAX_QUERY_BYTES {
-                    return Response::error(ErrorCode::LimitExceeded, format!("a search query has at most {MAX_QUERY_BYTES} bytes"));
-                }
-                let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
-                store.search(&query, limit, now).map(Response::Hits)
-            }
-            Request::Online { page } => store.online(page, now).map(|(peers, next_page)| Response::Online { peers, next_page }),
-            Request::Referral { k } => store.referral(&from, k.min(MAX_REFERRAL), now).map(Response::Peers),
             Request::Rename { nickname } => {
                 if let Err(e) = validate_nickname(&nickname) {
                     return Response::error(ErrorCode::InvalidNickname, e.to_string());
@@ -289,13 +310,56 @@ impl Logic {
                 self.paths().remove(&from);
                 store.leave(&from).map(|_| Response::Ok)
             }
-            Request::Topology => store.online_peers(now).map(|peers| {
+            Request::Join(_)
+            | Request::Search { .. }
+            | Request::Online { .. }
+            | Request::Referral { .. }
+            | Request::Topology
+            | Request::LinkMap => {
+                unreachable!("handled above")
+            }
+        };
+        outcome.unwrap_or_else(store_error)
+    }
+
+    /// The refusal for a key that has not joined; `None` for a member and
+    /// for the index itself (a hosting peer's overlay may ask anything).
+    /// Checked before anything else, so that a non-member learns nothing
+    /// about the network's contents.
+    fn refuse_outsider(&self, reads: Reads<'_>, from: EndpointId) -> Option<Response> {
+        if from == self.me {
+            return None;
+        }
+        match reads.is_member(&from) {
+            Ok(true) => None,
+            Ok(false) => Some(Response::error(ErrorCode::NotJoined, "this peer has not joined the network yet; join with a ticket first")),
+            Err(e) => Some(internal(e)),
+        }
+    }
+
+    /// Answers a request that only reads ([`only_reads`]), on a reader's
+    /// connection or the store thread's.
+    fn read(&self, reads: Reads<'_>, from: EndpointId, request: Request, now: u64) -> Response {
+        if let Some(refusal) = self.refuse_outsider(reads, from) {
+            return refusal;
+        }
+        let outcome = match request {
+            Request::Search { query, limit } => {
+                if query.len() > MAX_QUERY_BYTES {
+                    return Response::error(ErrorCode::LimitExceeded, format!("a search query has at most {MAX_QUERY_BYTES} bytes"));
+                }
+                let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
+                reads.search(&query, limit, now).map(Response::Hits)
+            }
+            Request::Online { page } => reads.online(page, now).map(|(peers, next_page)| Response::Online { peers, next_page }),
+            Request::Referral { k } => reads.referral(&from, k.min(MAX_REFERRAL), now).map(Response::Peers),
+            Request::Topology => reads.online_peers(now).map(|peers| {
                 Response::Topology(Topology {
                     root: self.me,
                     peers: peers.into_iter().map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors }).collect(),
                 })
             }),
-            Request::LinkMap => store.online_peers(now).map(|peers| {
+            Request::LinkMap => reads.online_peers(now).map(|peers| {
                 let mut paths = self.paths();
                 // Forget the paths of peers whose lease ran out.
                 let online: HashSet<EndpointId> = peers.iter().map(|p| p.info.addr.id).collect();
@@ -312,6 +376,7 @@ impl Logic {
                     .collect();
                 Response::LinkMap(LinkMap { root: self.me, peers })
             }),
+            other => return Response::error(ErrorCode::Internal, format!("a {} request does not only read", other.kind())),
         };
         outcome.unwrap_or_else(store_error)
     }
@@ -705,8 +770,10 @@ mod tests {
     }
 
     /// Group commit: many callers at once, some of whose requests fail;
-    /// each gets its own answer, the failures change nothing, and every
-    /// acknowledged publish is in the database after reopening it.
+    /// each gets its own answer, the failures change nothing, every
+    /// acknowledged publish is found by the next search (answered by a
+    /// reader: the database is a file) and is in the database after
+    /// reopening it.
     #[test]
     fn concurrent_requests_are_batched_and_each_answered_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -725,8 +792,10 @@ mod tests {
                     let me = peer(t + 1);
                     assert!(matches!(w.join(me, &format!("t{t}"), 1), Response::Joined { .. }));
                     for k in 0..20 {
-                        let f = file(&format!("t{t}-k{k}.bin"));
+                        let f = file(&format!("t{t}-k{k}z.bin"));
                         assert_eq!(w.publish(me, &[f], 2), Response::Published { count: 1 });
+                        // Acknowledged means committed: a reader finds it.
+                        assert_eq!(w.search(me, &format!("t{t} k{k}z"), 2).len(), 1, "t{t}'s file {k} right after its publish");
                         // Fails inside the same batches as others' publishes.
                         let r = w.service.handle(me, Request::Unpublish { hash: Hash::new(b"owned.bin") }, 2);
                         assert_eq!(code(&r), Some(ErrorCode::NotOwner));

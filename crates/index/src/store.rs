@@ -14,14 +14,20 @@
 //! tokenizer, which splits them at the spaces between them and nowhere else),
 //! so SQLite never folds text by rules of its own. It narrows the candidates;
 //! [`search::words_match`] decides.
+//!
+//! Queries that change nothing live on [`Reads`], a view of any connection:
+//! the writer's own (through [`Store::reads`]) or one of the read-only
+//! connections of [`crate::readers`]. The staged full-text changes are
+//! applied before every batch commits, so a read-only connection sees
+//! every committed change, and only those.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use iroh::EndpointId;
 use peernet_proto::Hash;
 use peernet_proto::{
     index::{FileEntry, Hit, Kind, OnlinePeer, PeerAddr, PeerInfo, Provider},
-    limits::{MAX_FILES_PER_PEER, ONLINE_PAGE_PEERS},
+    limits::{MAX_FILES_PER_PEER, MAX_FILES_PER_PUBLISH, ONLINE_PAGE_PEERS},
     search,
 };
 use rusqlite::{functions::FunctionFlags, params, Connection, OptionalExtension, TransactionBehavior};
@@ -44,7 +50,20 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-const SCHEMA: &str = r#"
+/// The full-text table's prefix indexes: a query word of two or three
+/// characters that starts more than [`MAX_WORDS_PER_PREFIX`] words (a user
+/// still typing) is then one lookup, walked lazily like a word, instead of a
+/// merge of every file of every word it starts (see
+/// `Reads::words_starting`). Longer words start few words; one-character
+/// queries still merge.
+macro_rules! terms_prefixes {
+    () => {
+        "prefix='2 3'"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    r#"
 CREATE TABLE IF NOT EXISTS peers(
     id BLOB PRIMARY KEY,
     nickname TEXT NOT NULL,
@@ -72,7 +91,14 @@ CREATE INDEX IF NOT EXISTS files_hash ON files(hash);
 -- `rebuild_search_terms`. Contentless: the words are not stored twice,
 -- and removing a row needs its words again, recomputed from the old name
 -- that `fts_staged` keeps.
-CREATE VIRTUAL TABLE IF NOT EXISTS files_terms USING fts5(terms, content='', tokenize='ascii');
+CREATE VIRTUAL TABLE IF NOT EXISTS files_terms USING fts5(terms, content='', tokenize='ascii', "#,
+    terms_prefixes!(),
+    r#");
+-- Every word that `files_terms` has held (`search::words` of a name),
+-- so that a query word can be looked up as the exact words it starts
+-- (see `Reads::words_starting`). Written with `files_terms`; never pruned
+-- (a word no file has any more costs a search only an empty list).
+CREATE TABLE IF NOT EXISTS search_words(word TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Which rules (`search::rules_version()`) computed files_terms; other
 -- rules rebuild it on open.
 CREATE TABLE IF NOT EXISTS search_rules(
@@ -115,7 +141,23 @@ CREATE TRIGGER IF NOT EXISTS files_stage_au AFTER UPDATE OF name ON files BEGIN
     INSERT INTO fts_staged(op, file, name) VALUES (0, old.id, old.name);
     INSERT INTO fts_staged(op, file, name) VALUES (1, new.id, new.name);
 END;
-"#;
+"#
+);
+
+/// One peer for [`Store::seed`].
+#[derive(Debug, Clone)]
+pub struct SeedPeer {
+    pub addr: PeerAddr,
+    pub nickname: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// What [`Store::seed`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedCount {
+    pub peers: u64,
+    pub files: u64,
+}
 
 /// A peer row as the graph and status views need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +169,9 @@ pub struct PeerRecord {
 
 pub struct Store {
     conn: Connection,
+    /// The database file; `None` in memory, where no other connection can
+    /// share the data (see [`crate::readers`]).
+    path: Option<PathBuf>,
     /// Whether `fts_staged` may hold changes not yet in the full-text
     /// index. True after opening, in case a crash left some behind.
     staged: bool,
@@ -144,6 +189,42 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> rusqlite::Result<T> {
     postcard::from_bytes(bytes).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+}
+
+/// A query word that starts more stored words than this is searched as a
+/// prefix (see `Reads::words_starting`): an OR of that many words costs
+/// more than the merge it avoids. Short prefixes, typically.
+const MAX_WORDS_PER_PREFIX: usize = 64;
+
+/// A word as a full-text string (in double quotes, so never an operator).
+fn quoted(word: &str) -> String {
+    format!("\"{}\"", word.replace('"', "\"\""))
+}
+
+/// Peer addresses kept decoded by each thread, at most this many.
+const DECODED_ADDRS: usize = 4096;
+
+thread_local! {
+    static ADDRS: std::cell::RefCell<std::collections::HashMap<Vec<u8>, PeerAddr>> = Default::default();
+}
+
+/// A stored peer address, decoded once per thread: decoding checks that
+/// its key is a point on the curve, which took a tenth of a search's time
+/// (a search answers many providers, the same peers again and again). The
+/// stored bytes are the key, so a changed address is decoded anew.
+fn decode_addr(bytes: &[u8]) -> rusqlite::Result<PeerAddr> {
+    ADDRS.with(|cache| {
+        if let Some(addr) = cache.borrow().get(bytes) {
+            return Ok(addr.clone());
+        }
+        let addr: PeerAddr = decode(bytes)?;
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= DECODED_ADDRS {
+            cache.clear();
+        }
+        cache.insert(bytes.to_vec(), addr.clone());
+        Ok(addr)
+    })
 }
 
 fn parse_hash(hex: String) -> rusqlite::Result<Hash> {
@@ -174,22 +255,70 @@ fn register_terms_function(conn: &Connection) -> rusqlite::Result<()> {
     })
 }
 
-/// Refills `files_terms` from `files` when it was computed by other rules
-/// than this build's (or not at all: a new database, or one from before
-/// `files_terms`). Staged changes are covered by the refill and dropped.
-fn rebuild_search_terms(conn: &Connection) -> Result<()> {
+/// The words of a name as rows of `json_each`, from its terms (word
+/// characters one space apart, so nothing in them needs escaping in JSON).
+macro_rules! words_of_name {
+    () => {
+        r#"json_each('["' || replace(peernet_terms(name), ' ', '","') || '"]')"#
+    };
+}
+
+/// Refills `files_terms` and `search_words` from `files` when they were
+/// computed by other rules than this build's, or not at all (a new
+/// database, or one from before either table, or before the prefix
+/// indexes: `missing`). Staged changes are covered by the refill and
+/// dropped.
+fn rebuild_search_terms(conn: &Connection, missing: bool) -> Result<()> {
     let version = search::rules_version();
     let stored: Option<String> = conn.query_row("SELECT version FROM search_rules WHERE id = 0", [], |r| r.get(0)).optional()?;
-    if stored.as_deref() == Some(version.as_str()) {
+    if stored.as_deref() == Some(version.as_str()) && !missing {
         return Ok(());
     }
     tracing::info!(from = ?stored, to = %version, "rebuilding the index's search terms");
-    conn.execute_batch(
+    conn.execute_batch(concat!(
         "INSERT INTO files_terms(files_terms) VALUES ('delete-all');
          INSERT INTO files_terms(rowid, terms) SELECT id, peernet_terms(name) FROM files;
-         DELETE FROM fts_staged;",
-    )?;
+         DELETE FROM search_words;
+         INSERT OR IGNORE INTO search_words(word) SELECT w.value FROM files, ",
+        words_of_name!(),
+        " w WHERE w.value != '';
+         DELETE FROM fts_staged;"
+    ))?;
     conn.execute("INSERT OR REPLACE INTO search_rules(id, version) VALUES (0, ?1)", [version])?;
+    Ok(())
+}
+
+/// Drops `files_terms` if it was made without this build's prefix indexes
+/// (it is refilled from `files` then); tells whether it did.
+fn drop_outdated_terms_table(conn: &Connection) -> Result<bool> {
+    let sql: Option<String> = conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'files_terms'", [], |r| r.get(0)).optional()?;
+    match sql {
+        Some(sql) if !sql.contains(terms_prefixes!()) => {
+            tracing::info!("adding prefix indexes to the index's search terms");
+            conn.execute_batch("DROP TABLE files_terms")?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Moves the staged full-text changes into `files_terms`, in order.
+fn apply_staged(conn: &Connection) -> Result<()> {
+    // A non-NULL first column makes the row a command ('delete', which a
+    // contentless table needs the removed words for); NULL makes it a
+    // plain insert of the name's words.
+    conn.prepare_cached(
+        "INSERT INTO files_terms(files_terms, rowid, terms)
+         SELECT CASE op WHEN 0 THEN 'delete' END, file, peernet_terms(name) FROM fts_staged ORDER BY seq",
+    )?
+    .execute([])?;
+    conn.prepare_cached(concat!(
+        "INSERT OR IGNORE INTO search_words(word) SELECT w.value FROM fts_staged, ",
+        words_of_name!(),
+        " w WHERE op = 1 AND w.value != ''"
+    ))?
+    .execute([])?;
+    conn.prepare_cached("DELETE FROM fts_staged")?.execute([])?;
     Ok(())
 }
 
@@ -225,15 +354,27 @@ fn add_file_count(conn: &Connection) -> Result<()> {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
-        Self::setup(Connection::open(path)?)
+        Self::setup(Connection::open(path)?, Some(path.to_path_buf()))
     }
 
     /// An in-memory store, for tests.
     pub fn open_in_memory() -> Result<Self> {
-        Self::setup(Connection::open_in_memory()?)
+        Self::setup(Connection::open_in_memory()?, None)
     }
 
-    fn setup(conn: Connection) -> Result<Self> {
+    /// The database file, if the store has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The queries that change nothing, on the writer's connection. They
+    /// see full-text changes only once applied (by a search through
+    /// [`Store::search`], or at the next [`Store::commit_batch`]).
+    pub fn reads(&self) -> Reads<'_> {
+        Reads { conn: &self.conn }
+    }
+
+    fn setup(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: the commit is on disk before we acknowledge it.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -255,29 +396,26 @@ impl Store {
         // One transaction: an older database is upgraded (its own full-text
         // table dropped, ours filled) entirely or not at all.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let words_missing = tx.query_row("SELECT 1 FROM sqlite_master WHERE name = 'search_words'", [], |_| Ok(())).optional()?.is_none();
+        let terms_outdated = drop_outdated_terms_table(&tx)?;
         tx.execute_batch(SCHEMA)?;
-        rebuild_search_terms(&tx)?;
+        rebuild_search_terms(&tx, words_missing || terms_outdated)?;
+        // Changes staged but not applied when the last process stopped
+        // (or made by another SQLite program): applied now, so that the
+        // read-only connections, which cannot apply them, see them too.
+        apply_staged(&tx)?;
         tx.commit()?;
-        Ok(Self { conn, staged: true })
+        Ok(Self { conn, path, staged: false })
     }
 
     /// Applies the staged full-text changes, in order, in one statement.
     /// Searches call it first, so they always see every committed change;
     /// a batch calls it before its commit.
-    fn apply_staged_search_terms(&mut self) -> Result<()> {
+    pub(crate) fn apply_staged_search_terms(&mut self) -> Result<()> {
         if !self.staged {
             return Ok(());
         }
-        // A non-NULL first column makes the row a command ('delete', which
-        // a contentless table needs the removed words for); NULL makes it a
-        // plain insert of the name's words.
-        self.conn
-            .prepare_cached(
-                "INSERT INTO files_terms(files_terms, rowid, terms)
-                 SELECT CASE op WHEN 0 THEN 'delete' END, file, peernet_terms(name) FROM fts_staged ORDER BY seq",
-            )?
-            .execute([])?;
-        self.conn.prepare_cached("DELETE FROM fts_staged")?.execute([])?;
+        apply_staged(&self.conn)?;
         self.staged = false;
         Ok(())
     }
@@ -317,15 +455,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn is_member(&self, id: &EndpointId) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM peers WHERE id = ?1")?
-            .query_row([id.as_bytes().as_slice()], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-
     /// Renews the lease and records the peer's overlay neighbours. A peer
     /// that left must join again: a heartbeat still on its way when the
     /// leave was handled must not bring it back.
@@ -341,7 +470,7 @@ impl Store {
     }
 
     pub fn rename(&mut self, id: &EndpointId, nickname: &str, now: u64) -> Result<()> {
-        if !self.is_member(id)? {
+        if !self.reads().is_member(id)? {
             return Err(StoreError::NotJoined);
         }
         check_nickname_free(&self.conn, id, nickname, now)?;
@@ -411,6 +540,35 @@ impl Store {
         Err(if someone_else { StoreError::NotOwner } else { StoreError::NotFound })
     }
 
+    /// Writes many peers with their files in one transaction, through
+    /// [`Store::join`] and [`Store::publish`] (so with their checks, and
+    /// the search terms a publish gets), with one disk sync at the end:
+    /// for building a large index quickly (the bench's million files).
+    /// Each peer's lease runs `ttl_ms` from `now`. All or nothing.
+    pub fn seed(&mut self, peers: impl IntoIterator<Item = SeedPeer>, now: u64, ttl_ms: u64) -> Result<SeedCount> {
+        self.begin_batch()?;
+        let mut count = SeedCount::default();
+        let seed = || -> Result<()> {
+            for peer in peers {
+                self.join(&peer.addr, &peer.nickname, now, ttl_ms)?;
+                for chunk in peer.files.chunks(MAX_FILES_PER_PUBLISH) {
+                    count.files += self.publish(&peer.addr.id, chunk, now)? as u64;
+                }
+                count.peers += 1;
+            }
+            Ok(())
+        };
+        match seed().and_then(|()| self.commit_batch()) {
+            Ok(()) => Ok(count),
+            Err(e) => {
+                self.rollback_batch();
+                // Whatever was staged before the seed is staged again.
+                self.staged = true;
+                Err(e)
+            }
+        }
+    }
+
     /// Ends the lease now and drops every registration of `id`.
     pub fn leave(&mut self, id: &EndpointId) -> Result<()> {
         self.staged = true;
@@ -421,12 +579,42 @@ impl Store {
         Ok(())
     }
 
+    /// [`Reads::search`] on the writer's connection, after applying the
+    /// staged full-text changes so that it sees its own writes.
+    pub fn search(&mut self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
+        self.apply_staged_search_terms()?;
+        self.reads().search(query, limit, now)
+    }
+}
+
+/// The index's queries that change nothing, on one connection (see the
+/// module doc). Each runs in whatever transaction the connection is in;
+/// the reader pool opens one per request, so all of a request's queries
+/// see the same snapshot.
+#[derive(Clone, Copy)]
+pub struct Reads<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Reads<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
+        Self { conn }
+    }
+
+    pub fn is_member(&self, id: &EndpointId) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM peers WHERE id = ?1")?
+            .query_row([id.as_bytes().as_slice()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// Files of online peers that match `query` by [`search::matches`]: by
     /// the start of their hash, or by every word of the query starting a
     /// word of the name one of their providers gave them. Most recently
     /// registered first.
-    pub fn search(&mut self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
-        self.apply_staged_search_terms()?;
+    pub fn search(&self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
         let mut hashes: Vec<String> = Vec::new();
         if let Some(prefix) = search::hash_prefix(query) {
             let mut stmt = self.conn.prepare_cached(
@@ -444,14 +632,30 @@ impl Store {
             // Each word as a prefix of a stored word: the same words, so
             // the candidates are exactly the matches while `files_terms` is
             // current; the check below keeps it so if it ever is not.
-            let expr = words.iter().map(|w| format!("\"{}\"*", w.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ");
+            let mut each = Vec::with_capacity(words.len());
+            for word in &words {
+                match self.words_starting(word)? {
+                    // No stored word starts with it: nothing matches.
+                    Some(exact) if exact.is_empty() => return self.hits(hashes, now),
+                    Some(exact) => each.push(format!("({})", exact.iter().map(|w| quoted(w)).collect::<Vec<_>>().join(" OR "))),
+                    None => each.push(format!("{}*", quoted(word))),
+                }
+            }
+            let expr = each.join(" AND ");
             // Every matching provider row, newest first: a hash's first
             // row is its most recent registration, which orders the hits.
+            // Newest is the highest row id: a registration gets a row id
+            // above every row's at the time (a repeat keeps its row and
+            // its time), so row ids run in registration order. The
+            // full-text index walks its matches in row id order by itself,
+            // so the rows stream out and the walk stops at `limit` hashes;
+            // ordering by `registered_at` sorted every match first, a cost
+            // that grew with the matches, not with the limit.
             let mut stmt = self.conn.prepare_cached(
                 "SELECT f.hash, f.name FROM files_terms JOIN files f ON f.id = files_terms.rowid
                  JOIN peers p ON p.id = f.peer
                  WHERE files_terms MATCH ?1 AND p.lease_until > ?2
-                 ORDER BY f.registered_at DESC, f.id DESC",
+                 ORDER BY files_terms.rowid DESC",
             )?;
             let mut rows = stmt.query(params![expr, now as i64])?;
             while hashes.len() < limit as usize {
@@ -463,7 +667,31 @@ impl Store {
             }
         }
         hashes.truncate(limit as usize);
+        self.hits(hashes, now)
+    }
+
+    fn hits(&self, hashes: Vec<String>, now: u64) -> Result<Vec<Hit>> {
         hashes.into_iter().filter_map(|h| self.hit(&h, now).transpose()).collect()
+    }
+
+    /// The stored words that start with `prefix`, if there are at most
+    /// [`MAX_WORDS_PER_PREFIX`]; `None` if there are more.
+    ///
+    /// Why: the full-text index answers a prefix query (`"word"*`) by first
+    /// merging the lists of files of every word with that prefix into one,
+    /// however few results are wanted; for a common word at a million files
+    /// that is a good part of the index. The same words as an OR of exact
+    /// words are walked lazily, newest first, and the walk stops at the
+    /// limit.
+    fn words_starting(&self, prefix: &str) -> Result<Option<Vec<String>>> {
+        // Every word with the prefix sorts below the prefix followed by the
+        // highest character.
+        let end = format!("{prefix}{}", char::MAX);
+        let mut stmt = self.conn.prepare_cached("SELECT word FROM search_words WHERE word >= ?1 AND word < ?2 LIMIT ?3")?;
+        let words = stmt
+            .query_map(params![prefix, end, MAX_WORDS_PER_PREFIX as i64 + 1], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok((words.len() <= MAX_WORDS_PER_PREFIX).then_some(words))
     }
 
     /// All online providers of one hash, most recent registration first.
@@ -482,7 +710,7 @@ impl Store {
                 Provider {
                     name: r.get(2)?,
                     registered_at: r.get::<_, i64>(3)? as u64,
-                    peer: PeerInfo { nickname: r.get(4)?, addr: decode(&r.get::<_, Vec<u8>>(5)?)? },
+                    peer: PeerInfo { nickname: r.get(4)?, addr: decode_addr(r.get_ref(5)?.as_blob()?)? },
                 },
             ))
         })?;
@@ -505,7 +733,7 @@ impl Store {
         let rows = stmt.query_map(params![now as i64, per_page + 1, page as i64 * per_page], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
-                PeerInfo { nickname: r.get(1)?, addr: decode(&r.get::<_, Vec<u8>>(2)?)? },
+                PeerInfo { nickname: r.get(1)?, addr: decode_addr(r.get_ref(2)?.as_blob()?)? },
                 r.get::<_, i64>(3)? as u64,
             ))
         })?;
@@ -540,7 +768,7 @@ impl Store {
              ORDER BY random() LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![now as i64, me.as_bytes().as_slice(), k], |r| {
-            Ok(PeerInfo { nickname: r.get(0)?, addr: decode(&r.get::<_, Vec<u8>>(1)?)? })
+            Ok(PeerInfo { nickname: r.get(0)?, addr: decode_addr(r.get_ref(1)?.as_blob()?)? })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
@@ -561,7 +789,7 @@ impl Store {
         let rows = stmt.query_map([now as i64], |r| {
             let neighbors: Vec<u8> = r.get(3)?;
             Ok(PeerRecord {
-                info: PeerInfo { nickname: r.get(0)?, addr: decode(&r.get::<_, Vec<u8>>(1)?)? },
+                info: PeerInfo { nickname: r.get(0)?, addr: decode_addr(r.get_ref(1)?.as_blob()?)? },
                 lease_until: r.get::<_, i64>(2)? as u64,
                 neighbors: if neighbors.is_empty() { Vec::new() } else { decode(&neighbors)? },
             })
@@ -743,6 +971,91 @@ END;
         assert_eq!(s.search("zero", 10, 10).unwrap().len(), 1, "a hash is found by any provider's name");
     }
 
+    /// A query word is looked up as the stored words it starts, or as a
+    /// prefix when it starts too many; both find the same files, the
+    /// newest first, and a word that starts nothing finds nothing.
+    #[test]
+    fn a_query_word_finds_every_word_it_starts() {
+        let mut s = Store::open_in_memory().unwrap();
+        let a = peer(1);
+        joined(&mut s, a, "a");
+        let many = MAX_WORDS_PER_PREFIX + 6;
+        for k in 0..many {
+            s.publish(&a, &[file(&format!("w{k}x song.mp3"))], k as u64).unwrap();
+        }
+        assert_eq!(names(&mut s, "w").len(), many);
+        assert!(s.reads().words_starting("w").unwrap().is_none(), "too many words: a prefix query");
+        assert_eq!(s.reads().words_starting("w1").unwrap().map(|w| w.len()), Some(11), "w1x and w10x to w19x");
+        assert_eq!(names(&mut s, "w1 song").len(), 11);
+        assert_eq!(names(&mut s, "W12X"), ["w12x song.mp3"]);
+        assert!(names(&mut s, "w1 nothing").is_empty());
+        let newest: Vec<String> = s.search("w1", 3, 100).unwrap().into_iter().map(|h| h.name).collect();
+        assert_eq!(newest, ["w19x song.mp3", "w18x song.mp3", "w17x song.mp3"]);
+        // Removed files' words stay listed, and find nothing.
+        s.unpublish(&a, &file("w12x song.mp3").hash).unwrap();
+        assert!(names(&mut s, "w12x").is_empty());
+    }
+
+    /// A full-text table made before the prefix indexes is made again, and
+    /// refilled, on open; two- and three-letter queries then use them.
+    #[test]
+    fn a_terms_table_without_prefix_indexes_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let a = peer(1);
+        {
+            let mut s = Store::open(&db).unwrap();
+            joined(&mut s, a, "a");
+            let files: Vec<FileEntry> = (0..MAX_WORDS_PER_PREFIX + 1).map(|k| file(&format!("ab{k}x.txt"))).collect();
+            s.publish(&a, &files, 1).unwrap();
+            s.search("x", 1, 1).unwrap();
+            s.conn
+                .execute_batch(
+                    "DROP TABLE files_terms;
+                     CREATE VIRTUAL TABLE files_terms USING fts5(terms, content='', tokenize='ascii');",
+                )
+                .unwrap();
+            assert!(names(&mut s, "ab").is_empty(), "the old table is empty here");
+        }
+        let mut s = Store::open(&db).unwrap();
+        let sql: String = s.conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'files_terms'", [], |r| r.get(0)).unwrap();
+        assert!(sql.contains(terms_prefixes!()), "{sql}");
+        assert!(s.reads().words_starting("ab").unwrap().is_none(), "too many words: the prefix index answers");
+        assert_eq!(names(&mut s, "ab").len(), MAX_WORDS_PER_PREFIX + 1);
+        assert_eq!(names(&mut s, "ab7x"), ["ab7x.txt"]);
+    }
+
+    /// A bulk seed writes peers and files as join and publish would, in
+    /// one transaction: searchable, online for the lease given, all or
+    /// nothing.
+    #[test]
+    fn seeded_peers_and_files_are_searchable_while_their_lease_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("index.db");
+        let seed_peer = |i: u8, files: usize| SeedPeer {
+            addr: PeerAddr { id: peer(i), ip: vec![], relay: None },
+            nickname: format!("p{i}"),
+            files: (0..files).map(|k| file(&format!("Song {i} take {k}.mp3"))).collect(),
+        };
+        {
+            let mut s = Store::open(&db).unwrap();
+            // More files than one publish carries, so the seed splits them.
+            let count = s.seed((1..=3).map(|i| seed_peer(i, 300)), 10, 1_000).unwrap();
+            assert_eq!(count, SeedCount { peers: 3, files: 900 });
+        }
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.search("song 2 take", 100, 500).unwrap().len(), 100);
+        assert_eq!(names(&mut s, "song 3 take 299"), ["Song 3 take 299.mp3"]);
+        assert_eq!(s.reads().online_count(500).unwrap(), 3);
+        assert!(s.search("song", 10, 1_010).unwrap().is_empty(), "the seeded leases ran out");
+        // A peer over the per-peer limit fails the whole seed.
+        let over = MAX_FILES_PER_PEER + 1;
+        assert!(matches!(s.seed([seed_peer(8, 1), seed_peer(9, over)], 20, 1_000), Err(StoreError::TooManyFiles)));
+        assert!(!s.reads().is_member(&peer(8)).unwrap(), "nothing of a failed seed is kept");
+        assert!(names(&mut s, "song 8 take 0").is_empty());
+        assert_eq!(names(&mut s, "song 1 take 299"), ["Song 1 take 299.mp3"], "nor is anything lost");
+    }
+
     /// A database from before `files_terms` (SQLite folded names itself in
     /// `files_fts`) is upgraded on open: the old table goes, the new one is
     /// filled from `files`, and nothing else changes.
@@ -796,7 +1109,7 @@ END;
         assert_eq!(count(conn, "SELECT COUNT(*) FROM files"), 5);
         assert_eq!(count(conn, "SELECT COUNT(*) FROM peers"), 2);
         assert_eq!(count(conn, "SELECT SUM(file_count) FROM peers"), 5, "per-peer counts kept");
-        let (online, _) = s.online(0, 1).unwrap();
+        let (online, _) = s.reads().online(0, 1).unwrap();
         let nicks: Vec<&str> = online.iter().map(|p| p.peer.nickname.as_str()).collect();
         assert_eq!(nicks, ["alice", "bob"]);
         assert_eq!(online[0].files.len(), 3);
