@@ -3,15 +3,16 @@
 //! Peers register themselves and their files here, keep a lease alive with
 //! heartbeats, search by name or hash, list who is online and ask for
 //! referrals to other peers. The protocol is documented in
-//! [`peernet_proto::index`]; state lives in SQLite ([`store`]); request
+//! [`peernet_proto::index`]; state lives in SQLite ([`store`]) and is read
+//! from a copy in memory ([`catalog`]); request
 //! semantics are in [`service`], free of sockets; [`protocol`] serves it over
 //! QUIC.
 
 pub mod budget;
+pub mod catalog;
 pub mod frame_io;
 pub mod metrics;
 pub mod protocol;
-pub mod readers;
 pub mod service;
 pub mod store;
 

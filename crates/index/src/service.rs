@@ -5,7 +5,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{mpsc, Arc, Mutex},
+    sync::{mpsc, Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
@@ -18,9 +18,9 @@ use peernet_proto::{
 };
 
 use crate::{
+    catalog::Catalog,
     metrics::IndexMetrics,
-    readers::{Readers, READERS},
-    store::{PeerRecord, Reads, Store, StoreError},
+    store::{self, PeerRecord, Store, StoreError},
     Config,
 };
 use tokio::sync::oneshot;
@@ -49,24 +49,21 @@ const ONLINE_GAUGE_PERIOD: Duration = Duration::from_secs(1);
 /// requests, and still no answer before its change is on disk. A dedicated
 /// thread rather than a blocking task per request: under load the thread
 /// never sleeps between batches, so requests cost no thread hand-offs of
-/// their own. Requests that only read go to [`crate::readers`] instead,
-/// when the database is a file, so they never wait for a batch.
+/// their own. Requests that only read are answered at once, by the
+/// caller, from the catalog of what is committed ([`crate::catalog`]), so
+/// they never wait for a batch.
 #[derive(Debug)]
 pub struct Service {
     logic: Arc<Logic>,
     /// Taken on drop: closing the queue is what ends the store thread.
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// `None` for an in-memory store: the store thread answers reads too.
-    readers: Option<Readers<Job>>,
 }
 
 impl Drop for Service {
-    /// Ends the reader and store threads and waits for them, so that
-    /// nothing touches the database once the service is gone (the batch in
-    /// progress commits).
+    /// Ends the store thread and waits for it, so that nothing touches the
+    /// database once the service is gone (the batch in progress commits).
     fn drop(&mut self) {
-        self.readers.take();
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -80,6 +77,8 @@ impl Drop for Service {
 #[derive(Debug)]
 struct Logic {
     store: Mutex<Store>,
+    /// What is committed, answering every read.
+    catalog: Arc<RwLock<Catalog>>,
     key: NetworkKey,
     me: EndpointId,
     config: Config,
@@ -91,29 +90,19 @@ struct Logic {
 }
 
 impl Service {
-    /// Starts the store thread and, for a store in a file, the
-    /// [`READERS`] reader threads; they end, and are joined, when the
-    /// service is dropped.
+    /// Starts the store thread; it ends, and is joined, when the service is
+    /// dropped.
     pub fn new(store: Store, key: NetworkKey, me: EndpointId, config: Config) -> Self {
-        let path = store.path().map(std::path::Path::to_path_buf);
-        let logic = Arc::new(Logic { store: Mutex::new(store), key, me, config, paths: Default::default(), metrics: Default::default() });
+        let catalog = store.shared_catalog();
+        let logic =
+            Arc::new(Logic { store: Mutex::new(store), catalog, key, me, config, paths: Default::default(), metrics: Default::default() });
         let (jobs, queue) = mpsc::channel();
         let worker = logic.clone();
         let thread = std::thread::Builder::new()
             .name("index-store".into())
             .spawn(move || worker.serve(queue))
             .expect("the index store thread could not start");
-        let readers = path.and_then(|path| {
-            let reader = logic.clone();
-            let serve = move |reads: Reads<'_>, job: Job| {
-                let response = reader.read(reads, job.from, job.request, job.now);
-                job.answer.send(response).ok();
-            };
-            Readers::start(&path, READERS, serve)
-                .inspect_err(|e| tracing::warn!("the index's searches share the writer's thread: no read-only connection: {e}"))
-                .ok()
-        });
-        Self { logic, jobs: Some(jobs), thread: Some(thread), readers }
+        Self { logic, jobs: Some(jobs), thread: Some(thread) }
     }
 
     pub fn config(&self) -> &Config {
@@ -130,8 +119,8 @@ impl Service {
     }
 
     /// Online peers with their reported neighbours (for the map).
-    pub fn online_peers(&self, now: u64) -> Result<Vec<PeerRecord>, StoreError> {
-        self.logic.store().reads().online_peers(now)
+    pub fn online_peers(&self, now: u64) -> Vec<PeerRecord> {
+        self.logic.catalog().online_peers(now)
     }
 
     /// Handles one request from the authenticated key `from`, answering
@@ -139,8 +128,9 @@ impl Service {
     pub async fn call(&self, from: EndpointId, request: Request, now: u64) -> Response {
         let (kind, started) = (request.kind(), Instant::now());
         let response = match self.submit(from, request, now) {
-            Some(rx) => rx.await.unwrap_or_else(|_| stopped()),
-            None => stopped(),
+            Ok(answered) => answered,
+            Err(Some(rx)) => rx.await.unwrap_or_else(|_| stopped()),
+            Err(None) => stopped(),
         };
         self.logic.metrics.answered(kind, started.elapsed().as_secs_f64());
         response
@@ -149,28 +139,25 @@ impl Service {
     /// [`Service::call`] for callers outside an async runtime (tests, tools).
     pub fn handle(&self, from: EndpointId, request: Request, now: u64) -> Response {
         match self.submit(from, request, now) {
-            Some(rx) => rx.blocking_recv().unwrap_or_else(|_| stopped()),
-            None => stopped(),
+            Ok(answered) => answered,
+            Err(Some(rx)) => rx.blocking_recv().unwrap_or_else(|_| stopped()),
+            Err(None) => stopped(),
         }
     }
 
-    /// Queues a request for a reader, or for the store thread if it may
-    /// change something; `None` if that thread is gone.
-    fn submit(&self, from: EndpointId, request: Request, now: u64) -> Option<oneshot::Receiver<Response>> {
-        let (answer, rx) = oneshot::channel();
-        let mut job = Job { from, request, now, answer };
-        if let Some(readers) = self.readers.as_ref().filter(|_| only_reads(&job.request)) {
-            match readers.send(job) {
-                Ok(()) => return Some(rx),
-                // Only at shutdown; the store thread answers it instead.
-                Err(back) => job = back,
-            }
+    /// Answers a request that only reads at once, from the catalog; queues
+    /// any other for the store thread (`Err(None)` if that thread is gone).
+    fn submit(&self, from: EndpointId, request: Request, now: u64) -> Result<Response, Option<oneshot::Receiver<Response>>> {
+        if only_reads(&request) {
+            return Ok(self.logic.read(from, request, now));
         }
-        self.jobs.as_ref()?.send(job).ok().map(|_| rx)
+        let (answer, rx) = oneshot::channel();
+        let job = Job { from, request, now, answer };
+        Err(self.jobs.as_ref().and_then(|jobs| jobs.send(job).ok()).map(|_| rx))
     }
 }
 
-/// Whether `request` only reads, so a reader may answer it.
+/// Whether `request` only reads, so the catalog answers it.
 fn only_reads(request: &Request) -> bool {
     matches!(request, Request::Search { .. } | Request::Online { .. } | Request::Referral { .. } | Request::Topology | Request::LinkMap)
 }
@@ -184,6 +171,10 @@ fn stopped() -> Response {
 impl Logic {
     fn paths(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<LinkReport>>> {
         self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        store::read(&self.catalog)
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -201,7 +192,7 @@ impl Logic {
             let first = match queue.recv_timeout(ONLINE_GAUGE_PERIOD) {
                 Ok(first) => first,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.count_online(&self.store(), crate::now_ms());
+                    self.count_online(crate::now_ms());
                     counted_at = Some(Instant::now());
                     continue;
                 }
@@ -212,21 +203,19 @@ impl Logic {
             self.metrics.batch_size.observe(batch.len() as f64);
             let now = batch[0].now;
             let membership_changed = batch.iter().any(|j| matches!(j.request, Request::Join(_) | Request::Leave));
-            let mut store = self.store();
-            self.run_batch(&mut store, batch);
+            self.run_batch(&mut self.store(), batch);
             // Counting online peers is a query of its own: after a join or
             // leave, otherwise at most once a second.
             if membership_changed || counted_at.is_none_or(|t| t.elapsed() >= ONLINE_GAUGE_PERIOD) {
                 counted_at = Some(Instant::now());
-                self.count_online(&store, now);
+                self.count_online(now);
             }
         }
     }
 
-    fn count_online(&self, store: &Store, now: u64) {
-        if let Ok(n) = store.reads().online_count(now) {
-            self.metrics.peers_online.set(n as i64);
-        }
+    fn count_online(&self, now: u64) {
+        let n = self.catalog().online_count(now);
+        self.metrics.peers_online.set(n as i64);
     }
 
     fn run_batch(&self, store: &mut Store, batch: Vec<Job>) {
@@ -237,14 +226,7 @@ impl Logic {
             }
             return;
         }
-        // Reads last (they come here only without a reader pool): the
-        // requests of a batch are concurrent (none is answered yet), so any
-        // order is a valid one, and this one applies the batch's full-text
-        // changes once, at the first search, instead of between every
-        // publish and search.
-        let (searches, others): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| only_reads(&j.request));
-        let answers: Vec<_> =
-            others.into_iter().chain(searches).map(|j| (self.handle_one(store, j.from, j.request, j.now), j.answer)).collect();
+        let answers: Vec<_> = batch.into_iter().map(|j| (self.handle_one(store, j.from, j.request, j.now), j.answer)).collect();
         // Nothing is answered before the commit; if it fails, nobody in the
         // batch is told their change was kept.
         let failed = store.commit_batch().err().map(|e| {
@@ -256,19 +238,14 @@ impl Logic {
         }
     }
 
-    /// Answers a request on the store thread, inside its batch.
+    /// Answers a request that may change something, on the store thread,
+    /// inside its batch.
     fn handle_one(&self, store: &mut Store, from: EndpointId, request: Request, now: u64) -> Response {
-        if only_reads(&request) {
-            // The batch's own changes are part of what it reads.
-            if let Err(e) = store.apply_staged_search_terms() {
-                return internal(e);
-            }
-            return self.read(store.reads(), from, request, now);
-        }
         if let Request::Join(join) = request {
             return self.join(store, from, join, now);
         }
-        if let Some(refusal) = self.refuse_outsider(store.reads(), from) {
+        // The batch's own joins count: the database, not the catalog.
+        if let Some(refusal) = self.refuse_outsider(|| store.is_member(&from), from) {
             return refusal;
         }
         let ttl = self.config.lease_ttl.as_millis() as u64;
@@ -310,14 +287,12 @@ impl Logic {
                 self.paths().remove(&from);
                 store.leave(&from).map(|_| Response::Ok)
             }
-            Request::Join(_)
-            | Request::Search { .. }
+            request @ (Request::Search { .. }
             | Request::Online { .. }
             | Request::Referral { .. }
             | Request::Topology
-            | Request::LinkMap => {
-                unreachable!("handled above")
-            }
+            | Request::LinkMap) => return self.read(from, request, now),
+            Request::Join(_) => unreachable!("handled above"),
         };
         outcome.unwrap_or_else(store_error)
     }
@@ -326,40 +301,43 @@ impl Logic {
     /// for the index itself (a hosting peer's overlay may ask anything).
     /// Checked before anything else, so that a non-member learns nothing
     /// about the network's contents.
-    fn refuse_outsider(&self, reads: Reads<'_>, from: EndpointId) -> Option<Response> {
+    fn refuse_outsider(&self, is_member: impl FnOnce() -> Result<bool, StoreError>, from: EndpointId) -> Option<Response> {
         if from == self.me {
             return None;
         }
-        match reads.is_member(&from) {
+        match is_member() {
             Ok(true) => None,
             Ok(false) => Some(Response::error(ErrorCode::NotJoined, "this peer has not joined the network yet; join with a ticket first")),
             Err(e) => Some(internal(e)),
         }
     }
 
-    /// Answers a request that only reads ([`only_reads`]), on a reader's
-    /// connection or the store thread's.
-    fn read(&self, reads: Reads<'_>, from: EndpointId, request: Request, now: u64) -> Response {
-        if let Some(refusal) = self.refuse_outsider(reads, from) {
+    /// Answers a request that only reads ([`only_reads`]) from the catalog.
+    fn read(&self, from: EndpointId, request: Request, now: u64) -> Response {
+        let catalog = self.catalog();
+        if let Some(refusal) = self.refuse_outsider(|| Ok(catalog.is_member(&from)), from) {
             return refusal;
         }
-        let outcome = match request {
+        match request {
             Request::Search { query, limit } => {
                 if query.len() > MAX_QUERY_BYTES {
                     return Response::error(ErrorCode::LimitExceeded, format!("a search query has at most {MAX_QUERY_BYTES} bytes"));
                 }
                 let limit = limit.clamp(1, MAX_SEARCH_LIMIT);
-                reads.search(&query, limit, now).map(Response::Hits)
+                Response::Hits(catalog.search(&query, limit, now))
             }
-            Request::Online { page } => reads.online(page, now).map(|(peers, next_page)| Response::Online { peers, next_page }),
-            Request::Referral { k } => reads.referral(&from, k.min(MAX_REFERRAL), now).map(Response::Peers),
-            Request::Topology => reads.online_peers(now).map(|peers| {
-                Response::Topology(Topology {
-                    root: self.me,
-                    peers: peers.into_iter().map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors }).collect(),
-                })
+            Request::Online { page } => {
+                let (peers, next_page) = catalog.online_page(page, now);
+                Response::Online { peers, next_page }
+            }
+            Request::Referral { k } => Response::Peers(catalog.referral(&from, k.min(MAX_REFERRAL), now)),
+            Request::Topology => Response::Topology(Topology {
+                root: self.me,
+                peers: catalog.online_peers(now).into_iter().map(|p| TopologyPeer { peer: p.info, neighbors: p.neighbors }).collect(),
             }),
-            Request::LinkMap => reads.online_peers(now).map(|peers| {
+            Request::LinkMap => {
+                let peers = catalog.online_peers(now);
+                drop(catalog);
                 let mut paths = self.paths();
                 // Forget the paths of peers whose lease ran out.
                 let online: HashSet<EndpointId> = peers.iter().map(|p| p.info.addr.id).collect();
@@ -375,10 +353,9 @@ impl Logic {
                     })
                     .collect();
                 Response::LinkMap(LinkMap { root: self.me, peers })
-            }),
-            other => return Response::error(ErrorCode::Internal, format!("a {} request does not only read", other.kind())),
-        };
-        outcome.unwrap_or_else(store_error)
+            }
+            other => Response::error(ErrorCode::Internal, format!("a {} request does not only read", other.kind())),
+        }
     }
 
     fn join(&self, store: &mut Store, from: EndpointId, join: Join, now: u64) -> Response {
@@ -708,16 +685,16 @@ mod tests {
             let mut s = joined_store(&db, a);
             s.publish(&a, &[file("kept.bin")], 1).unwrap();
         }
-        let mut s = Store::open(&db).unwrap();
+        let s = Store::open(&db).unwrap();
         assert_eq!(s.search("kept", 10, 2).unwrap().len(), 1);
     }
 
-    /// Full-text changes are staged and applied in order: a file removed
-    /// and another added in the same batch (which may reuse its row id)
-    /// leaves exactly the new file's words searchable, and a crash before
-    /// the staged changes were applied loses nothing.
+    /// A batch's changes reach the catalog in order: a file removed and
+    /// another added in the same batch (which may reuse its row id) leaves
+    /// exactly the new file's words searchable. Outside a batch a change is
+    /// searchable at once, and everything is found after reopening.
     #[test]
-    fn staged_search_terms_apply_in_order() {
+    fn changes_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("index.db");
         let a = peer(1);
@@ -730,15 +707,14 @@ mod tests {
             s.commit_batch().unwrap();
             assert_eq!(s.search("holiday", 10, 2).unwrap().len(), 1);
             assert!(s.search("beach", 10, 2).unwrap().is_empty());
-            // Outside a batch: staged now, applied by the next search,
-            // which here never comes before the store is dropped.
             s.publish(&a, &[file("notes.txt")], 3).unwrap();
+            assert_eq!(s.search("notes", 10, 4).unwrap().len(), 1);
         }
-        let mut s = Store::open(&db).unwrap();
+        let s = Store::open(&db).unwrap();
         let hits = s.search("holiday", 10, 4).unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].name, "holiday-mountain.jpg");
-        assert_eq!(s.search("notes", 10, 4).unwrap().len(), 1, "staged before the restart, searchable after it");
+        assert_eq!(s.search("notes", 10, 4).unwrap().len(), 1, "searchable after the restart too");
     }
 
     /// A database written before peers had a file count gets one, filled
@@ -771,8 +747,8 @@ mod tests {
 
     /// Group commit: many callers at once, some of whose requests fail;
     /// each gets its own answer, the failures change nothing, every
-    /// acknowledged publish is found by the next search (answered by a
-    /// reader: the database is a file) and is in the database after
+    /// acknowledged publish is found by the next search (answered from
+    /// the catalog, outside the store thread) and is in the database after
     /// reopening it.
     #[test]
     fn concurrent_requests_are_batched_and_each_answered_alone() {
@@ -794,7 +770,7 @@ mod tests {
                     for k in 0..20 {
                         let f = file(&format!("t{t}-k{k}z.bin"));
                         assert_eq!(w.publish(me, &[f], 2), Response::Published { count: 1 });
-                        // Acknowledged means committed: a reader finds it.
+                        // Acknowledged means committed: the catalog has it.
                         assert_eq!(w.search(me, &format!("t{t} k{k}z"), 2).len(), 1, "t{t}'s file {k} right after its publish");
                         // Fails inside the same batches as others' publishes.
                         let r = w.service.handle(me, Request::Unpublish { hash: Hash::new(b"owned.bin") }, 2);
@@ -804,7 +780,7 @@ mod tests {
             }
         });
         drop(w);
-        let mut s = Store::open(&db).unwrap();
+        let s = Store::open(&db).unwrap();
         for t in 0..8 {
             assert_eq!(s.search(&format!("t{t}"), 50, 3).unwrap().len(), 20, "all of t{t}'s files were kept");
         }

@@ -1,0 +1,508 @@
+//! Everything the index answers from, in memory.
+//!
+//! SQLite ([`crate::store`]) is the durable record; this is a copy of it
+//! kept for reading. It is filled from the database when the index starts
+//! and then changed only by [`Change`]s that the store hands over after
+//! their transaction committed, so a reader never sees a change that is not
+//! on disk, and every search, referral and map is answered without touching
+//! SQLite: at a million files, SQLite's full-text prefix matching and page
+//! reads were most of the index's time (see the README's index bench).
+//!
+//! Searching follows [`peernet_proto::search`], the rules flood search uses
+//! too: each file's name is split into its folded words, and each word
+//! keeps the ids of the files whose name has it ([`Catalog::words`]). A query
+//! word is looked up as the range of stored words it starts, in a sorted
+//! map. File ids are SQLite's row ids, given in registration order, so the
+//! newest files are the highest ids and a search walks the lists from
+//! their ends and stops at its limit.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
+};
+
+use iroh::EndpointId;
+use peernet_proto::{
+    index::{FileEntry, Hit, Kind, OnlinePeer, PeerInfo, Provider},
+    limits::ONLINE_PAGE_PEERS,
+    search, Hash,
+};
+use rand::seq::IteratorRandom;
+
+/// A peer row as the graph and status views need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    pub info: PeerInfo,
+    pub lease_until: u64,
+    pub neighbors: Vec<EndpointId>,
+}
+
+/// One committed change, as the store describes it after writing it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A peer joined again or for the first time (the row as stored).
+    Peer {
+        info: PeerInfo,
+        joined_at: u64,
+        lease_until: u64,
+    },
+    /// A heartbeat renewed a lease.
+    Lease {
+        id: EndpointId,
+        lease_until: u64,
+        neighbors: Vec<EndpointId>,
+    },
+    Nickname {
+        id: EndpointId,
+        nickname: String,
+    },
+    /// A file row as stored (new, or a re-publish under the same id).
+    File {
+        id: u64,
+        peer: EndpointId,
+        entry: FileEntry,
+        registered_at: u64,
+    },
+    /// A file row deleted.
+    Unfile {
+        id: u64,
+    },
+    /// A peer left: its lease ended and its files are gone.
+    Left {
+        id: EndpointId,
+    },
+}
+
+#[derive(Debug)]
+struct Peer {
+    info: PeerInfo,
+    joined_at: u64,
+    lease_until: u64,
+    neighbors: Vec<EndpointId>,
+    files: HashSet<u64>,
+}
+
+#[derive(Debug)]
+struct File {
+    /// The owner's slot in [`Catalog::peers`] (4 bytes, not its 32-byte key:
+    /// there are a million of these).
+    peer: u32,
+    hash: Hash,
+    name: Box<str>,
+    size: u64,
+    kind: Kind,
+    registered_at: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    peers: Vec<Peer>,
+    slots: HashMap<EndpointId, u32>,
+    files: HashMap<u64, File>,
+    /// File ids of each hash (a hash has a row per provider). Sorted by
+    /// hash so that a hash prefix is a range.
+    hashes: BTreeMap<[u8; 32], Vec<u64>>,
+    /// File ids of each folded word, ascending (oldest first).
+    words: BTreeMap<Box<str>, Vec<u64>>,
+}
+
+impl Catalog {
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Peer { info, joined_at, lease_until } => match self.slots.get(&info.addr.id) {
+                Some(&slot) => {
+                    let peer = &mut self.peers[slot as usize];
+                    (peer.info, peer.joined_at, peer.lease_until) = (info, joined_at, lease_until);
+                }
+                None => {
+                    self.slots.insert(info.addr.id, self.peers.len() as u32);
+                    self.peers.push(Peer { info, joined_at, lease_until, neighbors: Vec::new(), files: HashSet::new() });
+                }
+            },
+            Change::Lease { id, lease_until, neighbors } => {
+                if let Some(peer) = self.peer_mut(&id) {
+                    (peer.lease_until, peer.neighbors) = (lease_until, neighbors);
+                }
+            }
+            Change::Nickname { id, nickname } => {
+                if let Some(peer) = self.peer_mut(&id) {
+                    peer.info.nickname = nickname;
+                }
+            }
+            Change::File { id, peer, entry, registered_at } => {
+                self.remove_file(id);
+                let Some(&slot) = self.slots.get(&peer) else {
+                    return;
+                };
+                for word in unique_words(&entry.name) {
+                    insert_sorted(self.words.entry(word.into()).or_default(), id);
+                }
+                insert_sorted(self.hashes.entry(*entry.hash.as_bytes()).or_default(), id);
+                self.peers[slot as usize].files.insert(id);
+                let file =
+                    File { peer: slot, hash: entry.hash, name: entry.name.into(), size: entry.size, kind: entry.kind, registered_at };
+                self.files.insert(id, file);
+            }
+            Change::Unfile { id } => self.remove_file(id),
+            Change::Left { id } => {
+                let Some(peer) = self.peer_mut(&id) else {
+                    return;
+                };
+                (peer.lease_until, peer.neighbors) = (0, Vec::new());
+                for file in std::mem::take(&mut peer.files) {
+                    self.remove_file(file);
+                }
+            }
+        }
+    }
+
+    fn peer_mut(&mut self, id: &EndpointId) -> Option<&mut Peer> {
+        self.slots.get(id).map(|&slot| &mut self.peers[slot as usize])
+    }
+
+    fn remove_file(&mut self, id: u64) {
+        let Some(file) = self.files.remove(&id) else {
+            return;
+        };
+        for word in unique_words(&file.name) {
+            if let Some(ids) = self.words.get_mut(word.as_str()) {
+                remove_sorted(ids, id);
+                if ids.is_empty() {
+                    self.words.remove(word.as_str());
+                }
+            }
+        }
+        if let Some(ids) = self.hashes.get_mut(file.hash.as_bytes()) {
+            remove_sorted(ids, id);
+            if ids.is_empty() {
+                self.hashes.remove(file.hash.as_bytes());
+            }
+        }
+        self.peers[file.peer as usize].files.remove(&id);
+    }
+
+    /// How many files are registered (online or not).
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether `id` has ever joined (a peer that left stays known).
+    pub fn is_member(&self, id: &EndpointId) -> bool {
+        self.slots.contains_key(id)
+    }
+
+    fn online(&self, slot: u32, now: u64) -> bool {
+        self.peers[slot as usize].lease_until > now
+    }
+
+    /// Files of online peers that match `query` by [`search::matches`]: by
+    /// the start of their hash, or by every word of the query starting a
+    /// word of the name one of their providers gave them. Most recently
+    /// registered first.
+    pub fn search(&self, query: &str, limit: u32, now: u64) -> Vec<Hit> {
+        let limit = limit as usize;
+        let mut hashes: Vec<Hash> = Vec::new();
+        if let Some(prefix) = search::hash_prefix(query) {
+            hashes = self.by_hash_prefix(&prefix, limit, now);
+        }
+        let words = search::words(query);
+        if !words.is_empty() && hashes.len() < limit {
+            self.by_words(&words, limit, now, &mut hashes);
+        }
+        hashes.iter().filter_map(|h| self.hit(h, now)).collect()
+    }
+
+    /// Hashes starting with `prefix` (lower-case hex) that an online peer
+    /// provides, newest registration first.
+    fn by_hash_prefix(&self, prefix: &str, limit: usize, now: u64) -> Vec<Hash> {
+        let bound = |fill: char| {
+            let hex: String = prefix.chars().chain(std::iter::repeat(fill)).take(64).collect();
+            hex.parse::<Hash>().map(|h| *h.as_bytes())
+        };
+        let (Ok(low), Ok(high)) = (bound('0'), bound('f')) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(u64, u64, Hash)> = self
+            .hashes
+            .range(low..=high)
+            .filter_map(|(_, ids)| {
+                let newest = ids
+                    .iter()
+                    .map(|id| (id, &self.files[id]))
+                    .filter(|(_, f)| self.online(f.peer, now))
+                    .map(|(id, f)| (f.registered_at, *id))
+                    .max()?;
+                Some((newest.0, newest.1, self.files[&newest.1].hash))
+            })
+            .collect();
+        found.sort_unstable_by_key(|&(at, id, _)| Reverse((at, id)));
+        found.into_iter().take(limit).map(|(_, _, h)| h).collect()
+    }
+
+    /// Adds to `hashes` the hashes whose name has every query word as the
+    /// start of one of its words, newest file first, until `limit`.
+    fn by_words(&self, words: &[String], limit: usize, now: u64, hashes: &mut Vec<Hash>) {
+        // The query word with the fewest files drives the walk; the others
+        // are checked on each of its files.
+        let lists_of = |word: &String| -> Vec<&Vec<u64>> {
+            self.words
+                .range::<str, _>((std::ops::Bound::Included(word.as_str()), std::ops::Bound::Unbounded))
+                .take_while(|(w, _)| w.starts_with(word.as_str()))
+                .map(|(_, ids)| ids)
+                .collect()
+        };
+        let Some(lists) = words.iter().map(lists_of).min_by_key(|lists| lists.iter().map(|l| l.len()).sum::<usize>()) else {
+            return;
+        };
+        for id in Newest::new(&lists) {
+            if hashes.len() >= limit {
+                break;
+            }
+            let file = &self.files[&id];
+            if !self.online(file.peer, now) || hashes.contains(&file.hash) {
+                continue;
+            }
+            if words.len() == 1 || search::words_match(words, &search::words(&file.name)) {
+                hashes.push(file.hash);
+            }
+        }
+    }
+
+    /// All online providers of one hash, most recent registration first.
+    pub fn hit(&self, hash: &Hash, now: u64) -> Option<Hit> {
+        let ids = self.hashes.get(hash.as_bytes())?;
+        let mut rows: Vec<(u64, &File)> = ids.iter().map(|id| (*id, &self.files[id])).filter(|(_, f)| self.online(f.peer, now)).collect();
+        rows.sort_unstable_by_key(|&(id, f)| Reverse((f.registered_at, id)));
+        let (_, first) = rows.first()?;
+        Some(Hit {
+            hash: *hash,
+            size: first.size,
+            kind: first.kind,
+            name: first.name.to_string(),
+            providers: rows
+                .iter()
+                .map(|(_, f)| Provider {
+                    peer: self.peers[f.peer as usize].info.clone(),
+                    name: f.name.to_string(),
+                    registered_at: f.registered_at,
+                })
+                .collect(),
+        })
+    }
+
+    /// Online peers, oldest member first.
+    fn online_sorted(&self, now: u64) -> Vec<&Peer> {
+        let mut peers: Vec<&Peer> = self.peers.iter().filter(|p| p.lease_until > now).collect();
+        peers.sort_unstable_by(|a, b| (a.joined_at, a.info.addr.id.as_bytes()).cmp(&(b.joined_at, b.info.addr.id.as_bytes())));
+        peers
+    }
+
+    /// One page of online peers with their files, oldest member first.
+    pub fn online_page(&self, page: u32, now: u64) -> (Vec<OnlinePeer>, Option<u32>) {
+        let per_page = ONLINE_PAGE_PEERS as usize;
+        let peers = self.online_sorted(now);
+        let start = (page as usize).saturating_mul(per_page);
+        let next_page = (peers.len() > start.saturating_add(per_page)).then_some(page + 1);
+        let out = peers
+            .into_iter()
+            .skip(start)
+            .take(per_page)
+            .map(|p| {
+                let mut files: Vec<FileEntry> = p
+                    .files
+                    .iter()
+                    .map(|id| &self.files[id])
+                    .map(|f| FileEntry { name: f.name.to_string(), size: f.size, hash: f.hash, kind: f.kind })
+                    .collect();
+                files.sort_unstable_by(|a, b| (&a.name, a.hash.as_bytes()).cmp(&(&b.name, b.hash.as_bytes())));
+                OnlinePeer { peer: p.info.clone(), files, lease_until: p.lease_until }
+            })
+            .collect();
+        (out, next_page)
+    }
+
+    /// Up to `k` random online peers other than `me`.
+    pub fn referral(&self, me: &EndpointId, k: u32, now: u64) -> Vec<PeerInfo> {
+        let mut rng = rand::rng();
+        let mut picked = self
+            .peers
+            .iter()
+            .filter(|p| p.lease_until > now && p.info.addr.id != *me)
+            .map(|p| p.info.clone())
+            .choose_multiple(&mut rng, k as usize);
+        // `choose_multiple` keeps the order it met them in.
+        rand::seq::SliceRandom::shuffle(picked.as_mut_slice(), &mut rng);
+        picked
+    }
+
+    /// How many peers' leases run at `now`.
+    pub fn online_count(&self, now: u64) -> u64 {
+        self.peers.iter().filter(|p| p.lease_until > now).count() as u64
+    }
+
+    /// Every online peer with its reported neighbours, for the map.
+    pub fn online_peers(&self, now: u64) -> Vec<PeerRecord> {
+        self.online_sorted(now)
+            .into_iter()
+            .map(|p| PeerRecord { info: p.info.clone(), lease_until: p.lease_until, neighbors: p.neighbors.clone() })
+            .collect()
+    }
+}
+
+/// A name's distinct folded words.
+fn unique_words(name: &str) -> Vec<String> {
+    let mut words = search::words(name);
+    words.sort_unstable();
+    words.dedup();
+    words
+}
+
+fn insert_sorted(ids: &mut Vec<u64>, id: u64) {
+    // Almost always the newest: a push.
+    match ids.last() {
+        Some(&last) if last >= id => {
+            if let Err(at) = ids.binary_search(&id) {
+                ids.insert(at, id);
+            }
+        }
+        _ => ids.push(id),
+    }
+}
+
+fn remove_sorted(ids: &mut Vec<u64>, id: u64) {
+    if let Ok(at) = ids.binary_search(&id) {
+        ids.remove(at);
+    }
+}
+
+/// The ids of several ascending lists, merged, highest first, without
+/// repeats (a file with two words that start the same query word is in
+/// two lists), lazily: a search stops at its limit long before the end of
+/// a common word's list.
+struct Newest<'a> {
+    lists: &'a [&'a Vec<u64>],
+    /// (next id, list, its position), highest id on top.
+    heads: BinaryHeap<(u64, usize, usize)>,
+    last: Option<u64>,
+}
+
+impl<'a> Newest<'a> {
+    fn new(lists: &'a [&'a Vec<u64>]) -> Self {
+        let heads = lists.iter().enumerate().filter_map(|(i, l)| l.last().map(|&id| (id, i, l.len() - 1))).collect();
+        Self { lists, heads, last: None }
+    }
+}
+
+impl Iterator for Newest<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        loop {
+            let (id, list, at) = self.heads.pop()?;
+            if at > 0 {
+                self.heads.push((self.lists[list][at - 1], list, at - 1));
+            }
+            if self.last != Some(id) {
+                self.last = Some(id);
+                return Some(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iroh::SecretKey;
+    use peernet_proto::index::PeerAddr;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    use super::*;
+
+    fn peer(seed: u8) -> EndpointId {
+        SecretKey::from_bytes(&[seed; 32]).public()
+    }
+
+    /// Random joins, publishes (some of a hash another peer has, some
+    /// re-publishing under a new name), unpublishes and leaves; after each
+    /// step, every query finds exactly the hashes that a scan of every
+    /// online provider with [`search::matches`] finds.
+    #[test]
+    fn search_finds_what_a_full_scan_finds() {
+        const WORDS: &[&str] = &["café", "cat", "catalog", "dog", "Straße", "strand", "2024", "東京", "tar", "gz"];
+        const QUERIES: &[&str] = &["ca", "cafe", "cat dog", "stras", "str", "2024 gz", "東京", "c", "zzz", "", "cat catalog"];
+        for seed in 0..4 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut c = Catalog::default();
+            // What a scan would read: (id, peer, entry, registered_at).
+            let mut rows: Vec<(u64, EndpointId, FileEntry, u64)> = Vec::new();
+            let mut online: HashSet<EndpointId> = HashSet::new();
+            let mut next_id = 1;
+            let now = 1_000;
+            for step in 0..400u64 {
+                let p = peer(rng.random_range(1..6));
+                match rng.random_range(0..10) {
+                    0 => {
+                        let info = PeerInfo { addr: PeerAddr { id: p, ip: vec![], relay: None }, nickname: "n".into() };
+                        c.apply(Change::Peer { info, joined_at: step, lease_until: now + 1 });
+                        online.insert(p);
+                    }
+                    1 => {
+                        c.apply(Change::Left { id: p });
+                        rows.retain(|r| r.1 != p);
+                        online.remove(&p);
+                    }
+                    2 => {
+                        if let Some(at) = (!rows.is_empty()).then(|| rng.random_range(0..rows.len())) {
+                            c.apply(Change::Unfile { id: rows.remove(at).0 });
+                        }
+                    }
+                    _ if c.is_member(&p) => {
+                        let name: Vec<&str> = (0..rng.random_range(1..4)).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+                        let hash = Hash::new([rng.random_range(0..30u8)]);
+                        let entry = FileEntry { name: name.join("-"), size: 1, hash, kind: Kind::File };
+                        // Re-publishing a hash keeps the row and its time.
+                        let (id, at) = match rows.iter().position(|r| r.1 == p && r.2.hash == hash) {
+                            Some(i) => {
+                                let old = rows.remove(i);
+                                (old.0, old.3)
+                            }
+                            None => (next_id, step),
+                        };
+                        next_id += 1;
+                        c.apply(Change::File { id, peer: p, entry: entry.clone(), registered_at: at });
+                        rows.push((id, p, entry, at));
+                    }
+                    _ => {}
+                }
+                let mut queries: Vec<String> = QUERIES.iter().map(|q| q.to_string()).collect();
+                queries.push(Hash::new([3u8]).to_hex()[..4].to_string());
+                for q in &queries {
+                    let mut want: Vec<Hash> =
+                        rows.iter().filter(|r| online.contains(&r.1) && search::matches(q, &r.2)).map(|r| r.2.hash).collect();
+                    want.sort_unstable_by_key(|h| *h.as_bytes());
+                    want.dedup();
+                    let mut got: Vec<Hash> = c.search(q, 1000, now).into_iter().map(|h| h.hash).collect();
+                    got.sort_unstable_by_key(|h| *h.as_bytes());
+                    assert_eq!(got, want, "seed {seed}, step {step}, query {q:?}");
+                }
+            }
+        }
+    }
+
+    /// A word shared by many files: the newest come first and the walk
+    /// stops at the limit.
+    #[test]
+    fn the_newest_files_fill_the_limit() {
+        let mut c = Catalog::default();
+        let p = peer(1);
+        let info = PeerInfo { addr: PeerAddr { id: p, ip: vec![], relay: None }, nickname: "n".into() };
+        c.apply(Change::Peer { info, joined_at: 0, lease_until: 10 });
+        for id in 1..=50u64 {
+            let entry = FileEntry { name: format!("song {id}"), size: 1, hash: Hash::new(id.to_le_bytes()), kind: Kind::File };
+            c.apply(Change::File { id, peer: p, entry, registered_at: id });
+        }
+        let names: Vec<String> = c.search("so", 3, 5).into_iter().map(|h| h.name).collect();
+        assert_eq!(names, ["song 50", "song 49", "song 48"]);
+        assert!(c.search("so", 3, 10).is_empty(), "the lease ran out");
+    }
+}
