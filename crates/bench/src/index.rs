@@ -91,8 +91,10 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     eprintln!("index: process {} serving", index.proc.pid());
     let ticket: Ticket = index.ticket.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let cpu0 = index.proc.cpu_seconds();
-    let quic = rt.block_on(load(&ticket, o, &corpus))?;
+    let quic = rt.block_on(load(&ticket, o, &corpus, Mix::Publishing))?;
     let usage = index.proc.usage_since(cpu0);
+    eprintln!("index: {} clients for {:?} over QUIC, searching only", o.clients, o.duration);
+    let reads = rt.block_on(load(&ticket, o, &corpus, Mix::Searching))?;
     // A member that searches first thing after the restart.
     let searcher = rt.block_on(Searcher::join(&ticket))?;
     index.stop();
@@ -107,6 +109,7 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
 
     // The same load on the request handler in this process, same database.
     let direct = rt.block_on(load_in_process(&db, o, &corpus))?;
+    let sync = disk_sync(work)?;
     // And on a bare echo over iroh QUIC.
     let server = echo::Server::start()?;
     let echo = rt.block_on(load_echo(&server.addr, o, &corpus))?;
@@ -130,7 +133,21 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         .against(&tracker)
         .target(">= 1.0x opentracker where the echo allows it", |r| r.ratio.map(|x| x >= 1.0));
     let p99 = Row::new("peernet index p99 latency, all requests", percentile(&quic.all, 0.99), "ms")
+        .note(format!(
+            "writes p50 {:.2} ms, p99 {:.2} ms (each waits for its disk sync, below); searches p99 {:.2} ms",
+            percentile(&quic.writes, 0.5),
+            percentile(&quic.writes, 0.99),
+            percentile(&quic.searches, 0.99)
+        ))
         .target("< 5 ms", |r| r.value.map(|v| v < 5.0));
+    let sync_row = Row::new("disk sync: 4 KiB written and fdatasync'd, p99 (reference)", sync.1, "ms").note(format!(
+        "p50 {:.2} ms over {DISK_SYNCS} syncs in the work folder: the least an acknowledged write can wait on this disk",
+        sync.0
+    ));
+    let reads_row = Row::new("peernet index: Search only, over QUIC", reads.rate(), "req/s")
+        .note(format!("{}; vocabulary words, pairs and 3-letter prefixes, nothing written", reads.latency()))
+        .against(&echo_row)
+        .target(">= 0.8x the echo", |r| r.ratio.map(|x| x >= 0.8));
     let search_p99 = Row::new("peernet index search p99 while the clients publish", percentile(&quic.searches, 0.99), "ms")
         .note(format!(
             "p50 {:.2} ms over {} searches, half for a file just published, half vocabulary words, pairs and 3-letter prefixes",
@@ -142,7 +159,7 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         .note(format!("from starting the process; the search found {first_hits} files; {restarted_rss:.0} MiB RSS after it"))
         .target("< 10 s", |r| r.value.map(|v| v < 10.0));
     let rss = Row::new(format!("peernet index peak RSS at {} files", seeded.files), usage.peak_rss_mib, "MiB")
-        .note("the index process after the QUIC load; SQLite page caches of 32 MiB for the writer and each of 2 readers");
+        .note("the index process after the QUIC load: the catalog of every file in memory, and SQLite's page cache (64 MiB)");
     let direct_row = Row::new("peernet index handler in process (no QUIC)", direct.rate(), "req/s")
         .note(format!("{}; the same SQLite work, to split the time", direct.latency()));
     let seed_row = Row::new("seeding the database (not through the protocol)", seeded.files as f64 / seeded.took.as_secs_f64(), "files/s")
@@ -150,7 +167,7 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     Ok(Report {
         bench: "index",
         setup,
-        rows: vec![tracker, echo_row, ours, ours_vs_tracker, p99, search_p99, direct_row, restart_row, rss, seed_row],
+        rows: vec![tracker, echo_row, ours, ours_vs_tracker, p99, sync_row, search_p99, reads_row, direct_row, restart_row, rss, seed_row],
     })
 }
 
@@ -241,11 +258,24 @@ pub async fn client(ticket: &Ticket) -> anyhow::Result<(iroh::Endpoint, IndexCli
 type Sender = Arc<dyn Fn(usize, Request) -> Pending + Send + Sync>;
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Option<Response>>> + Send>>;
 
-/// What one load did: each latency in microseconds, all and searches only.
+/// What one load did: each latency in microseconds, all, searches only
+/// and writes (publish, unpublish) only.
+#[derive(Default)]
 struct Load {
     elapsed: Duration,
     all: Vec<u64>,
     searches: Vec<u64>,
+    writes: Vec<u64>,
+}
+
+/// What the clients ask.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Publish a new file, search for it, search the vocabulary, unshare
+    /// the oldest beyond [`HELD_FILES`].
+    Publishing,
+    /// Search the vocabulary only.
+    Searching,
 }
 
 impl Load {
@@ -259,12 +289,13 @@ impl Load {
 }
 
 /// Every client over QUIC, each with its own endpoint, as real peers do.
-async fn load(ticket: &Ticket, o: &Options, corpus: &Arc<Corpus>) -> anyhow::Result<Load> {
+async fn load(ticket: &Ticket, o: &Options, corpus: &Arc<Corpus>, mix: Mix) -> anyhow::Result<Load> {
     let mut endpoints = Vec::new();
     let mut clients = Vec::new();
+    let tag = if mix == Mix::Publishing { 'q' } else { 'r' };
     for i in 0..o.clients {
         let (ep, client) = client(ticket).await?;
-        client.join(&format!("bench{i}")).await.with_context(|| format!("client {i} could not join"))?;
+        client.join(&format!("bench{tag}{i}")).await.with_context(|| format!("client {i} could not join"))?;
         endpoints.push(ep);
         clients.push(client);
     }
@@ -273,7 +304,7 @@ async fn load(ticket: &Ticket, o: &Options, corpus: &Arc<Corpus>) -> anyhow::Res
         let clients = clients.clone();
         Box::pin(async move { Ok(Some(clients[i].request(request).await?)) })
     });
-    let result = drive('q', o, corpus, send).await;
+    let result = drive(tag, mix, o, corpus, send).await;
     for ep in endpoints {
         ep.close().await;
     }
@@ -311,7 +342,7 @@ async fn load_in_process(db: &Path, o: &Options, corpus: &Arc<Corpus>) -> anyhow
             }
         })
     });
-    drive('h', o, corpus, send).await
+    drive('h', Mix::Publishing, o, corpus, send).await
 }
 
 /// The same clients and frames against the echo server.
@@ -331,24 +362,23 @@ async fn load_echo(server: &PeerAddr, o: &Options, corpus: &Arc<Corpus>) -> anyh
             Ok(None)
         })
     });
-    let result = drive('e', o, corpus, send).await;
+    let result = drive('e', Mix::Publishing, o, corpus, send).await;
     for ep in endpoints {
         ep.close().await;
     }
     result
 }
 
-/// The clients' loop, each client its own task: publish a new file, search
-/// for it, search the vocabulary, and unshare the oldest beyond
-/// [`HELD_FILES`]; every request timed.
-async fn drive(tag: char, o: &Options, corpus: &Arc<Corpus>, send: Sender) -> anyhow::Result<Load> {
+/// The clients' loop, each client its own task, asking what `mix` says;
+/// every request timed.
+async fn drive(tag: char, mix: Mix, o: &Options, corpus: &Arc<Corpus>, send: Sender) -> anyhow::Result<Load> {
     let start = Instant::now();
     let deadline = start + o.duration;
     let mut tasks = Vec::new();
     for i in 0..o.clients {
         let (send, corpus) = (send.clone(), corpus.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut all, mut searches) = (Vec::new(), Vec::new());
+            let mut load = Load::default();
             let mut rng = StdRng::seed_from_u64(1000 + i as u64);
             let mut k = 0u64;
             let mut held = std::collections::VecDeque::new();
@@ -357,13 +387,18 @@ async fn drive(tag: char, o: &Options, corpus: &Arc<Corpus>, send: Sender) -> an
                 let t = Instant::now();
                 let response = send(i, request).await;
                 let took = t.elapsed().as_micros() as u64;
-                all.push(took);
-                if search {
-                    searches.push(took);
-                }
+                load.all.push(took);
+                if search { &mut load.searches } else { &mut load.writes }.push(took);
                 response
             };
             while Instant::now() < deadline {
+                if mix == Mix::Searching {
+                    let found = timed(Request::Search { query: corpus.query(&mut rng), limit: SEARCH_LIMIT }).await?;
+                    if found.as_ref().is_some_and(|r| !matches!(r, Response::Hits(_))) {
+                        bail!("a search answered {found:?}");
+                    }
+                    continue;
+                }
                 k += 1;
                 // A word no other file has, nor starts with (the run's tag
                 // keeps the runs on one database apart), to find it by.
@@ -395,19 +430,44 @@ async fn drive(tag: char, o: &Options, corpus: &Arc<Corpus>, send: Sender) -> an
                     timed(Request::Unpublish { hash }).await?;
                 }
             }
-            anyhow::Ok((all, searches))
+            anyhow::Ok(load)
         }));
     }
-    let (mut all, mut searches) = (Vec::new(), Vec::new());
+    let mut load = Load::default();
     for t in tasks {
-        let (a, s) = t.await??;
-        all.extend(a);
-        searches.extend(s);
+        let one = t.await??;
+        load.all.extend(one.all);
+        load.searches.extend(one.searches);
+        load.writes.extend(one.writes);
     }
-    let elapsed = start.elapsed();
-    all.sort_unstable();
-    searches.sort_unstable();
-    Ok(Load { elapsed, all, searches })
+    load.elapsed = start.elapsed();
+    for v in [&mut load.all, &mut load.searches, &mut load.writes] {
+        v.sort_unstable();
+    }
+    Ok(load)
+}
+
+/// Disk syncs timed by [`disk_sync`].
+const DISK_SYNCS: usize = 200;
+
+/// This disk's sync latency where the bench's databases live: 4 KiB
+/// appended and `fdatasync`ed, [`DISK_SYNCS`] times, as SQLite's WAL does
+/// at each commit. Returns (p50, p99) in milliseconds.
+fn disk_sync(work: &Path) -> anyhow::Result<(f64, f64)> {
+    use std::io::Write;
+    let path = work.join("disk-sync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let mut took = Vec::with_capacity(DISK_SYNCS);
+    for _ in 0..DISK_SYNCS {
+        file.write_all(&[7u8; 4096])?;
+        let t = Instant::now();
+        file.sync_data()?;
+        took.push(t.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    took.sort_unstable();
+    Ok((percentile(&took, 0.5), percentile(&took, 0.99)))
 }
 
 /// Milliseconds at quantile `q` of sorted microsecond latencies.

@@ -54,6 +54,8 @@ fn index_in_miniature() {
     assert!(value(&r, "bare echo over iroh QUIC") > 0.0);
     assert!(value(&r, "peernet index handler in process") > 0.0);
     assert!(value(&r, "peernet index search p99") > 0.0);
+    assert!(value(&r, "peernet index: Search only") > 0.0);
+    assert!(value(&r, "disk sync") > 0.0);
     assert!(value(&r, "restart on 2000 files") > 0.0);
     assert!(value(&r, "peernet index peak RSS") > 0.0);
     row(&r, "opentracker");

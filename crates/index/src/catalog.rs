@@ -18,7 +18,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap, HashSet},
+    collections::{BTreeMap, BinaryHeap, HashMap},
 };
 
 use iroh::EndpointId;
@@ -28,6 +28,7 @@ use peernet_proto::{
     search, Hash,
 };
 use rand::seq::IteratorRandom;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// A peer row as the graph and status views need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,13 +74,17 @@ pub enum Change {
     },
 }
 
+/// A query word that starts more stored words than this is checked on a
+/// file by folding the file's name, not by a lookup in each word's list.
+const MAX_LISTS_PER_CHECK: usize = 16;
+
 #[derive(Debug)]
 struct Peer {
     info: PeerInfo,
     joined_at: u64,
     lease_until: u64,
     neighbors: Vec<EndpointId>,
-    files: HashSet<u64>,
+    files: FxHashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -98,7 +103,10 @@ struct File {
 pub struct Catalog {
     peers: Vec<Peer>,
     slots: HashMap<EndpointId, u32>,
-    files: HashMap<u64, File>,
+    /// Keyed by SQLite's row id: a fast hash (row ids come from our own
+    /// database, not from the network), as every search looks up each
+    /// candidate here.
+    files: FxHashMap<u64, File>,
     /// File ids of each hash (a hash has a row per provider). Sorted by
     /// hash so that a hash prefix is a range.
     hashes: BTreeMap<[u8; 32], Vec<u64>>,
@@ -116,7 +124,7 @@ impl Catalog {
                 }
                 None => {
                     self.slots.insert(info.addr.id, self.peers.len() as u32);
-                    self.peers.push(Peer { info, joined_at, lease_until, neighbors: Vec::new(), files: HashSet::new() });
+                    self.peers.push(Peer { info, joined_at, lease_until, neighbors: Vec::new(), files: FxHashSet::default() });
                 }
             },
             Change::Lease { id, lease_until, neighbors } => {
@@ -135,7 +143,14 @@ impl Catalog {
                     return;
                 };
                 for word in unique_words(&entry.name) {
-                    insert_sorted(self.words.entry(word.into()).or_default(), id);
+                    // Looked up first: most words are known, and a new key
+                    // is an allocation.
+                    match self.words.get_mut(word.as_str()) {
+                        Some(ids) => insert_sorted(ids, id),
+                        None => {
+                            self.words.insert(word.into(), vec![id]);
+                        }
+                    }
                 }
                 insert_sorted(self.hashes.entry(*entry.hash.as_bytes()).or_default(), id);
                 self.peers[slot as usize].files.insert(id);
@@ -242,27 +257,39 @@ impl Catalog {
     /// Adds to `hashes` the hashes whose name has every query word as the
     /// start of one of its words, newest file first, until `limit`.
     fn by_words(&self, words: &[String], limit: usize, now: u64, hashes: &mut Vec<Hash>) {
+        let mut groups: Vec<Vec<&Vec<u64>>> = words
+            .iter()
+            .map(|word| {
+                self.words
+                    .range::<str, _>((std::ops::Bound::Included(word.as_str()), std::ops::Bound::Unbounded))
+                    .take_while(|(w, _)| w.starts_with(word.as_str()))
+                    .map(|(_, ids)| ids)
+                    .collect()
+            })
+            .collect();
         // The query word with the fewest files drives the walk; the others
         // are checked on each of its files.
-        let lists_of = |word: &String| -> Vec<&Vec<u64>> {
-            self.words
-                .range::<str, _>((std::ops::Bound::Included(word.as_str()), std::ops::Bound::Unbounded))
-                .take_while(|(w, _)| w.starts_with(word.as_str()))
-                .map(|(_, ids)| ids)
-                .collect()
-        };
-        let Some(lists) = words.iter().map(lists_of).min_by_key(|lists| lists.iter().map(|l| l.len()).sum::<usize>()) else {
+        let Some(driver) = (0..groups.len()).min_by_key(|&i| groups[i].iter().map(|l| l.len()).sum::<usize>()) else {
             return;
         };
-        for id in Newest::new(&lists) {
+        let driver = groups.swap_remove(driver);
+        // A file has a word starting with a query word exactly when its id
+        // is in one of that word's lists: looked up there (no name to fold)
+        // unless the word starts so many stored words that the lookups
+        // cost more than folding the file's name.
+        let by_lists = groups.iter().all(|lists| lists.len() <= MAX_LISTS_PER_CHECK);
+        for id in Newest::new(&driver) {
             if hashes.len() >= limit {
                 break;
+            }
+            if by_lists && !groups.iter().all(|lists| lists.iter().any(|l| l.binary_search(&id).is_ok())) {
+                continue;
             }
             let file = &self.files[&id];
             if !self.online(file.peer, now) || hashes.contains(&file.hash) {
                 continue;
             }
-            if words.len() == 1 || search::words_match(words, &search::words(&file.name)) {
+            if by_lists || search::words_match(words, &search::words(&file.name)) {
                 hashes.push(file.hash);
             }
         }
@@ -412,6 +439,8 @@ impl Iterator for Newest<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use iroh::SecretKey;
     use peernet_proto::index::PeerAddr;
     use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -429,7 +458,11 @@ mod tests {
     #[test]
     fn search_finds_what_a_full_scan_finds() {
         const WORDS: &[&str] = &["café", "cat", "catalog", "dog", "Straße", "strand", "2024", "東京", "tar", "gz"];
-        const QUERIES: &[&str] = &["ca", "cafe", "cat dog", "stras", "str", "2024 gz", "東京", "c", "zzz", "", "cat catalog"];
+        // "x" starts more words than MAX_LISTS_PER_CHECK: checked by name.
+        const QUERIES: &[&str] =
+            &["ca", "cafe", "cat dog", "stras", "str", "2024 gz", "東京", "c", "zzz", "", "cat catalog", "x cat", "dog x1"];
+        let many: Vec<String> = (0..MAX_LISTS_PER_CHECK + 4).map(|k| format!("x{k}")).collect();
+        let words: Vec<&str> = WORDS.iter().copied().chain(many.iter().map(String::as_str)).collect();
         for seed in 0..4 {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut c = Catalog::default();
@@ -457,7 +490,7 @@ mod tests {
                         }
                     }
                     _ if c.is_member(&p) => {
-                        let name: Vec<&str> = (0..rng.random_range(1..4)).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+                        let name: Vec<&str> = (0..rng.random_range(1..4)).map(|_| words[rng.random_range(0..words.len())]).collect();
                         let hash = Hash::new([rng.random_range(0..30u8)]);
                         let entry = FileEntry { name: name.join("-"), size: 1, hash, kind: Kind::File };
                         // Re-publishing a hash keeps the row and its time.

@@ -65,6 +65,17 @@ fn push_folded(out: &mut String, c: char) {
 /// katakana to full-width). `İ` decomposes to `I` and a dot above, so it
 /// folds to `i`; the Turkish dotless `ı` stays itself (no locale rules).
 pub fn fold(s: &str) -> String {
+    // ASCII is its own decomposition and composition and holds no accent
+    // of `is_accent`, so lowering is all the rules do to it: the common
+    // case (an index loading a million names folds each one).
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    fold_unicode(s)
+}
+
+/// [`fold`] by the general rules.
+fn fold_unicode(s: &str) -> String {
     let mut bare = String::with_capacity(s.len());
     // Lowering after decomposing catches upper case that decomposition
     // produces (`㎒` → `MHz`).
@@ -239,6 +250,11 @@ mod tests {
                 prop_assert!(name_matches(&name, &name));
                 prop_assert!(name_matches(&terms(&name), &name), "the stored terms find their name");
             }
+        }
+
+        #[test]
+        fn ascii_folds_by_the_general_rules(s in "[\\x00-\\x7f]{0,40}") {
+            prop_assert_eq!(fold(&s), fold_unicode(&s));
         }
 
         #[test]
