@@ -18,7 +18,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap},
 };
 
 use iroh::EndpointId;
@@ -107,9 +107,11 @@ pub struct Catalog {
     /// database, not from the network), as every search looks up each
     /// candidate here.
     files: FxHashMap<u64, File>,
-    /// File ids of each hash (a hash has a row per provider). Sorted by
-    /// hash so that a hash prefix is a range.
-    hashes: BTreeMap<[u8; 32], Vec<u64>>,
+    /// File ids of each hash (a hash has a row per provider): looked up
+    /// for every hit a search answers, so a hash map.
+    hashes: FxHashMap<[u8; 32], Vec<u64>>,
+    /// The same hashes in order, so that a hash prefix is a range.
+    sorted_hashes: BTreeSet<[u8; 32]>,
     /// File ids of each folded word, ascending (oldest first).
     words: BTreeMap<Box<str>, Vec<u64>>,
 }
@@ -152,7 +154,11 @@ impl Catalog {
                         }
                     }
                 }
-                insert_sorted(self.hashes.entry(*entry.hash.as_bytes()).or_default(), id);
+                let ids = self.hashes.entry(*entry.hash.as_bytes()).or_default();
+                if ids.is_empty() {
+                    self.sorted_hashes.insert(*entry.hash.as_bytes());
+                }
+                insert_sorted(ids, id);
                 self.peers[slot as usize].files.insert(id);
                 let file =
                     File { peer: slot, hash: entry.hash, name: entry.name.into(), size: entry.size, kind: entry.kind, registered_at };
@@ -191,6 +197,7 @@ impl Catalog {
             remove_sorted(ids, id);
             if ids.is_empty() {
                 self.hashes.remove(file.hash.as_bytes());
+                self.sorted_hashes.remove(file.hash.as_bytes());
             }
         }
         self.peers[file.peer as usize].files.remove(&id);
@@ -238,10 +245,10 @@ impl Catalog {
             return Vec::new();
         };
         let mut found: Vec<(u64, u64, Hash)> = self
-            .hashes
+            .sorted_hashes
             .range(low..=high)
-            .filter_map(|(_, ids)| {
-                let newest = ids
+            .filter_map(|hash| {
+                let newest = self.hashes[hash]
                     .iter()
                     .map(|id| (id, &self.files[id]))
                     .filter(|(_, f)| self.online(f.peer, now))
