@@ -285,11 +285,13 @@ impl Catalog {
         // unless the word starts so many stored words that the lookups
         // cost more than folding the file's name.
         let by_lists = groups.iter().all(|lists| lists.len() <= MAX_LISTS_PER_CHECK);
+        let mut cursors: Vec<Vec<Cursor<'_>>> =
+            groups.iter().map(|lists| lists.iter().map(|l| Cursor { list: l.as_slice() }).collect()).collect();
         for id in Newest::new(&driver) {
             if hashes.len() >= limit {
                 break;
             }
-            if by_lists && !groups.iter().all(|lists| lists.iter().any(|l| l.binary_search(&id).is_ok())) {
+            if by_lists && !cursors.iter_mut().all(|lists| lists.iter_mut().any(|c| c.has(id))) {
                 continue;
             }
             let file = &self.files[&id];
@@ -409,6 +411,29 @@ fn remove_sorted(ids: &mut Vec<u64>, id: u64) {
     }
 }
 
+/// Membership in an ascending list, for ids asked in descending order (a
+/// walk of [`Newest`]): each answer drops the part of the list above the
+/// id, and the next is found by galloping back from the end of what is
+/// left, so a walk costs about the logarithm of the gap between two ids
+/// asked, not of the whole list.
+struct Cursor<'a> {
+    list: &'a [u64],
+}
+
+impl Cursor<'_> {
+    fn has(&mut self, id: u64) -> bool {
+        let len = self.list.len();
+        let mut back = 1;
+        while back < len && self.list[len - back] > id {
+            back *= 2;
+        }
+        let start = len.saturating_sub(back);
+        let kept = start + self.list[start..].partition_point(|&x| x <= id);
+        self.list = &self.list[..kept];
+        self.list.last() == Some(&id)
+    }
+}
+
 /// The ids of several ascending lists, merged, highest first, without
 /// repeats (a file with two words that start the same query word is in
 /// two lists), lazily: a search stops at its limit long before the end of
@@ -525,6 +550,19 @@ mod tests {
                     got.sort_unstable_by_key(|h| *h.as_bytes());
                     assert_eq!(got, want, "seed {seed}, step {step}, query {q:?}");
                 }
+            }
+        }
+    }
+
+    /// A cursor answers membership exactly for ids asked in descending
+    /// order, with gaps of every size between them.
+    #[test]
+    fn a_cursor_answers_for_descending_ids() {
+        let list: Vec<u64> = (0..500u64).map(|k| k * k / 7 + k).collect();
+        for step in [1, 2, 3, 17, 400] {
+            let mut cursor = Cursor { list: &list };
+            for id in (0..list[499] + 2).rev().step_by(step) {
+                assert_eq!(cursor.has(id), list.contains(&id), "id {id}, step {step}");
             }
         }
     }
