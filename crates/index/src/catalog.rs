@@ -76,7 +76,7 @@ pub enum Change {
 
 /// A query word that starts more stored words than this is checked on a
 /// file by folding the file's name, not by a lookup in each word's list.
-const MAX_LISTS_PER_CHECK: usize = 16;
+const MAX_LISTS_PER_CHECK: usize = 64;
 
 #[derive(Debug)]
 struct Peer {
