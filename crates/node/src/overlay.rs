@@ -49,6 +49,11 @@ use crate::{endpoint, index_client::IndexClient};
 const REFERRAL_K: u32 = 5;
 /// Room housekeeping period.
 const TICK: Duration = Duration::from_millis(250);
+/// How often connections left over from gossip's exchanges with
+/// non-neighbours are closed, and how old they must be (an exchange takes
+/// well under a second; a neighbour request times out after 500 ms).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const LINGER_LIMIT: Duration = Duration::from_secs(10);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -156,6 +161,7 @@ impl Overlay {
                 me.broadcast(Body::Hello { nickname: nick }).await.ok();
             }
             let mut tick = tokio::time::interval(TICK);
+            let mut swept = tokio::time::Instant::now();
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
             loop {
@@ -222,6 +228,13 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
+                        if swept.elapsed() >= SWEEP_EVERY {
+                            swept = tokio::time::Instant::now();
+                            let closed = me.paths.close_lingering(crate::paths::OVERLAY, &s.neighbors, LINGER_LIMIT);
+                            if closed > 0 {
+                                debug!("closed {closed} overlay connections to peers that are not neighbours");
+                            }
+                        }
                         // At most one report per tick, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
