@@ -47,22 +47,8 @@ use crate::{endpoint, index_client::IndexClient};
 
 /// How many peers to ask the index for when (re)attaching.
 const REFERRAL_K: u32 = 5;
-/// Room housekeeping: at least this often (the room's size and the
-/// index's timing are read again, leftover connections closed), and at
-/// once when a presence, a referral or a message held back for order is
-/// due. An idle member wakes up about once per `HOUSEKEEPING`, not four
-/// times a second; each wake-up of an idle daemon costs more CPU (thread
-/// and timer wake-ups) than the work it does.
-const HOUSEKEEPING: Duration = Duration::from_secs(2);
-/// The shortest gap between two housekeepings, which is also how long a
-/// neighbour change waits before the room hears of it (changes that come
-/// together make one report).
+/// Room housekeeping period.
 const TICK: Duration = Duration::from_millis(250);
-/// How often connections left over from gossip's exchanges with
-/// non-neighbours are closed, and how old they must be (an exchange takes
-/// well under a second; a neighbour request times out after 500 ms).
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
-const LINGER_LIMIT: Duration = Duration::from_secs(10);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -169,9 +155,7 @@ impl Overlay {
                 let nick = hooks.nickname.borrow().clone();
                 me.broadcast(Body::Hello { nickname: nick }).await.ok();
             }
-            let mut last_housekeeping = tokio::time::Instant::now();
-            let mut next_housekeeping = last_housekeeping;
-            let mut swept = last_housekeeping;
+            let mut tick = tokio::time::interval(TICK);
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
             loop {
@@ -227,8 +211,7 @@ impl Overlay {
                             }
                         }
                     }
-                    _ = tokio::time::sleep_until(next_housekeeping) => {
-                        last_housekeeping = tokio::time::Instant::now();
+                    _ = tick.tick() => {
                         let (interval, ttl) = (hooks.timing)().unwrap_or((DEFAULT_PRESENCE, DEFAULT_PRESENCE * 3));
                         let now = me.elapsed();
                         let mut s = me.lock();
@@ -239,14 +222,7 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
-                        if swept.elapsed() >= SWEEP_EVERY {
-                            swept = tokio::time::Instant::now();
-                            let closed = me.paths.close_lingering(crate::paths::OVERLAY, &s.neighbors, LINGER_LIMIT);
-                            if closed > 0 {
-                                debug!("closed {closed} overlay connections to peers that are not neighbours");
-                            }
-                        }
-                        // At most one report per housekeeping, however often the links change.
+                        // At most one report per tick, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
                         }
@@ -270,7 +246,6 @@ impl Overlay {
                         }
                     }
                 }
-                next_housekeeping = me.next_housekeeping(last_housekeeping, links_changed);
             }
         };
         Ok((overlay, task))
@@ -283,22 +258,6 @@ impl Overlay {
     /// Time since the overlay started, the timers' clock.
     fn elapsed(&self) -> Duration {
         self.started.elapsed()
-    }
-
-    /// When the overlay task next needs to look at the room: at the latest
-    /// [`HOUSEKEEPING`] after the last time, sooner when the timers or a
-    /// held-back message are due or the room should hear of new links, and
-    /// never sooner than [`TICK`] after the last time.
-    fn next_housekeeping(&self, last: tokio::time::Instant, links_changed: bool) -> tokio::time::Instant {
-        let s = self.lock();
-        let mut at = last + if links_changed { TICK } else { HOUSEKEEPING };
-        if let Some(due) = s.timers.next_due() {
-            at = at.min(self.started + due);
-        }
-        if let Some(due_ms) = s.room.next_tick_ms() {
-            at = at.min(tokio::time::Instant::now() + Duration::from_millis(due_ms.saturating_sub(now_ms())));
-        }
-        at.max(last + TICK)
     }
 
     /// Signs and broadcasts an event, and applies it to our own room.

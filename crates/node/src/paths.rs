@@ -8,13 +8,10 @@
 //! the map use it to say "direct" or "relayed". A connection to a relay-only
 //! peer that later punches a hole through both NATs moves from relayed to
 //! direct by itself; the next read shows it.
-//!
-//! It also closes what iroh-gossip leaves open: [`Paths::close_lingering`].
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use iroh::{
@@ -38,14 +35,7 @@ pub const BLOBS: &[u8] = iroh_blobs::ALPN;
 
 /// The connections of this endpoint, by peer; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Paths(Arc<Mutex<HashMap<EndpointId, Vec<Tracked>>>>);
-
-/// A connection we saw, and since when.
-#[derive(Debug, Clone)]
-struct Tracked {
-    handle: WeakConnectionHandle,
-    since: Instant,
-}
+pub struct Paths(Arc<Mutex<HashMap<EndpointId, Vec<WeakConnectionHandle>>>>);
 
 impl Paths {
     pub fn new() -> Self {
@@ -60,13 +50,13 @@ impl Paths {
     fn track(&self, conn: &Connection) {
         let mut peers = self.lock();
         let handles = peers.entry(conn.remote_id()).or_default();
-        handles.retain(|t| t.handle.upgrade().is_some());
-        handles.push(Tracked { handle: conn.weak_handle(), since: Instant::now() });
+        handles.retain(|h| h.upgrade().is_some());
+        handles.push(conn.weak_handle());
         if handles.len() > MAX_PER_PEER {
             handles.remove(0);
         }
         if peers.len() > MAX_TRACKED_PEERS {
-            peers.retain(|_, handles| handles.iter().any(|t| t.handle.upgrade().is_some()));
+            peers.retain(|_, handles| handles.iter().any(|h| h.upgrade().is_some()));
             while peers.len() > MAX_TRACKED_PEERS {
                 let Some(any) = peers.keys().next().copied() else { break };
                 peers.remove(&any);
@@ -83,7 +73,7 @@ impl Paths {
     /// still say "direct" for a link whose busy connections have moved to
     /// the relay.
     pub fn of(&self, peer: &EndpointId, alpn: &[u8]) -> Option<PathInfo> {
-        let conns: Vec<Connection> = self.lock().get(peer)?.iter().rev().filter_map(|t| t.handle.upgrade()).collect();
+        let conns: Vec<Connection> = self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).collect();
         let (first, rest): (Vec<&Connection>, Vec<&Connection>) = conns.iter().partition(|c| c.alpn().starts_with(alpn));
         first.into_iter().chain(rest).find_map(selected)
     }
@@ -94,44 +84,7 @@ impl Paths {
         peers.iter().map(|&id| LinkReport { id, path: self.of(&id, OVERLAY) }).collect()
     }
 
-    /// The live connections, counted by protocol (ALPN).
-    pub fn live(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for t in self.lock().values().flatten() {
-            if let Some(conn) = t.handle.upgrade() {
-                *counts.entry(String::from_utf8_lossy(conn.alpn()).into_owned()).or_default() += 1;
-            }
-        }
-        counts
-    }
-
-    /// Closes the connections speaking `alpn` (a prefix) to peers not in
-    /// `keep` that are older than `older_than`; returns how many.
-    ///
-    /// iroh-gossip opens a connection for every message to a peer outside
-    /// its neighbours (a shuffle reply, a join forwarded or refused) and
-    /// for every former neighbour, and lets it end only when QUIC's idle
-    /// timeout closes it. Our keep-alive keeps every connection open, so
-    /// without this each member would keep a link, with a keep-alive every
-    /// few seconds, to nearly every other member of the room.
-    pub fn close_lingering(&self, alpn: &[u8], keep: &BTreeSet<EndpointId>, older_than: Duration) -> usize {
-        let now = Instant::now();
-        let lingering: Vec<Connection> = self
-            .lock()
-            .iter()
-            .filter(|(peer, _)| !keep.contains(*peer))
-            .flat_map(|(_, handles)| handles.iter())
-            .filter(|t| now.duration_since(t.since) >= older_than)
-            .filter_map(|t| t.handle.upgrade())
-            .filter(|c| c.alpn().starts_with(alpn) && c.close_reason().is_none())
-            .collect();
-        for conn in &lingering {
-            conn.close(0u32.into(), b"not a neighbour");
-        }
-        lingering.len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<Tracked>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<WeakConnectionHandle>>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
