@@ -7,10 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// Acceptance: SIGKILL the index and restart it: no acknowledged
 /// registration is lost, and every running peer re-joins by itself within
 /// two heartbeat intervals.

@@ -62,7 +62,7 @@ fn provider_dies_mid_transfer() {
 fn hostile_names_stay_in_the_downloads_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let index_dir = tmp.path().join("index");
-    let index = Daemon::index(&index_dir);
+    let mut index = Daemon::index(&index_dir);
     let files = tmp.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     let mut args = Vec::new();
@@ -75,19 +75,40 @@ fn hostile_names_stay_in_the_downloads_dir() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let a = Daemon::peer("alice", &tmp.path().join("a"), &index.ticket, &args);
     let b = Daemon::peer("bob", &tmp.path().join("b"), &index.ticket, &[]);
+    let mut carol = Daemon::peer("carol", &tmp.path().join("c"), &index.ticket, &[]);
 
     // A peer cannot publish such names (the index refuses them), so play a
-    // compromised index: rewrite the names in its database while it runs.
+    // compromised index: while it is down, its database gains a newer
+    // registration of each of alice's files by carol (gone too, but her
+    // lease stretched), under a hostile name. The hit then carries the
+    // hostile name, and alice, who registers her own names again when she
+    // re-joins, still delivers the bytes once carol fails.
+    carol.kill9();
+    index.kill9();
     let db = rusqlite::Connection::open(index_dir.join("index.db")).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let hour_ahead = now_ms() as i64 + 3_600_000;
+    db.execute("UPDATE peers SET lease_until = ?1 WHERE nickname = 'carol'", [hour_ahead]).unwrap();
     let hostile = ["../../etc/x", "/abs/x", "nul\0name"];
     let mut hashes = Vec::new();
     for (i, name) in hostile.iter().enumerate() {
         let hash: String = db.query_row("SELECT hash FROM files WHERE name = ?1", [format!("plain-{i}.txt")], |r| r.get(0)).unwrap();
-        db.execute("UPDATE files SET name = ?1 WHERE hash = ?2", rusqlite::params![name, hash]).unwrap();
+        db.execute(
+            "INSERT INTO files(peer, hash, name, size, kind, registered_at)
+             SELECT (SELECT id FROM peers WHERE nickname = 'carol'), hash, ?1, size, kind, ?2 FROM files WHERE hash = ?3",
+            rusqlite::params![name, hour_ahead, hash],
+        )
+        .unwrap();
         hashes.push(hash);
     }
     drop(db);
+    let restarted = now_ms();
+    let _index = Daemon::index(&index_dir);
+    let rejoined = |d: &Daemon| {
+        let s = d.json(&["status"]);
+        s["index"]["state"] == "joined" && s["index"]["since_ms"].as_u64().unwrap() >= restarted
+    };
+    wait_until(PATIENCE, "alice and bob to re-join the restarted index", || rejoined(&a) && rejoined(&b));
 
     for hash in &hashes {
         b.ok(&["get", hash]);

@@ -452,3 +452,7 @@ pub async fn publish_as(
     let published = client.request(Request::Publish { files: vec![entry] }).await.unwrap();
     assert!(matches!(published, Response::Published { .. }), "{published:?}");
 }
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
