@@ -73,7 +73,9 @@ impl Paths {
     /// still say "direct" for a link whose busy connections have moved to
     /// the relay.
     pub fn of(&self, peer: &EndpointId, alpn: &[u8]) -> Option<PathInfo> {
-        let conns: Vec<Connection> = self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).collect();
+        // A closed connection keeps the path it last used; it is no link.
+        let conns: Vec<Connection> =
+            self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).filter(|c| c.close_reason().is_none()).collect();
         let (first, rest): (Vec<&Connection>, Vec<&Connection>) = conns.iter().partition(|c| c.alpn().starts_with(alpn));
         first.into_iter().chain(rest).find_map(selected)
     }
