@@ -17,22 +17,6 @@ use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
 
 use crate::{index::FileEntry, limits::MIN_HASH_PREFIX};
 
-/// Raised whenever a change to these rules can give another answer for some
-/// text, so that stores of folded words ([`terms`]) know to rebuild them.
-const RULES_VERSION: u32 = 1;
-
-/// Names the rules of this build: [`RULES_VERSION`] and the Unicode versions
-/// of the standard library (case, letters) and of the normalization tables
-/// (accents). A store that keeps [`terms`] records this and rebuilds them
-/// when it differs, since stale terms would hide files from searches.
-pub fn rules_version() -> String {
-    format!(
-        "{RULES_VERSION} (Unicode {:?} in std, {:?} in unicode-normalization)",
-        char::UNICODE_VERSION,
-        unicode_normalization::UNICODE_VERSION
-    )
-}
-
 /// Combining marks dropped by [`fold`]: the diacritics of Latin, Greek and
 /// Cyrillic letters (Combining Diacritical Marks and their Extended and
 /// Supplement blocks, the marks for symbols, the half marks). Other
@@ -98,10 +82,9 @@ pub fn words(s: &str) -> Vec<String> {
     fold(s).split(|c: char| !is_word_char(c)).filter(|w| !w.is_empty()).map(str::to_string).collect()
 }
 
-/// What the index stores for a name: its folded words, one space apart.
-/// Every character of the result other than those spaces is a word
-/// character, so any tokenizer that splits at ASCII spaces and punctuation
-/// only (SQLite's `ascii`) finds exactly these words.
+/// A name's folded words, one space apart. Every character of the result
+/// other than those spaces is a word character, so splitting it at the
+/// spaces gives back [`words`] of the name.
 pub fn terms(name: &str) -> String {
     words(name).join(" ")
 }
