@@ -208,6 +208,11 @@ impl Catalog {
         self.files.len()
     }
 
+    /// Whether any peer, online or not, has registered a file with `hash`.
+    pub fn provides(&self, hash: &Hash) -> bool {
+        self.hashes.contains_key(hash.as_bytes())
+    }
+
     /// Whether `id` has ever joined (a peer that left stays known).
     pub fn is_member(&self, id: &EndpointId) -> bool {
         self.slots.contains_key(id)
