@@ -32,18 +32,49 @@ const DELIVERY: Duration = Duration::from_secs(60);
 /// peer (10 s for 50).
 const WARM_UP_PER_PEER: Duration = Duration::from_millis(200);
 /// How long the quiet room is watched, per peer and at least: a larger
-/// room sends its presences further apart, so it is watched longer (20 s
-/// for 200 peers, several presences from each).
-const IDLE_SAMPLE_PER_PEER: Duration = Duration::from_millis(100);
-const IDLE_SAMPLE_MIN: Duration = Duration::from_secs(3);
+/// room sends its presences further apart, so it is watched longer (40 s
+/// for 200 peers, several presences from each). An idle room's CPU comes in
+/// bursts (presences, keep-alives, shuffles): over 5 s, one room of 50 read
+/// anywhere from 0.13 to 0.33 cores, so a short window says little.
+const IDLE_SAMPLE_PER_PEER: Duration = Duration::from_millis(200);
+const IDLE_SAMPLE_MIN: Duration = Duration::from_secs(20);
 
-/// The room's CPU, in cores, while nobody talks (presence, heartbeats,
-/// QUIC keep-alives).
-fn idle_cores(peers: &[Peer]) -> f64 {
-    let room_cpu = || peers.iter().map(|p| p.proc.cpu_seconds()).sum::<f64>();
-    let (before, since) = (room_cpu(), Instant::now());
+/// A quiet room's CPU (presence, heartbeats, QUIC keep-alives), with the
+/// peer hosting the index apart: it also answers every heartbeat, so the
+/// room's mean per peer hides what a member costs.
+struct Idle {
+    cores: f64,
+    /// The index host's and a member's mean, in millicores.
+    host: f64,
+    member: f64,
+}
+
+fn idle(peers: &[Peer]) -> Idle {
+    let cpu = || peers.iter().map(|p| p.proc.cpu_seconds()).collect::<Vec<f64>>();
+    let (before, since) = (cpu(), Instant::now());
     std::thread::sleep((IDLE_SAMPLE_PER_PEER * peers.len() as u32).max(IDLE_SAMPLE_MIN));
-    (room_cpu() - before) / since.elapsed().as_secs_f64()
+    let secs = since.elapsed().as_secs_f64();
+    let used: Vec<f64> = cpu().iter().zip(&before).map(|(after, before)| (after - before) / secs).collect();
+    let members = &used[1..];
+    Idle { cores: used.iter().sum(), host: used[0] * 1000.0, member: members.iter().sum::<f64>() / members.len().max(1) as f64 * 1000.0 }
+}
+
+/// The mean number of live QUIC connections per member, all and overlay
+/// only (each is a keep-alive every 2 s both ways while idle).
+fn connections(apis: &[ControlClient], rt: &tokio::runtime::Runtime) -> anyhow::Result<(f64, f64)> {
+    let (mut all, mut overlay) = (0usize, 0usize);
+    for api in &apis[1..] {
+        let status: serde_json::Value = rt.block_on(api.get("/v1/status", &[]))?;
+        for (alpn, count) in status["connections"].as_object().into_iter().flatten() {
+            let count = count.as_u64().unwrap_or(0) as usize;
+            all += count;
+            if alpn.contains("gossip") {
+                overlay += count;
+            }
+        }
+    }
+    let members = (apis.len() - 1).max(1) as f64;
+    Ok((all as f64 / members, overlay as f64 / members))
 }
 
 /// Waits until every peer sees `n` members online, asking each daemon's
@@ -96,12 +127,13 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     let mut apis: Vec<ControlClient> = peers.iter().map(|p| ControlClient::connect(&p.data_dir)).collect::<Result<_, _>>()?;
     let small = if first < n {
         settle(&apis, first, rt)?;
-        let cores = idle_cores(&peers);
-        eprintln!("chat: {first} peers idle: {cores:.3} cores");
+        let small = idle(&peers);
+        let cores = small.cores;
+        eprintln!("chat: {first} peers idle: {cores:.3} cores; a member {:.2} millicores, the index host {:.1}", small.member, small.host);
         eprintln!("chat: starting {} more peers", n - first);
         peers.extend(Peer::join_many(work, "p", first, n - first, &ticket)?);
         apis = peers.iter().map(|p| ControlClient::connect(&p.data_dir)).collect::<Result<_, _>>()?;
-        Some(cores)
+        Some(small)
     } else {
         None
     };
@@ -111,15 +143,21 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         .iter()
         .map(|p| Ok(p.json(&["status"])?["id"].as_str().context("status has an id")?.to_string()))
         .collect::<anyhow::Result<_>>()?;
-    let idle_cores = idle_cores(&peers);
+    let room = idle(&peers);
+    let idle_cores = room.cores;
+    let (conns, overlay_conns) = connections(&apis, rt)?;
     let per_peer = |cores: f64, count: usize| cores / count as f64 * 1000.0;
-    let idle_per_peer = Row::new(format!("idle CPU per peer, {n} peers"), per_peer(idle_cores, n), "millicores");
-    let small_row = match small {
-        Some(cores) => Row::new(format!("idle CPU per peer, {first} peers (reference)"), per_peer(cores, first), "millicores")
-            .note(format!("the room of {first} while idle: {cores:.3} cores")),
+    let idle_per_peer = Row::new(format!("idle CPU per peer, {n} peers"), per_peer(idle_cores, n), "millicores")
+        .note(format!("a member {:.2}, the index host {:.1}", room.member, room.host));
+    let small_row = match &small {
+        Some(s) => Row::new(format!("idle CPU per peer, {first} peers (reference)"), per_peer(s.cores, first), "millicores")
+            .note(format!("the room of {first} while idle: {:.3} cores; a member {:.2}, the index host {:.1}", s.cores, s.member, s.host)),
         None => Row::skipped("idle CPU per peer, smaller room (reference)", "millicores", "--compare-at is not smaller than --peers"),
     };
     let idle_per_peer = idle_per_peer.against(&small_row).target("<= 1.3x the smaller room", |r| r.ratio.map(|x| x <= 1.3));
+    let member_row = Row::new(format!("idle CPU per member, {n} peers"), room.member, "millicores")
+        .note(format!("{conns:.1} connections per member, {overlay_conns:.1} of them overlay"))
+        .target("< 2.5 millicores", |r| r.value.map(|v| v < 2.5));
 
     eprintln!("chat: sending {} messages", o.messages);
     // Through each daemon's control API, as the CLI does, but without
@@ -206,6 +244,7 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
                 .target("< 0.5 cores", |r| r.value.map(|v| v < 0.5)),
             small_row,
             idle_per_peer,
+            member_row,
             Row::new("peak RSS per peer, mean", mean_rss, "MiB").note(format!("largest {max_rss:.0} MiB")),
         ],
     })

@@ -85,6 +85,9 @@ pub struct Status {
     pub node_tasks: usize,
     #[serde(default)]
     pub runtime_tasks: usize,
+    /// Live QUIC connections of this peer, by protocol (ALPN).
+    #[serde(default)]
+    pub connections: BTreeMap<String, usize>,
     /// Connections closed because their key never proved membership of
     /// this network, admission exchanges refused, exchanges that succeeded
     /// (either way), and the keys admitted now.
@@ -271,6 +274,7 @@ impl Network {
             connections_refused: self.connections.refused(),
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),
+            connections: self.paths.live(),
             refused_outsiders: admission.refused_outsiders,
             refused_proofs: admission.refused_proofs,
             admissions: admission.admissions,

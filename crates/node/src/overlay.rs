@@ -12,12 +12,12 @@
 //! at once.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -47,8 +47,22 @@ use crate::{endpoint, index_client::IndexClient};
 
 /// How many peers to ask the index for when (re)attaching.
 const REFERRAL_K: u32 = 5;
-/// Room housekeeping period.
+/// Room housekeeping: at least this often (the room's size and the
+/// index's timing are read again, leftover connections closed), and at
+/// once when a presence, a referral or a message held back for order is
+/// due. An idle member wakes up about once per `HOUSEKEEPING`, not four
+/// times a second; each wake-up of an idle daemon costs more CPU (thread
+/// and timer wake-ups) than the work it does.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// The shortest gap between two housekeepings, which is also how long a
+/// neighbour change waits before the room hears of it (changes that come
+/// together make one report).
 const TICK: Duration = Duration::from_millis(250);
+/// How long after a neighbour leaves our neighbours the connection gossip
+/// used for it is closed ([`crate::paths::Paths::close_former`]), unless
+/// it is a neighbour again by then: time for the disconnect message that
+/// gossip sends on it to arrive.
+const FORMER_GRACE: Duration = Duration::from_secs(5);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -155,7 +169,11 @@ impl Overlay {
                 let nick = hooks.nickname.borrow().clone();
                 me.broadcast(Body::Hello { nickname: nick }).await.ok();
             }
-            let mut tick = tokio::time::interval(TICK);
+            let mut last_housekeeping = tokio::time::Instant::now();
+            let mut next_housekeeping = last_housekeeping;
+            // Former neighbours, since when: their old links are closed
+            // after `FORMER_GRACE`.
+            let mut former: HashMap<EndpointId, Instant> = HashMap::new();
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
             loop {
@@ -168,6 +186,7 @@ impl Overlay {
                                 debug!("neighbour up: {}", id.fmt_short());
                                 let actions = {
                                     let mut s = me.lock();
+                                    former.remove(&id);
                                     s.neighbors.insert(id);
                                     s.timers.handle(timers::Event::NeighbourUp, me.elapsed())
                                 };
@@ -179,6 +198,7 @@ impl Overlay {
                                 debug!("neighbour down: {}", id.fmt_short());
                                 let actions = {
                                     let mut s = me.lock();
+                                    former.insert(id, Instant::now());
                                     s.neighbors.remove(&id);
                                     let left = s.neighbors.len();
                                     s.timers.handle(timers::Event::NeighbourDown { left }, me.elapsed())
@@ -211,7 +231,8 @@ impl Overlay {
                             }
                         }
                     }
-                    _ = tick.tick() => {
+                    _ = tokio::time::sleep_until(next_housekeeping) => {
+                        last_housekeeping = tokio::time::Instant::now();
                         let (interval, ttl) = (hooks.timing)().unwrap_or((DEFAULT_PRESENCE, DEFAULT_PRESENCE * 3));
                         let now = me.elapsed();
                         let mut s = me.lock();
@@ -222,7 +243,17 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
-                        // At most one report per tick, however often the links change.
+                        former.retain(|id, since| {
+                            if since.elapsed() < FORMER_GRACE {
+                                return true;
+                            }
+                            let closed = me.paths.close_former(id, crate::paths::OVERLAY, *since);
+                            if closed > 0 {
+                                debug!("closed {closed} gossip connections to {}, a former neighbour", id.fmt_short());
+                            }
+                            false
+                        });
+                        // At most one report per housekeeping, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
                         }
@@ -246,6 +277,7 @@ impl Overlay {
                         }
                     }
                 }
+                next_housekeeping = me.next_housekeeping(last_housekeeping, links_changed);
             }
         };
         Ok((overlay, task))
@@ -258,6 +290,22 @@ impl Overlay {
     /// Time since the overlay started, the timers' clock.
     fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// When the overlay task next needs to look at the room: at the latest
+    /// [`HOUSEKEEPING`] after the last time, sooner when the timers or a
+    /// held-back message are due or the room should hear of new links, and
+    /// never sooner than [`TICK`] after the last time.
+    fn next_housekeeping(&self, last: tokio::time::Instant, links_changed: bool) -> tokio::time::Instant {
+        let s = self.lock();
+        let mut at = last + if links_changed { TICK } else { HOUSEKEEPING };
+        if let Some(due) = s.timers.next_due() {
+            at = at.min(self.started + due);
+        }
+        if let Some(due_ms) = s.room.next_tick_ms() {
+            at = at.min(tokio::time::Instant::now() + Duration::from_millis(due_ms.saturating_sub(now_ms())));
+        }
+        at.max(last + TICK)
     }
 
     /// Signs and broadcasts an event, and applies it to our own room.

@@ -164,7 +164,11 @@ pub enum StartError {
 /// (the number of overlay neighbours); it exists so tests can build long,
 /// thin overlays, and is not needed otherwise.
 fn gossip_builder() -> iroh_gossip::net::Builder {
-    let mut builder = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE);
+    // Expired broadcast ids are dropped every 5 s rather than every
+    // second: one timer wake-up less per second on every idle peer, and
+    // ids are kept 90 s anyway.
+    let broadcast = iroh_gossip::proto::PlumtreeConfig { cache_evict_interval: Duration::from_secs(5), ..Default::default() };
+    let mut builder = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE).broadcast_config(broadcast);
     if let Some(degree) = std::env::var("PEERNET_OVERLAY_DEGREE").ok().and_then(|d| d.parse::<usize>().ok()) {
         let membership = iroh_gossip::proto::HyparviewConfig { active_view_capacity: degree.max(1), ..Default::default() };
         builder = builder.membership_config(membership);

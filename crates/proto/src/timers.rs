@@ -145,6 +145,20 @@ impl<R: Rng> Timers<R> {
         actions
     }
 
+    /// The earliest time at which [`Event::Tick`] will ask for something
+    /// (a presence, a referral), as things stand; `None` when nothing is
+    /// due ever. A caller may sleep until then instead of ticking; anything
+    /// that changes the answer comes in as an event, after which it asks
+    /// again.
+    pub fn next_due(&self) -> Option<Duration> {
+        if self.stopped {
+            return None;
+        }
+        let presence = self.chatty.then(|| self.last_sent + self.period.mul_f64(self.factor));
+        let referral = self.lonely_since.map(|since| since + LONELY_AFTER);
+        presence.into_iter().chain(referral).min()
+    }
+
     fn presence_sent(&mut self, now: Duration) {
         self.last_sent = self.last_sent.max(now);
         self.factor = jitter_factor(&mut self.rng);
@@ -186,6 +200,29 @@ mod tests {
 
     fn referrals(actions: &[(Duration, Action)]) -> Vec<Duration> {
         actions.iter().filter(|(_, a)| *a == Action::AskReferral).map(|(t, _)| *t).collect()
+    }
+
+    #[test]
+    fn next_due_is_when_a_tick_first_acts() {
+        for chatty in [true, false] {
+            let mut t = timers(chatty);
+            t.handle(Event::NeighbourUp, ms(100));
+            let due = t.next_due();
+            if !chatty {
+                assert_eq!(due, None, "a quiet member with neighbours has nothing due");
+                continue;
+            }
+            let due = due.expect("a presence is due");
+            assert!(due <= ms(100) + PERIOD && due >= ms(100) + PERIOD.mul_f64(1.0 - SPREAD));
+            assert!(t.handle(Event::Tick, due - ms(1)).is_empty(), "nothing before it");
+            assert_eq!(t.handle(Event::Tick, due), vec![Action::SendPresence], "the presence at it");
+        }
+        let mut alone = timers(false);
+        assert_eq!(alone.next_due(), Some(LONELY_AFTER), "alone since the start");
+        assert_eq!(alone.handle(Event::Tick, LONELY_AFTER), vec![Action::AskReferral]);
+        assert_eq!(alone.next_due(), Some(LONELY_AFTER * 2), "and again while alone");
+        alone.handle(Event::Leave, LONELY_AFTER * 2);
+        assert_eq!(alone.next_due(), None, "nothing after leaving");
     }
 
     #[test]
