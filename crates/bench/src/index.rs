@@ -159,7 +159,7 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         .note(format!("from starting the process; the search found {first_hits} files; {restarted_rss:.0} MiB RSS after it"))
         .target("< 10 s", |r| r.value.map(|v| v < 10.0));
     let rss = Row::new(format!("peernet index peak RSS at {} files", seeded.files), usage.peak_rss_mib, "MiB")
-        .note("the index process after the QUIC load: the catalog of every file in memory, and SQLite's page cache (64 MiB)");
+        .note("the index process after the QUIC load: the catalog of every file in memory, and SQLite's page cache (8 MiB)");
     let direct_row = Row::new("peernet index handler in process (no QUIC)", direct.rate(), "req/s")
         .note(format!("{}; the same SQLite work, to split the time", direct.latency()));
     let seed_row = Row::new("seeding the database (not through the protocol)", seeded.files as f64 / seeded.took.as_secs_f64(), "files/s")
