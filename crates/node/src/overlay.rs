@@ -12,12 +12,12 @@
 //! at once.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -58,11 +58,6 @@ const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// neighbour change waits before the room hears of it (changes that come
 /// together make one report).
 const TICK: Duration = Duration::from_millis(250);
-/// How long after a neighbour leaves our neighbours the connection gossip
-/// used for it is closed ([`crate::paths::Paths::close_former`]), unless
-/// it is a neighbour again by then: time for the disconnect message that
-/// gossip sends on it to arrive.
-const FORMER_GRACE: Duration = Duration::from_secs(5);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -171,9 +166,6 @@ impl Overlay {
             }
             let mut last_housekeeping = tokio::time::Instant::now();
             let mut next_housekeeping = last_housekeeping;
-            // Former neighbours, since when: their old links are closed
-            // after `FORMER_GRACE`.
-            let mut former: HashMap<EndpointId, Instant> = HashMap::new();
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
             loop {
@@ -186,7 +178,6 @@ impl Overlay {
                                 debug!("neighbour up: {}", id.fmt_short());
                                 let actions = {
                                     let mut s = me.lock();
-                                    former.remove(&id);
                                     s.neighbors.insert(id);
                                     s.timers.handle(timers::Event::NeighbourUp, me.elapsed())
                                 };
@@ -198,7 +189,6 @@ impl Overlay {
                                 debug!("neighbour down: {}", id.fmt_short());
                                 let actions = {
                                     let mut s = me.lock();
-                                    former.insert(id, Instant::now());
                                     s.neighbors.remove(&id);
                                     let left = s.neighbors.len();
                                     s.timers.handle(timers::Event::NeighbourDown { left }, me.elapsed())
@@ -243,16 +233,6 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
-                        former.retain(|id, since| {
-                            if since.elapsed() < FORMER_GRACE {
-                                return true;
-                            }
-                            let closed = me.paths.close_former(id, crate::paths::OVERLAY, *since);
-                            if closed > 0 {
-                                debug!("closed {closed} gossip connections to {}, a former neighbour", id.fmt_short());
-                            }
-                            false
-                        });
                         // At most one report per housekeeping, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);

@@ -8,13 +8,10 @@
 //! the map use it to say "direct" or "relayed". A connection to a relay-only
 //! peer that later punches a hole through both NATs moves from relayed to
 //! direct by itself; the next read shows it.
-//!
-//! It also closes what iroh-gossip leaves open: [`Paths::close_former`].
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
-    time::Instant,
 };
 
 use iroh::{
@@ -38,14 +35,7 @@ pub const BLOBS: &[u8] = iroh_blobs::ALPN;
 
 /// The connections of this endpoint, by peer; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Paths(Arc<Mutex<HashMap<EndpointId, Vec<Tracked>>>>);
-
-/// A connection we saw, and since when.
-#[derive(Debug, Clone)]
-struct Tracked {
-    handle: WeakConnectionHandle,
-    since: Instant,
-}
+pub struct Paths(Arc<Mutex<HashMap<EndpointId, Vec<WeakConnectionHandle>>>>);
 
 impl Paths {
     pub fn new() -> Self {
@@ -60,13 +50,13 @@ impl Paths {
     fn track(&self, conn: &Connection) {
         let mut peers = self.lock();
         let handles = peers.entry(conn.remote_id()).or_default();
-        handles.retain(|t| t.handle.upgrade().is_some());
-        handles.push(Tracked { handle: conn.weak_handle(), since: Instant::now() });
+        handles.retain(|h| h.upgrade().is_some());
+        handles.push(conn.weak_handle());
         if handles.len() > MAX_PER_PEER {
             handles.remove(0);
         }
         if peers.len() > MAX_TRACKED_PEERS {
-            peers.retain(|_, handles| handles.iter().any(|t| t.handle.upgrade().is_some()));
+            peers.retain(|_, handles| handles.iter().any(|h| h.upgrade().is_some()));
             while peers.len() > MAX_TRACKED_PEERS {
                 let Some(any) = peers.keys().next().copied() else { break };
                 peers.remove(&any);
@@ -85,7 +75,7 @@ impl Paths {
     pub fn of(&self, peer: &EndpointId, alpn: &[u8]) -> Option<PathInfo> {
         // A closed connection keeps the path it last used; it is no link.
         let conns: Vec<Connection> =
-            self.lock().get(peer)?.iter().rev().filter_map(|t| t.handle.upgrade()).filter(|c| c.close_reason().is_none()).collect();
+            self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).filter(|c| c.close_reason().is_none()).collect();
         let (first, rest): (Vec<&Connection>, Vec<&Connection>) = conns.iter().partition(|c| c.alpn().starts_with(alpn));
         first.into_iter().chain(rest).find_map(selected)
     }
@@ -99,47 +89,15 @@ impl Paths {
     /// The live connections, counted by protocol (ALPN).
     pub fn live(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for t in self.lock().values().flatten() {
-            if let Some(conn) = t.handle.upgrade() {
+        for handle in self.lock().values().flatten() {
+            if let Some(conn) = handle.upgrade() {
                 *counts.entry(String::from_utf8_lossy(conn.alpn()).into_owned()).or_default() += 1;
             }
         }
         counts
     }
 
-    /// Closes the connections speaking `alpn` (a prefix) to `peer` that
-    /// were open at `since`, a moment after which they served nothing;
-    /// returns how many.
-    ///
-    /// For gossip's links to a former neighbour: iroh-gossip 0.101 forgets
-    /// a peer that leaves its neighbours but never ends the connection it
-    /// used (its send loop does not stop when its queue closes; upstream
-    /// iroh-gossip issue 145). Our keep-alive then keeps that connection
-    /// up for good, so a member slowly gains a link, with a keep-alive
-    /// every few seconds, to most of the room. Gossip itself dials a new
-    /// connection when it next has something for that peer.
-    ///
-    /// Only such connections may be closed from outside: gossip still
-    /// counts on any other connection it opened (a reply to a shuffle, a
-    /// refused join), and one closed under it leaves a peer it can no
-    /// longer send to.
-    pub fn close_former(&self, peer: &EndpointId, alpn: &[u8], since: Instant) -> usize {
-        let former: Vec<Connection> = match self.lock().get(peer) {
-            Some(handles) => handles
-                .iter()
-                .filter(|t| t.since <= since)
-                .filter_map(|t| t.handle.upgrade())
-                .filter(|c| c.alpn().starts_with(alpn) && c.close_reason().is_none())
-                .collect(),
-            None => Vec::new(),
-        };
-        for conn in &former {
-            conn.close(0u32.into(), b"no longer a neighbour");
-        }
-        former.len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<Tracked>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Vec<WeakConnectionHandle>>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
