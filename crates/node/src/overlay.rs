@@ -58,6 +58,11 @@ const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// neighbour change waits before the room hears of it (changes that come
 /// together make one report).
 const TICK: Duration = Duration::from_millis(250);
+/// How long after a neighbour's connection was lost (not a neighbour
+/// change: the connection itself closed, as when the direct path between
+/// two NATs is cut and the relay path had already idled out) we dial it
+/// once more, through whatever path works now.
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -168,7 +173,14 @@ impl Overlay {
             let mut next_housekeeping = last_housekeeping;
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
+            // Neighbours whose connection was lost, and when: dialled once
+            // more after `REDIAL_AFTER` unless they are back by then.
+            // Gossip keeps no such peer as a spare, and we ask the index
+            // for others only when we have no neighbour left, so without
+            // this two peers that lost their direct path stay apart.
+            let mut lost: Vec<(EndpointId, tokio::time::Instant)> = Vec::new();
             loop {
+                let mut redial: Vec<EndpointId> = Vec::new();
                 let actions = tokio::select! {
                     _ = cancel.cancelled() => break,
                     event = receiver.next() => {
@@ -187,6 +199,9 @@ impl Overlay {
                             }
                             Ok(GossipEvent::NeighborDown(id)) => {
                                 debug!("neighbour down: {}", id.fmt_short());
+                                if !me.paths.linked(&id, crate::paths::OVERLAY) {
+                                    lost.push((id, tokio::time::Instant::now()));
+                                }
                                 let actions = {
                                     let mut s = me.lock();
                                     s.neighbors.remove(&id);
@@ -233,6 +248,16 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
+                        let due: Vec<EndpointId> = lost
+                            .iter()
+                            .filter(|(id, at)| at.elapsed() >= REDIAL_AFTER && !s.neighbors.contains(id))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        lost.retain(|(_, at)| at.elapsed() < REDIAL_AFTER);
+                        if !due.is_empty() {
+                            debug!("dialling {} neighbours whose connection was lost", due.len());
+                            redial = due;
+                        }
                         // At most one report per housekeeping, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
@@ -256,6 +281,9 @@ impl Overlay {
                             }
                         }
                     }
+                }
+                if !redial.is_empty() {
+                    me.sender.lock().await.join_peers(redial).await.ok();
                 }
                 next_housekeeping = me.next_housekeeping(last_housekeeping, links_changed);
             }

@@ -86,6 +86,14 @@ impl Paths {
         peers.iter().map(|&id| LinkReport { id, path: self.of(&id, OVERLAY) }).collect()
     }
 
+    /// Whether a live connection speaking `alpn` (a prefix) to `peer` is
+    /// open.
+    pub fn linked(&self, peer: &EndpointId, alpn: &[u8]) -> bool {
+        self.lock().get(peer).is_some_and(|handles| {
+            handles.iter().filter_map(WeakConnectionHandle::upgrade).any(|c| c.alpn().starts_with(alpn) && c.close_reason().is_none())
+        })
+    }
+
     /// The live connections, counted by protocol (ALPN).
     pub fn live(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
