@@ -48,7 +48,7 @@ use crate::{endpoint, index_client::IndexClient};
 /// How many peers to ask the index for when (re)attaching.
 const REFERRAL_K: u32 = 5;
 /// Room housekeeping: at least this often (the room's size and the
-/// index's timing are read again, leftover connections closed), and at
+/// index's timing are read again, lost neighbours dialled), and at
 /// once when a presence, a referral or a message held back for order is
 /// due. An idle member wakes up about once per `HOUSEKEEPING`, not four
 /// times a second; each wake-up of an idle daemon costs more CPU (thread
@@ -248,16 +248,12 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
-                        let due: Vec<EndpointId> = lost
+                        redial = lost
                             .iter()
                             .filter(|(id, at)| at.elapsed() >= REDIAL_AFTER && !s.neighbors.contains(id))
                             .map(|(id, _)| *id)
                             .collect();
                         lost.retain(|(_, at)| at.elapsed() < REDIAL_AFTER);
-                        if !due.is_empty() {
-                            debug!("dialling {} neighbours whose connection was lost", due.len());
-                            redial = due;
-                        }
                         // At most one report per housekeeping, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
@@ -283,6 +279,7 @@ impl Overlay {
                     }
                 }
                 if !redial.is_empty() {
+                    debug!("dialling {} neighbours whose connection was lost", redial.len());
                     me.sender.lock().await.join_peers(redial).await.ok();
                 }
                 next_housekeeping = me.next_housekeeping(last_housekeeping, links_changed);

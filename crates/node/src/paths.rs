@@ -74,8 +74,7 @@ impl Paths {
     /// the relay.
     pub fn of(&self, peer: &EndpointId, alpn: &[u8]) -> Option<PathInfo> {
         // A closed connection keeps the path it last used; it is no link.
-        let conns: Vec<Connection> =
-            self.lock().get(peer)?.iter().rev().filter_map(WeakConnectionHandle::upgrade).filter(|c| c.close_reason().is_none()).collect();
+        let conns: Vec<Connection> = open(self.lock().get(peer)?.iter().rev()).collect();
         let (first, rest): (Vec<&Connection>, Vec<&Connection>) = conns.iter().partition(|c| c.alpn().starts_with(alpn));
         first.into_iter().chain(rest).find_map(selected)
     }
@@ -89,18 +88,14 @@ impl Paths {
     /// Whether a live connection speaking `alpn` (a prefix) to `peer` is
     /// open.
     pub fn linked(&self, peer: &EndpointId, alpn: &[u8]) -> bool {
-        self.lock().get(peer).is_some_and(|handles| {
-            handles.iter().filter_map(WeakConnectionHandle::upgrade).any(|c| c.alpn().starts_with(alpn) && c.close_reason().is_none())
-        })
+        self.lock().get(peer).is_some_and(|handles| open(handles.iter()).any(|c| c.alpn().starts_with(alpn)))
     }
 
     /// The live connections, counted by protocol (ALPN).
     pub fn live(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
-        for handle in self.lock().values().flatten() {
-            if let Some(conn) = handle.upgrade() {
-                *counts.entry(String::from_utf8_lossy(conn.alpn()).into_owned()).or_default() += 1;
-            }
+        for conn in open(self.lock().values().flatten()) {
+            *counts.entry(String::from_utf8_lossy(conn.alpn()).into_owned()).or_default() += 1;
         }
         counts
     }
@@ -127,4 +122,10 @@ impl EndpointHooks for PathHooks {
         self.0.track(conn);
         AfterHandshakeOutcome::Accept
     }
+}
+
+/// The connections behind `handles` that are still open. A closed
+/// connection keeps the path it last used and its protocol; it is no link.
+fn open<'a>(handles: impl Iterator<Item = &'a WeakConnectionHandle>) -> impl Iterator<Item = Connection> {
+    handles.filter_map(WeakConnectionHandle::upgrade).filter(|c| c.close_reason().is_none())
 }
