@@ -29,8 +29,12 @@ use crate::{
 
 /// How long a graceful leave may take before shutdown goes on without it.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Time for a leave event to spread before the endpoint closes.
-const LEAVE_GRACE: Duration = Duration::from_millis(500);
+/// Time for a leave event to spread before the endpoint closes: longer
+/// than gossip gathers its announcements to the neighbours that do not get
+/// the event in full ([`startup::LAZY_PUSH_EVERY`]), plus time for them to
+/// ask us for it, or those not on the event's first path would hear of
+/// our leave late or never.
+const LEAVE_GRACE: Duration = startup::LAZY_PUSH_EVERY.saturating_add(Duration::from_millis(500));
 /// How long shutdown waits for the node's tasks to end.
 const TASKS_WAIT: Duration = Duration::from_secs(2);
 

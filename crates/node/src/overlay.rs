@@ -47,6 +47,20 @@ use crate::{endpoint, index_client::IndexClient};
 
 /// How many peers to ask the index for when (re)attaching.
 const REFERRAL_K: u32 = 5;
+/// How many of them we join through at once. HyParView's join makes the
+/// contact forward us to each of its neighbours, and every one of those
+/// walks ends in a neighbour request to us: joining through all five
+/// referred peers asked about 30 peers to link to us, evicting each
+/// other's links and leaving a connection behind each time (iroh-gossip
+/// keeps connections it no longer uses). One contact is what the protocol
+/// describes, but a room of 50 started at once then split into 9 parts
+/// that never met (peers that join together can pick each other before
+/// either is attached). Two contacts kept it whole, with a third of the
+/// connections: a random graph in which each node links to two others is
+/// connected with high probability. The rest are kept as spares, tried in
+/// turn while we stay alone ([`timers::LONELY_AFTER`]) and the index does
+/// not answer.
+const JOIN_CONTACTS: usize = 2;
 /// Room housekeeping: at least this often (the room's size and the
 /// index's timing are read again, lost neighbours dialled), and at
 /// once when a presence, a referral or a message held back for order is
@@ -61,8 +75,19 @@ const TICK: Duration = Duration::from_millis(250);
 /// How long after a neighbour's connection was lost (not a neighbour
 /// change: the connection itself closed, as when the direct path between
 /// two NATs is cut and the relay path had already idled out) we dial it
-/// once more, through whatever path works now.
+/// again, through whatever path works now. Each further try waits twice
+/// as long, up to [`REDIAL_TRIES`] tries (2, 4, 8 and 16 s: 30 s in all),
+/// since the first dial can fail while the other side has not yet
+/// noticed the loss or the relay path is still being set up.
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
+/// Dials of a lost neighbour before we give up on it (gossip's own spares
+/// and the index's referrals take over then).
+const REDIAL_TRIES: u32 = 4;
+/// How long after a neighbour left our neighbours (its connection still
+/// up) we close the connections gossip used for it
+/// ([`crate::paths::Paths::close`]), unless it is a neighbour again by
+/// then: time for the disconnect message gossip sends on it to arrive.
+const FORMER_GRACE: Duration = Duration::from_secs(5);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -105,6 +130,27 @@ pub struct Overlay {
     paths: crate::paths::Paths,
 }
 
+/// Referred peers we have not joined through yet, newest referral first.
+#[derive(Debug, Default)]
+struct Contacts(Vec<EndpointId>);
+
+impl Contacts {
+    /// Takes the peers to join through now from a fresh referral, and keeps
+    /// the rest as spares.
+    fn take(&mut self, mut referred: Vec<EndpointId>) -> Vec<EndpointId> {
+        let now: Vec<EndpointId> = referred.drain(..JOIN_CONTACTS.min(referred.len())).collect();
+        if !referred.is_empty() {
+            self.0 = referred;
+        }
+        now
+    }
+
+    /// The next spare, when no fresh referral could be had.
+    fn spare(&mut self) -> Vec<EndpointId> {
+        self.0.pop().into_iter().collect()
+    }
+}
+
 /// What the overlay asks of the node.
 pub struct Hooks {
     /// Current nickname, for presence.
@@ -143,7 +189,8 @@ impl Overlay {
         cancel: CancellationToken,
     ) -> Result<(Self, impl std::future::Future<Output = ()> + Send + 'static), OverlayError> {
         let topic = key.topic();
-        let bootstrap = referral(&index, &lookup).await;
+        let mut contacts = Contacts::default();
+        let bootstrap = contacts.take(referral(&index, &lookup).await);
         let sub = gossip.subscribe(TopicId::from_bytes(topic), bootstrap).await.map_err(|e| OverlayError::Down(e.to_string()))?;
         let (sender, mut receiver) = sub.split();
         let ttl = DEFAULT_PRESENCE * 3;
@@ -173,12 +220,17 @@ impl Overlay {
             let mut next_housekeeping = last_housekeeping;
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
-            // Neighbours whose connection was lost, and when: dialled once
-            // more after `REDIAL_AFTER` unless they are back by then.
-            // Gossip keeps no such peer as a spare, and we ask the index
-            // for others only when we have no neighbour left, so without
-            // this two peers that lost their direct path stay apart.
-            let mut lost: Vec<(EndpointId, tokio::time::Instant)> = Vec::new();
+            // Neighbours whose connection was lost, when they are next
+            // dialled and how often they were: dialled until they are
+            // back or `REDIAL_TRIES` dials went unanswered. Gossip keeps
+            // no such peer as a spare, and we ask the index for others
+            // only when we have no neighbour left, so without this two
+            // peers that lost their direct path stay apart.
+            let mut lost: Vec<(EndpointId, tokio::time::Instant, u32)> = Vec::new();
+            // Former neighbours whose connection is still up, when they
+            // left and which connections they had then: closed after
+            // `FORMER_GRACE` unless they are back.
+            let mut former: Vec<(EndpointId, tokio::time::Instant, Vec<usize>)> = Vec::new();
             loop {
                 let mut redial: Vec<EndpointId> = Vec::new();
                 let actions = tokio::select! {
@@ -191,6 +243,8 @@ impl Overlay {
                                 let actions = {
                                     let mut s = me.lock();
                                     s.neighbors.insert(id);
+                                    former.retain(|(f, _, _)| *f != id);
+                                    lost.retain(|(l, _, _)| *l != id);
                                     s.timers.handle(timers::Event::NeighbourUp, me.elapsed())
                                 };
                                 index.neighbours_changed();
@@ -199,8 +253,12 @@ impl Overlay {
                             }
                             Ok(GossipEvent::NeighborDown(id)) => {
                                 debug!("neighbour down: {}", id.fmt_short());
-                                if !me.paths.linked(&id, crate::paths::OVERLAY) {
-                                    lost.push((id, tokio::time::Instant::now()));
+                                let links = me.paths.open_ids(&id, crate::paths::OVERLAY);
+                                if links.is_empty() {
+                                    lost.retain(|(l, _, _)| *l != id);
+                                    lost.push((id, tokio::time::Instant::now() + REDIAL_AFTER, 0));
+                                } else {
+                                    former.push((id, tokio::time::Instant::now(), links));
                                 }
                                 let actions = {
                                     let mut s = me.lock();
@@ -248,12 +306,30 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
-                        redial = lost
-                            .iter()
-                            .filter(|(id, at)| at.elapsed() >= REDIAL_AFTER && !s.neighbors.contains(id))
-                            .map(|(id, _)| *id)
-                            .collect();
-                        lost.retain(|(_, at)| at.elapsed() < REDIAL_AFTER);
+                        let now_instant = tokio::time::Instant::now();
+                        lost.retain_mut(|(id, due, tries)| {
+                            if s.neighbors.contains(id) || *tries >= REDIAL_TRIES {
+                                return false;
+                            }
+                            if *due <= now_instant {
+                                redial.push(*id);
+                                *tries += 1;
+                                *due = now_instant + REDIAL_AFTER * 2u32.pow(*tries);
+                            }
+                            true
+                        });
+                        former.retain(|(id, at, links)| {
+                            if at.elapsed() < FORMER_GRACE {
+                                return true;
+                            }
+                            if !s.neighbors.contains(id) {
+                                let closed = me.paths.close(id, links, b"no longer a neighbour");
+                                if closed > 0 {
+                                    debug!("closed {closed} gossip connections to {}, a former neighbour", id.fmt_short());
+                                }
+                            }
+                            false
+                        });
                         // At most one report per housekeeping, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
@@ -270,7 +346,10 @@ impl Overlay {
                             me.send_presence(body).await;
                         }
                         timers::Action::AskReferral => {
-                            let peers = referral(&index, &lookup).await;
+                            let mut peers = contacts.take(referral(&index, &lookup).await);
+                            if peers.is_empty() {
+                                peers = contacts.spare();
+                            }
                             if !peers.is_empty() {
                                 debug!("no neighbours: re-attaching to {} referred peers", peers.len());
                                 me.sender.lock().await.join_peers(peers).await.ok();
@@ -439,5 +518,36 @@ async fn referral(index: &IndexClient, lookup: &iroh::address_lookup::memory::Me
             debug!("no referral: {e}");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u8) -> Vec<EndpointId> {
+        (0..n).map(|i| SecretKey::from_bytes(&[i + 1; 32]).public()).collect()
+    }
+
+    #[test]
+    fn joins_through_few_contacts_and_keeps_the_rest_as_spares() {
+        let referred = ids(5);
+        let mut contacts = Contacts::default();
+        assert_eq!(contacts.take(referred.clone()), referred[..JOIN_CONTACTS].to_vec());
+        let mut spares: Vec<EndpointId> = std::iter::from_fn(|| contacts.spare().pop()).collect();
+        spares.sort();
+        let mut rest = referred[JOIN_CONTACTS..].to_vec();
+        rest.sort();
+        assert_eq!(spares, rest, "each other referred peer is tried once");
+        assert!(contacts.spare().is_empty());
+    }
+
+    #[test]
+    fn an_empty_referral_keeps_the_spares() {
+        let referred = ids(JOIN_CONTACTS as u8 + 1);
+        let mut contacts = Contacts::default();
+        contacts.take(referred.clone());
+        assert!(contacts.take(Vec::new()).is_empty());
+        assert_eq!(contacts.spare().len(), 1, "the index's silence does not drop what it said before");
     }
 }

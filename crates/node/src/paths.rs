@@ -85,10 +85,38 @@ impl Paths {
         peers.iter().map(|&id| LinkReport { id, path: self.of(&id, OVERLAY) }).collect()
     }
 
-    /// Whether a live connection speaking `alpn` (a prefix) to `peer` is
-    /// open.
-    pub fn linked(&self, peer: &EndpointId, alpn: &[u8]) -> bool {
-        self.lock().get(peer).is_some_and(|handles| open(handles.iter()).any(|c| c.alpn().starts_with(alpn)))
+    /// The ids of the open connections speaking `alpn` (a prefix) to `peer`.
+    pub fn open_ids(&self, peer: &EndpointId, alpn: &[u8]) -> Vec<usize> {
+        match self.lock().get(peer) {
+            Some(handles) => open(handles.iter()).filter(|c| c.alpn().starts_with(alpn)).map(|c| c.stable_id()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Closes those of `ids` ([`Paths::open_ids`]) still open to `peer`;
+    /// returns how many.
+    ///
+    /// For the links to a former neighbour: iroh-gossip 0.101 forgets a
+    /// peer that leaves its neighbours (both sides do, when one drops the
+    /// other), but never ends the connection it used: its send loop does
+    /// not stop when its queue closes (upstream iroh-gossip issue 145).
+    /// Our keep-alive then keeps that connection up for good, so members
+    /// slowly gain links, each with a keep-alive every few seconds, to much
+    /// of the room. Gossip dials anew when it next has something for that
+    /// peer, and a connection that is no longer the one gossip sends on
+    /// can close without gossip noticing. Any other connection must be left
+    /// alone: one that gossip still sends on, closed under it, leaves a
+    /// peer it can no longer reach, and the other side drops us from its
+    /// spare peers.
+    pub fn close(&self, peer: &EndpointId, ids: &[usize], why: &'static [u8]) -> usize {
+        let conns: Vec<Connection> = match self.lock().get(peer) {
+            Some(handles) => open(handles.iter()).filter(|c| ids.contains(&c.stable_id())).collect(),
+            None => Vec::new(),
+        };
+        for conn in &conns {
+            conn.close(0u32.into(), why);
+        }
+        conns.len()
     }
 
     /// The live connections, counted by protocol (ALPN).
@@ -106,9 +134,14 @@ impl Paths {
 }
 
 /// The path a connection sends on now.
+///
+/// Right after the selected path is abandoned (the direct path between two
+/// NATs cut, say), iroh can report no path as selected while the
+/// connection goes on over the path that is left; that path is the one
+/// the data takes, so it is the one reported.
 pub fn selected(conn: &Connection) -> Option<PathInfo> {
     let paths = conn.paths();
-    let path = paths.iter().find(|p| p.is_selected())?;
+    let path = paths.iter().find(|p| p.is_selected()).or_else(|| paths.iter().next())?;
     let via = if path.is_relay() { Via::Relayed } else { Via::Direct };
     Some(PathInfo { via, rtt_ms: path.rtt().as_millis() as u64 })
 }

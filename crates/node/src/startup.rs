@@ -160,6 +160,9 @@ pub enum StartError {
     Dht(#[from] DhtError),
 }
 
+/// How long PlumTree gathers IHave announcements before sending them.
+pub(crate) const LAZY_PUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
 /// (the number of overlay neighbours); it exists so tests can build long,
 /// thin overlays, and is not needed otherwise.
@@ -167,7 +170,17 @@ fn gossip_builder() -> iroh_gossip::net::Builder {
     // Expired broadcast ids are dropped every 5 s rather than every
     // second: one timer wake-up less per second on every idle peer, and
     // ids are kept 90 s anyway.
-    let broadcast = iroh_gossip::proto::PlumtreeConfig { cache_evict_interval: Duration::from_secs(5), ..Default::default() };
+    //
+    // Announcements of messages to the neighbours that did not get them
+    // in full (PlumTree's IHave, the lazy push) wait up to a second and go
+    // out together, not after 5 ms each: in an idle room they were most
+    // of a member's packets. They only matter when a message's first path
+    // breaks, which then takes up to a second longer to repair.
+    let broadcast = iroh_gossip::proto::PlumtreeConfig {
+        cache_evict_interval: Duration::from_secs(5),
+        dispatch_timeout: LAZY_PUSH_EVERY,
+        ..Default::default()
+    };
     let mut builder = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE).broadcast_config(broadcast);
     if let Some(degree) = std::env::var("PEERNET_OVERLAY_DEGREE").ok().and_then(|d| d.parse::<usize>().ok()) {
         let membership = iroh_gossip::proto::HyparviewConfig { active_view_capacity: degree.max(1), ..Default::default() };
