@@ -45,6 +45,7 @@ pub mod node;
 pub mod overlay;
 pub mod paths;
 pub mod relay;
+pub mod relink;
 pub mod resolve;
 pub mod save;
 pub mod search;

@@ -43,7 +43,7 @@ use rand::{rngs::StdRng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{endpoint, index_client::IndexClient};
+use crate::{endpoint, index_client::IndexClient, relink::Relinks};
 
 /// How many peers to ask the index for when (re)attaching.
 const REFERRAL_K: u32 = 5;
@@ -62,7 +62,8 @@ const REFERRAL_K: u32 = 5;
 /// not answer.
 const JOIN_CONTACTS: usize = 2;
 /// Room housekeeping: at least this often (the room's size and the
-/// index's timing are read again, lost neighbours dialled), and at
+/// index's timing are read again, lost neighbours dialled and former
+/// neighbours' connections closed: [`crate::relink`]), and at
 /// once when a presence, a referral or a message held back for order is
 /// due. An idle member wakes up about once per `HOUSEKEEPING`, not four
 /// times a second; each wake-up of an idle daemon costs more CPU (thread
@@ -72,22 +73,6 @@ const HOUSEKEEPING: Duration = Duration::from_secs(2);
 /// neighbour change waits before the room hears of it (changes that come
 /// together make one report).
 const TICK: Duration = Duration::from_millis(250);
-/// How long after a neighbour's connection was lost (not a neighbour
-/// change: the connection itself closed, as when the direct path between
-/// two NATs is cut and the relay path had already idled out) we dial it
-/// again, through whatever path works now. Each further try waits twice
-/// as long, up to [`REDIAL_TRIES`] tries (2, 4, 8 and 16 s: 30 s in all),
-/// since the first dial can fail while the other side has not yet
-/// noticed the loss or the relay path is still being set up.
-const REDIAL_AFTER: Duration = Duration::from_secs(2);
-/// Dials of a lost neighbour before we give up on it (gossip's own spares
-/// and the index's referrals take over then).
-const REDIAL_TRIES: u32 = 4;
-/// How long after a neighbour left our neighbours (its connection still
-/// up) we close the connections gossip used for it
-/// ([`crate::paths::Paths::close`]), unless it is a neighbour again by
-/// then: time for the disconnect message gossip sends on it to arrive.
-const FORMER_GRACE: Duration = Duration::from_secs(5);
 /// Presence interval and TTL before the index has told us its timing.
 const DEFAULT_PRESENCE: Duration = Duration::from_secs(10);
 
@@ -220,17 +205,9 @@ impl Overlay {
             let mut next_housekeeping = last_housekeeping;
             // Set when our neighbours changed and the room has not heard yet.
             let mut links_changed = false;
-            // Neighbours whose connection was lost, when they are next
-            // dialled and how often they were: dialled until they are
-            // back or `REDIAL_TRIES` dials went unanswered. Gossip keeps
-            // no such peer as a spare, and we ask the index for others
-            // only when we have no neighbour left, so without this two
-            // peers that lost their direct path stay apart.
-            let mut lost: Vec<(EndpointId, tokio::time::Instant, u32)> = Vec::new();
-            // Former neighbours whose connection is still up, when they
-            // left and which connections they had then: closed after
-            // `FORMER_GRACE` unless they are back.
-            let mut former: Vec<(EndpointId, tokio::time::Instant, Vec<usize>)> = Vec::new();
+            // Neighbours that went down: dialled again or their
+            // connections closed.
+            let mut relinks = Relinks::default();
             loop {
                 let mut redial: Vec<EndpointId> = Vec::new();
                 let actions = tokio::select! {
@@ -243,8 +220,7 @@ impl Overlay {
                                 let actions = {
                                     let mut s = me.lock();
                                     s.neighbors.insert(id);
-                                    former.retain(|(f, _, _)| *f != id);
-                                    lost.retain(|(l, _, _)| *l != id);
+                                    relinks.up(id);
                                     s.timers.handle(timers::Event::NeighbourUp, me.elapsed())
                                 };
                                 index.neighbours_changed();
@@ -253,13 +229,7 @@ impl Overlay {
                             }
                             Ok(GossipEvent::NeighborDown(id)) => {
                                 debug!("neighbour down: {}", id.fmt_short());
-                                let links = me.paths.open_ids(&id, crate::paths::OVERLAY);
-                                if links.is_empty() {
-                                    lost.retain(|(l, _, _)| *l != id);
-                                    lost.push((id, tokio::time::Instant::now() + REDIAL_AFTER, 0));
-                                } else {
-                                    former.push((id, tokio::time::Instant::now(), links));
-                                }
+                                relinks.down(id, me.paths.open_ids(&id, crate::paths::OVERLAY), tokio::time::Instant::now());
                                 let actions = {
                                     let mut s = me.lock();
                                     s.neighbors.remove(&id);
@@ -306,30 +276,14 @@ impl Overlay {
                         s.room.tick(now_ms());
                         s.timers.handle(timers::Event::PresencePeriod(interval), now);
                         let mut actions = s.timers.handle(timers::Event::Tick, now);
-                        let now_instant = tokio::time::Instant::now();
-                        lost.retain_mut(|(id, due, tries)| {
-                            if s.neighbors.contains(id) || *tries >= REDIAL_TRIES {
-                                return false;
+                        let due = relinks.due(tokio::time::Instant::now());
+                        redial = due.redial;
+                        for (id, links) in due.close {
+                            let closed = me.paths.close(&id, &links, b"no longer a neighbour");
+                            if closed > 0 {
+                                debug!("closed {closed} gossip connections to {}, a former neighbour", id.fmt_short());
                             }
-                            if *due <= now_instant {
-                                redial.push(*id);
-                                *tries += 1;
-                                *due = now_instant + REDIAL_AFTER * 2u32.pow(*tries);
-                            }
-                            true
-                        });
-                        former.retain(|(id, at, links)| {
-                            if at.elapsed() < FORMER_GRACE {
-                                return true;
-                            }
-                            if !s.neighbors.contains(id) {
-                                let closed = me.paths.close(id, links, b"no longer a neighbour");
-                                if closed > 0 {
-                                    debug!("closed {closed} gossip connections to {}, a former neighbour", id.fmt_short());
-                                }
-                            }
-                            false
-                        });
+                        }
                         // At most one report per housekeeping, however often the links change.
                         if std::mem::take(&mut links_changed) && me.chatty && !actions.contains(&timers::Action::SendPresence) {
                             actions.push(timers::Action::SendPresence);
