@@ -60,7 +60,7 @@ fn idle(peers: &[Peer]) -> Idle {
 }
 
 /// The mean number of live QUIC connections per member, all and overlay
-/// only (each is a keep-alive every 2 s both ways while idle).
+/// only (each is a keep-alive every 5 s both ways while idle).
 fn connections(apis: &[ControlClient], rt: &tokio::runtime::Runtime) -> anyhow::Result<(f64, f64)> {
     let (mut all, mut overlay) = (0usize, 0usize);
     for api in &apis[1..] {
