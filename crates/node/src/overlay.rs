@@ -115,7 +115,8 @@ pub struct Overlay {
     paths: crate::paths::Paths,
 }
 
-/// Referred peers we have not joined through yet, newest referral first.
+/// The peers of the last non-empty referral that we have not joined
+/// through yet.
 #[derive(Debug, Default)]
 struct Contacts(Vec<EndpointId>);
 
