@@ -68,6 +68,12 @@ pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, MemoryLookup), En
     bind_with(config, None, None).await
 }
 
+/// Like [`bind`], with `paths` learning of every connection: for tests that
+/// count a protocol's live connections ([`Paths::live`]).
+pub async fn bind_tracked(config: EndpointConfig, paths: &Paths) -> Result<(Endpoint, MemoryLookup), EndpointError> {
+    bind_with(config, None, Some(paths)).await
+}
+
 /// Binds the endpoint of a member: only keys that proved the network key get
 /// through ([`crate::admission`]), and every outgoing connect proves ours
 /// first. The admission ALPN is added to `config.alpns`; whoever builds the

@@ -93,6 +93,8 @@ pub(crate) struct RecvLoop {
     conn: Connection,
     max_message_size: usize,
     in_event_tx: mpsc::Sender<InEvent>,
+    /// peernet: messages received so far, for closing unused connections.
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RecvLoop {
@@ -101,12 +103,14 @@ impl RecvLoop {
         conn: Connection,
         in_event_tx: mpsc::Sender<InEvent>,
         max_message_size: usize,
+        received: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         Self {
             remote_endpoint_id,
             conn,
             max_message_size,
             in_event_tx,
+            received,
         }
     }
 
@@ -143,6 +147,7 @@ impl RecvLoop {
                     match msg {
                         None => debug!(topic=%state.header.topic_id.fmt_short(), "stream closed"),
                         Some(msg) => {
+                            self.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             if self.in_event_tx.send(InEvent::RecvMessage(self.remote_endpoint_id, msg)).await.is_err() {
                                 debug!("stop recv loop: actor closed");
                                 break;
@@ -231,7 +236,14 @@ impl SendLoop {
             tokio::select! {
                 biased;
                 _ = &mut closed => break,
-                Some(msg) = self.send_rx.recv() => self.write_message(&msg).await?,
+                // peernet: stop when the queue closes (gossip dropped the
+                // peer). Upstream's `Some(msg) = ...` pattern only disabled
+                // this branch, and the loop then waited for the connection
+                // to close, which nothing did.
+                msg = self.send_rx.recv() => match msg {
+                    Some(msg) => self.write_message(&msg).await?,
+                    None => break,
+                },
                 _ = self.finishing.join_next(), if !self.finishing.is_empty() => {}
                 else => break,
             }
