@@ -314,6 +314,11 @@ struct Actor {
     metrics: Arc<Metrics>,
     topic_event_forwarders: JoinSet<TopicId>,
     address_lookup: GossipAddressLookup,
+    /// peernet: when we last sent a message to each peer or received one
+    /// from it, or connected to it.
+    last_used: HashMap<EndpointId, Instant>,
+    /// peernet: how often peers that are nobody's neighbour are let go.
+    sweep: tokio::time::Interval,
 }
 
 impl Actor {
@@ -358,6 +363,12 @@ impl Actor {
             local_rx,
             topic_event_forwarders: Default::default(),
             address_lookup,
+            last_used: Default::default(),
+            sweep: {
+                let mut sweep = tokio::time::interval(LINGER);
+                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                sweep
+            },
         };
 
         (actor, rpc_tx, local_tx)
@@ -479,6 +490,9 @@ impl Actor {
                 let (peer_id, conn, result) = res.expect("connection task panicked");
                 self.handle_connection_task_finished(peer_id, conn, result).await;
             }
+            _ = self.sweep.tick() => {
+                self.let_go_of_unused(Instant::now());
+            }
             Some(res) = self.topic_event_forwarders.join_next(), if !self.topic_event_forwarders.is_empty() => {
                 let topic_id = res.expect("topic event forwarder panicked");
                 if let Some(state) = self.topics.get_mut(&topic_id) {
@@ -535,6 +549,7 @@ impl Actor {
     }
 
     fn handle_connection(&mut self, peer_id: EndpointId, origin: ConnOrigin, conn: Connection) {
+        self.last_used.insert(peer_id, Instant::now());
         let (send_tx, send_rx) = mpsc::channel(SEND_QUEUE_CAP);
         let conn_id = conn.stable_id();
 
@@ -665,7 +680,44 @@ impl Actor {
         }
     }
 
+    /// peernet: drops the peers that are no topic's neighbour and that
+    /// nothing was sent to or received from for [`LINGER`], so that their
+    /// connections end ([`close_when_silent`]). Without it, a connection
+    /// stays whenever gossip never told this side to drop the peer: the
+    /// side that only sent a shuffle reply or a forwarded join, or both
+    /// sides of a join that arrived before its topic was set up.
+    fn let_go_of_unused(&mut self, now: Instant) {
+        let neighbours: HashSet<EndpointId> = self
+            .topics
+            .values()
+            .flat_map(|topic| topic.neighbors.iter().copied())
+            .collect();
+        let peers = &self.peers;
+        self.last_used.retain(|peer, _| peers.contains_key(peer));
+        let unused: Vec<EndpointId> = self
+            .peers
+            .iter()
+            .filter(|(peer, state)| {
+                matches!(state, PeerState::Active { .. })
+                    && !neighbours.contains(*peer)
+                    && self
+                        .last_used
+                        .get(*peer)
+                        .is_none_or(|used| now.duration_since(*used) >= LINGER)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in unused {
+            debug!(peer = %peer.fmt_short(), "no neighbour and unused: drop peer");
+            self.peers.remove(&peer);
+            self.last_used.remove(&peer);
+        }
+    }
+
     async fn handle_in_event(&mut self, event: InEvent, now: Instant) {
+        if let InEvent::RecvMessage(peer, _) = &event {
+            self.last_used.insert(*peer, now);
+        }
         self.handle_in_event_inner(event, now).await;
         self.process_quit_queue().await;
     }
@@ -698,6 +750,7 @@ impl Actor {
             };
             match event {
                 OutEvent::SendMessage(peer_id, message) => {
+                    self.last_used.insert(peer_id, now);
                     let state = self.peers.entry(peer_id).or_default();
                     match state {
                         PeerState::Active { active_send_tx, .. } => {

@@ -502,7 +502,7 @@ impl<PI: PeerIdentity> State<PI> {
         // if we already received this message: move peer to lazy set
         // and notify peer about this.
         if self.received_messages.contains_key(&message.id) {
-            self.add_lazy(sender);
+            self.make_lazy(sender);
             io.push(OutEvent::SendMessage(sender, Message::Prune));
         // otherwise store the message, emit to application and forward to peers
         } else {
@@ -571,11 +571,11 @@ impl<PI: PeerIdentity> State<PI> {
                         id: None,
                         round: ihave_round,
                     });
-                    self.add_eager(ihave_peer);
+                    self.make_eager(ihave_peer);
                     io.push(OutEvent::SendMessage(ihave_peer, message));
                 }
                 // Prune the sender of the Gossip.
-                self.add_lazy(*gossip_sender);
+                self.make_lazy(*gossip_sender);
                 io.push(OutEvent::SendMessage(*gossip_sender, Message::Prune));
             }
         }
@@ -583,7 +583,7 @@ impl<PI: PeerIdentity> State<PI> {
 
     /// Handle receiving a [`Message::Prune`].
     fn on_prune(&mut self, sender: PI) {
-        self.add_lazy(sender);
+        self.make_lazy(sender);
     }
 
     /// Handle receiving a [`Message::IHave`].
@@ -627,7 +627,7 @@ impl<PI: PeerIdentity> State<PI> {
             .get_mut(&id)
             .and_then(|entries| entries.pop_front());
         if let Some((peer, round)) = entry {
-            self.add_eager(peer);
+            self.make_eager(peer);
             let message = Message::Graft(Graft {
                 id: Some(id),
                 round,
@@ -647,7 +647,7 @@ impl<PI: PeerIdentity> State<PI> {
 
     /// Handle receiving a [`Message::Graft`].
     fn on_graft(&mut self, sender: PI, details: Graft, io: &mut impl IO<PI>) {
-        self.add_eager(sender);
+        self.make_eager(sender);
         if let Some(id) = details.id {
             if let Some(message) = self.cache.get(&id) {
                 io.push(OutEvent::SendMessage(
@@ -685,6 +685,30 @@ impl<PI: PeerIdentity> State<PI> {
             self.config.cache_evict_interval,
             Timer::EvictCache,
         ));
+    }
+
+    /// peernet: moves a neighbour into the eager set; other peers are left
+    /// out.
+    ///
+    /// Upstream's handlers call `add_eager` and `add_lazy` for whoever sent
+    /// a message, so a Gossip, Prune or Graft that arrives from a peer that
+    /// has just stopped being our neighbour (it was in flight) puts it back
+    /// in a set, and only a `NeighborDown` takes it out again, which never
+    /// comes for a peer that is not a neighbour. From then on we sent it
+    /// an IHave every dispatch, or every message in full, for good, and
+    /// its connection never went quiet: in a room of 50 about half of a
+    /// member's gossip connections were to such peers.
+    fn make_eager(&mut self, peer: PI) {
+        if self.eager_push_peers.contains(&peer) || self.lazy_push_peers.contains(&peer) {
+            self.add_eager(peer);
+        }
+    }
+
+    /// peernet: moves a neighbour into the lazy set; see [`Self::make_eager`].
+    fn make_lazy(&mut self, peer: PI) {
+        if self.eager_push_peers.contains(&peer) || self.lazy_push_peers.contains(&peer) {
+            self.add_lazy(peer);
+        }
     }
 
     /// Moves peer into eager set.
