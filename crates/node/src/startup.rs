@@ -174,11 +174,12 @@ fn gossip_builder() -> iroh_gossip::net::Builder {
     // Announcements of messages to the neighbours that did not get them
     // in full (PlumTree's IHave, the lazy push) wait up to a second and go
     // out together, not after 5 ms each: in an idle room they were most
-    // of a member's packets. They matter when a message's first path
-    // breaks, which then takes up to a second longer to repair: rare in a
-    // room of 50 (p99 16 ms), but in a room of 200 most deliveries came
-    // that way (p50 0.8 s); at 250 ms p50 halved and the idle room took
-    // 50% more CPU (README, "Latency in a room of 200").
+    // of a member's packets. They matter when a message's eager path is
+    // broken or slow, which then takes up to a second longer: rare in a
+    // room of 50 (p99 13-16 ms), but in a room of 200 under load about two
+    // thirds of deliveries were preceded by an IHave (its shared tree is
+    // deep); at 250 ms p50 halved and the idle room took 50% more CPU
+    // (README, "Latency in a room of 200").
     let broadcast = iroh_gossip::proto::PlumtreeConfig {
         cache_evict_interval: Duration::from_secs(5),
         dispatch_timeout: LAZY_PUSH_EVERY,
