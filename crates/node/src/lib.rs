@@ -10,7 +10,8 @@
 //! - [`search`]: the index, the overlay, or both, with one policy.
 //! - [`transfers`]: get, resume, swarm downloads, saving ([`save`]) and
 //!   becoming a source.
-//! - [`chat`]: say, rename, who, messages, over the [`overlay`].
+//! - [`chat`]: say, rename, who, messages, over the [`overlay`];
+//!   [`gossip`]: how the overlay's gossip is configured, and why.
 //! - [`network`]: status, online peers, the map, closing the network.
 //! - [`flood`]: the flood-search protocol and its runtime, over reused
 //!   [`links`].
@@ -36,6 +37,7 @@ pub mod dht;
 pub mod endpoint;
 pub mod files;
 pub mod flood;
+pub mod gossip;
 pub mod index_client;
 pub mod lan;
 pub mod links;

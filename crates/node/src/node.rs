@@ -18,6 +18,7 @@ use crate::{
     chat::Chat,
     data_dir::DataDir,
     files::Files,
+    gossip,
     index_client::IndexClient,
     network::Network,
     overlay::Overlay,
@@ -31,10 +32,10 @@ use crate::{
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for a leave event to spread before the endpoint closes: longer
 /// than gossip gathers its announcements to the neighbours that do not get
-/// the event in full ([`startup::LAZY_PUSH_EVERY`]), plus time for them to
+/// the event in full ([`gossip::LAZY_PUSH_EVERY`]), plus time for them to
 /// ask us for it, or those not on the event's first path would hear of
 /// our leave late or never.
-const LEAVE_GRACE: Duration = startup::LAZY_PUSH_EVERY.saturating_add(Duration::from_millis(500));
+const LEAVE_GRACE: Duration = gossip::LAZY_PUSH_EVERY.saturating_add(Duration::from_millis(500));
 /// How long shutdown waits for the node's tasks to end.
 const TASKS_WAIT: Duration = Duration::from_secs(2);
 

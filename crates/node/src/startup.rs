@@ -34,6 +34,7 @@ use crate::{
     endpoint::{self, EndpointConfig},
     files::Files,
     flood::{FloodProtocol, FloodSearch, Pending},
+    gossip,
     index_client::{IndexClient, IndexError},
     metrics::{Metrics, PeerMetrics},
     network::{self, Network},
@@ -49,8 +50,6 @@ use crate::{
 
 /// How long `up` waits for the first join before carrying on in the background.
 const FIRST_JOIN_WAIT: Duration = Duration::from_secs(10);
-/// Gossip message cap: a signed chat event of the largest allowed text fits.
-const GOSSIP_MAX_MESSAGE: usize = peernet_proto::chat::MAX_EVENT_BYTES + 1024;
 /// How long a failed start waits for what it started to stop.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
 
@@ -158,39 +157,6 @@ pub enum StartError {
     Mdns(String),
     #[error("{0}")]
     Dht(#[from] DhtError),
-}
-
-/// How long PlumTree gathers IHave announcements before sending them.
-pub(crate) const LAZY_PUSH_EVERY: Duration = Duration::from_secs(1);
-
-/// The gossip configuration. `PEERNET_OVERLAY_DEGREE` caps the active view
-/// (the number of overlay neighbours); it exists so tests can build long,
-/// thin overlays, and is not needed otherwise.
-fn gossip_builder() -> iroh_gossip::net::Builder {
-    // Expired broadcast ids are dropped every 5 s rather than every
-    // second: one timer wake-up less per second on every idle peer, and
-    // ids are kept 90 s anyway.
-    //
-    // Announcements of messages to the neighbours that did not get them
-    // in full (PlumTree's IHave, the lazy push) wait up to a second and go
-    // out together, not after 5 ms each: in an idle room they were most
-    // of a member's packets. They matter when a message's eager path is
-    // broken or slow, which then takes up to a second longer: rare in a
-    // room of 50 (p99 13-16 ms), but in a room of 200 under load about two
-    // thirds of deliveries were preceded by an IHave (its shared tree is
-    // deep); at 250 ms p50 halved and the idle room took 50% more CPU
-    // (README, "Latency in a room of 200").
-    let broadcast = iroh_gossip::proto::PlumtreeConfig {
-        cache_evict_interval: Duration::from_secs(5),
-        dispatch_timeout: LAZY_PUSH_EVERY,
-        ..Default::default()
-    };
-    let mut builder = Gossip::builder().max_message_size(GOSSIP_MAX_MESSAGE).broadcast_config(broadcast);
-    if let Some(degree) = std::env::var("PEERNET_OVERLAY_DEGREE").ok().and_then(|d| d.parse::<usize>().ok()) {
-        let membership = iroh_gossip::proto::HyparviewConfig { active_view_capacity: degree.max(1), ..Default::default() };
-        builder = builder.membership_config(membership);
-    }
-    builder
 }
 
 impl Publisher for IndexClient {
@@ -371,7 +337,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let peer_metrics = Arc::new(PeerMetrics::default());
     let provider_events = crate::throttle::provider_events(config.upload_limit, peer_metrics.clone(), &tasks);
     let blobs = BlobsProtocol::new(&store, Some(provider_events));
-    let gossip = gossip_builder().spawn(endpoint.clone());
+    let gossip = gossip::builder().spawn(endpoint.clone());
     started.gossip = Some(gossip.clone());
     let pending = Pending::default();
     let (flood_frames, flood_rx) = mpsc::channel(crate::flood::FRAME_BUFFER);

@@ -269,6 +269,19 @@ pub struct Config {
     /// eager peers to be promoted to become an eager peer.
     pub optimization_threshold: Round,
 
+    /// peernet: how many duplicates in a row a peer must send us, with no
+    /// message that was new to us in between, before we prune it (turn its
+    /// link lazy and send it a [`Message::Prune`]). Upstream prunes on the
+    /// first duplicate (1, the default here).
+    ///
+    /// One tree carries every sender's messages. When two senders'
+    /// messages cross a cycle of eager links at once, each end of the cycle
+    /// prunes a different link of it, and the tree falls apart into pieces
+    /// that hear each other only through IHave and Graft, a dispatch later.
+    /// Waiting for a few duplicates in a row lets a link that is still the
+    /// first path for some of the traffic keep its place.
+    pub prune_after_duplicates: u8,
+
     /// Duration for which to keep gossip messages in the internal message cache.
     ///
     /// Messages broadcast from this node or received from other nodes are kept in an internal
@@ -321,6 +334,8 @@ impl Default for Config {
             // This number comes from experiment settings the plumtree paper (p. 12)
             optimization_threshold: Round(7),
 
+            prune_after_duplicates: 1,
+
             // This is a certainly-high-enough value for usual operation.
             message_cache_retention: Duration::from_secs(30),
             message_id_retention: Duration::from_secs(90),
@@ -359,6 +374,10 @@ pub struct State<PI> {
 
     lazy_push_queue: BTreeMap<PI, Vec<IHave>>,
 
+    /// peernet: duplicates in a row from each peer since it last sent us a
+    /// message that was new; see [`Config::prune_after_duplicates`].
+    duplicates_in_a_row: HashMap<PI, u8>,
+
     /// Messages for which a [`MessageId`] has been seen via a [`Message::IHave`] but we have not
     /// yet received the full payload. For each, we store the peers that have claimed to have this
     /// message.
@@ -390,6 +409,7 @@ impl<PI: PeerIdentity> State<PI> {
             eager_push_peers: Default::default(),
             lazy_push_peers: Default::default(),
             lazy_push_queue: Default::default(),
+            duplicates_in_a_row: Default::default(),
             config,
             missing_messages: Default::default(),
             received_messages: Default::default(),
@@ -502,10 +522,23 @@ impl<PI: PeerIdentity> State<PI> {
         // if we already received this message: move peer to lazy set
         // and notify peer about this.
         if self.received_messages.contains_key(&message.id) {
-            self.make_lazy(sender);
-            io.push(OutEvent::SendMessage(sender, Message::Prune));
+            // peernet: only after `prune_after_duplicates` in a row; a peer
+            // that is no neighbour is not counted (nothing would clear it).
+            let in_a_row = if self.is_neighbour(&sender) {
+                let count = self.duplicates_in_a_row.entry(sender).or_default();
+                *count = count.saturating_add(1);
+                *count
+            } else {
+                u8::MAX
+            };
+            if in_a_row >= self.config.prune_after_duplicates {
+                self.duplicates_in_a_row.remove(&sender);
+                self.make_lazy(sender);
+                io.push(OutEvent::SendMessage(sender, Message::Prune));
+            }
         // otherwise store the message, emit to application and forward to peers
         } else {
+            self.duplicates_in_a_row.remove(&sender);
             if let DeliveryScope::Swarm(prev_round) = message.scope {
                 // insert the message in the list of received messages
                 self.received_messages.insert(
@@ -676,6 +709,7 @@ impl<PI: PeerIdentity> State<PI> {
         });
         self.eager_push_peers.remove(&peer);
         self.lazy_push_peers.remove(&peer);
+        self.duplicates_in_a_row.remove(&peer);
     }
 
     fn on_evict_cache_timer(&mut self, now: Instant, io: &mut impl IO<PI>) {
@@ -699,16 +733,21 @@ impl<PI: PeerIdentity> State<PI> {
     /// its connection never went quiet: in a room of 50 about half of a
     /// member's gossip connections were to such peers.
     fn make_eager(&mut self, peer: PI) {
-        if self.eager_push_peers.contains(&peer) || self.lazy_push_peers.contains(&peer) {
+        if self.is_neighbour(&peer) {
             self.add_eager(peer);
         }
     }
 
     /// peernet: moves a neighbour into the lazy set; see [`Self::make_eager`].
     fn make_lazy(&mut self, peer: PI) {
-        if self.eager_push_peers.contains(&peer) || self.lazy_push_peers.contains(&peer) {
+        if self.is_neighbour(&peer) {
             self.add_lazy(peer);
         }
+    }
+
+    /// peernet: whether `peer` is in the eager or the lazy set.
+    fn is_neighbour(&self, peer: &PI) -> bool {
+        self.eager_push_peers.contains(peer) || self.lazy_push_peers.contains(peer)
     }
 
     /// Moves peer into eager set.
