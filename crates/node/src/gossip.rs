@@ -78,9 +78,9 @@ mod tests {
 
     /// Delivery latencies (simulated ms) in a room of `peers` where
     /// `messages` are sent at `per_second`, each from a member picked at
-    /// random, after the room has settled and carried the same traffic
-    /// twice already (the tree forms under load, as in a room people talk
-    /// in).
+    /// random, after the room has settled and carried two passes of such
+    /// traffic already (the tree forms under load, as in a room people
+    /// talk in).
     fn room_latencies(broadcast: PlumtreeConfig, peers: u64, messages: usize, per_second: u64, seed: u64) -> Vec<u64> {
         let mut rng = StdRng::seed_from_u64(seed);
         let config = NetworkConfig {
@@ -137,9 +137,9 @@ mod tests {
 
     /// A room of 200 where ten members a second talk, over links of 10 to
     /// 100 ms (an internet's, or a busy machine's: several messages are
-    /// under way at any time). With upstream's pruning the one broadcast
-    /// tree keeps falling apart and the slowest deliveries wait for IHave
-    /// and Graft, seconds; with ours p99 is less than half of that.
+    /// under way at any time). With upstream's pruning p99 is seconds
+    /// (deliveries waiting for IHave and Graft while the one broadcast tree
+    /// falls apart); ours must at least halve it.
     #[test]
     fn busy_room_keeps_its_broadcast_tree_whole() {
         let ours = room_latencies(broadcast_config(), 200, 100, 10, 1);
