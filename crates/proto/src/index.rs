@@ -57,6 +57,8 @@ pub mod close_code {
 /// How to reach a peer: its key plus direct addresses and an optional relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerAddr {
+    /// Read through [`crate::known_keys`]: search answers repeat providers.
+    #[serde(deserialize_with = "crate::known_keys::deserialize")]
     pub id: EndpointId,
     pub ip: Vec<SocketAddr>,
     pub relay: Option<String>,

@@ -13,6 +13,7 @@ pub mod flood;
 pub mod frame;
 pub mod index;
 pub mod key;
+pub mod known_keys;
 pub mod limits;
 pub mod names;
 pub mod search;
