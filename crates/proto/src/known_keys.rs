@@ -2,12 +2,14 @@
 //!
 //! iroh checks every endpoint id it deserializes: the 32 bytes must be a
 //! point on the ed25519 curve, and finding that out is a square root in the
-//! curve's field, about as costly as a signature check. A search answer
-//! names a provider per hit, and the same providers come back search after
-//! search, so a member that searches paid that check twenty times an
-//! answer: in the index bench it was a seventh of the whole machine's time
-//! (see the README's index section). Each thread keeps the keys it already
-//! checked, up to [`KNOWN_KEYS`], so a key is checked once.
+//! curve's field. A search answer names a provider per hit, and the same
+//! providers come back search after search, so a member that searches paid
+//! that check twenty times an answer: in the index bench, whose clients
+//! share the machine with the index, it was a seventh of the whole
+//! machine's time (see the README's index section). Each thread keeps the
+//! keys it already checked, up to [`KNOWN_KEYS`], so a key is checked once.
+//! Only ids inside a [`crate::index::PeerAddr`] are read this way; lists of
+//! bare ids (neighbours, map links) are still checked every time.
 //!
 //! Nothing is trusted that was not checked: an id comes out of the cache
 //! only if the same 32 bytes passed iroh's own check before.
@@ -28,11 +30,13 @@ thread_local! {
 /// The endpoint id for `bytes`, checked by iroh unless this thread already
 /// checked the same bytes.
 pub fn endpoint_id(bytes: [u8; 32]) -> Result<EndpointId, iroh::KeyParsingError> {
-    if let Some(id) = CHECKED.with_borrow(|known| known.get(&bytes).copied()) {
+    // `try_with`: a thread that is ending has no cache left and checks.
+    if let Some(id) = CHECKED.try_with(|known| known.borrow().get(&bytes).copied()).ok().flatten() {
         return Ok(id);
     }
     let id = EndpointId::from_bytes(&bytes)?;
-    CHECKED.with_borrow_mut(|known| {
+    let _ = CHECKED.try_with(|known| {
+        let mut known = known.borrow_mut();
         if known.len() >= KNOWN_KEYS {
             known.clear();
         }
