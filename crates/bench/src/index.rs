@@ -20,8 +20,9 @@ use anyhow::{bail, Context};
 use peernet_index::store::{SeedPeer, Store};
 use peernet_node::index_client::IndexClient;
 use peernet_proto::{
+    frame,
     index::{FileEntry, Kind, PeerAddr, Request, Response},
-    limits::MAX_FILES_PER_PEER,
+    limits::{MAX_FILES_PER_PEER, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME},
     ticket::Ticket,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -93,6 +94,9 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     let cpu0 = index.proc.cpu_seconds();
     let quic = rt.block_on(load(&ticket, o, &corpus, Mix::Publishing))?;
     let usage = index.proc.usage_since(cpu0);
+    // How large the index's answers are, by kind, for the echo of the
+    // same bytes: one client, untimed, after the timed load.
+    let (sizes, sizes_words) = rt.block_on(reply_sizes(&ticket, &corpus))?;
     eprintln!("index: {} clients for {:?} over QUIC, searching only", o.clients, o.duration);
     let reads = rt.block_on(load(&ticket, o, &corpus, Mix::Searching))?;
     // A member that searches first thing after the restart.
@@ -110,9 +114,13 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     // The same load on the request handler in this process, same database.
     let direct = rt.block_on(load_in_process(&db, o, &corpus))?;
     let sync = disk_sync(work)?;
-    // And on a bare echo over iroh QUIC.
-    let server = echo::Server::start()?;
-    let echo = rt.block_on(load_echo(&server.addr, o, &corpus))?;
+    // And on a bare echo over iroh QUIC: of the requests, and with
+    // answers as large as the index's.
+    let server = echo::Server::start(&echo::ReplySizes::new())?;
+    let echo = rt.block_on(load_echo(&server.addr, o, &corpus, &echo::ReplySizes::new()))?;
+    server.stop();
+    let server = echo::Server::start(&sizes)?;
+    let sized_echo = rt.block_on(load_echo(&server.addr, o, &corpus, &sizes))?;
     server.stop();
     let tracker = match opentracker(work, o)? {
         Some((rps, p50, p99)) => Row::new("opentracker announce under wrk (reference)", rps, "req/s")
@@ -129,6 +137,9 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
         .note(format!("{}; SQLite WAL, synchronous=FULL", quic.latency()))
         .against(&echo_row)
         .target(">= 0.8x the echo", |r| r.ratio.map(|x| x >= 0.8));
+    let sized_echo_row = Row::new("bare echo over iroh QUIC, answers as large as the index's", sized_echo.rate(), "req/s")
+        .note(format!("{}; each answer as large as the index's for its kind on average: {sizes_words}", sized_echo.latency()));
+    let ours_vs_sized = Row::new("peernet index over QUIC, vs the echo of the same bytes", quic.rate(), "req/s").against(&sized_echo_row);
     let ours_vs_tracker = Row::new("peernet index over QUIC, vs opentracker", quic.rate(), "req/s")
         .against(&tracker)
         .target(">= 1.0x opentracker where the echo allows it", |r| r.ratio.map(|x| x >= 1.0));
@@ -167,7 +178,22 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     Ok(Report {
         bench: "index",
         setup,
-        rows: vec![tracker, echo_row, ours, ours_vs_tracker, p99, sync_row, search_p99, reads_row, direct_row, restart_row, rss, seed_row],
+        rows: vec![
+            tracker,
+            echo_row,
+            sized_echo_row,
+            ours,
+            ours_vs_sized,
+            ours_vs_tracker,
+            p99,
+            sync_row,
+            search_p99,
+            reads_row,
+            direct_row,
+            restart_row,
+            rss,
+            seed_row,
+        ],
     })
 }
 
@@ -345,8 +371,49 @@ async fn load_in_process(db: &Path, o: &Options, corpus: &Arc<Corpus>) -> anyhow
     drive('h', Mix::Publishing, o, corpus, send).await
 }
 
-/// The same clients and frames against the echo server.
-async fn load_echo(server: &PeerAddr, o: &Options, corpus: &Arc<Corpus>) -> anyhow::Result<Load> {
+/// How long [`reply_sizes`] asks.
+const SIZING: Duration = Duration::from_secs(2);
+
+/// The mean size of the index's answer frames, by kind of request, over
+/// one client running the publishing mix for [`SIZING`]; and the same as
+/// words for the report.
+async fn reply_sizes(ticket: &Ticket, corpus: &Arc<Corpus>) -> anyhow::Result<(echo::ReplySizes, String)> {
+    let (ep, client) = client(ticket).await?;
+    client.join("sizing").await?;
+    // kind -> (its name, bytes in all, answers)
+    type Tally = std::collections::BTreeMap<u8, (&'static str, usize, usize)>;
+    let seen = Arc::new(std::sync::Mutex::new(Tally::new()));
+    let tally = seen.clone();
+    let send: Sender = Arc::new(move |_, request| {
+        let (client, tally) = (client.clone(), tally.clone());
+        Box::pin(async move {
+            let kind = echo::kind(&frame::encode(&request, MAX_REQUEST_FRAME)?);
+            let name = match request {
+                Request::Search { .. } => "search",
+                Request::Publish { .. } => "publish",
+                Request::Unpublish { .. } => "unpublish",
+                _ => "other",
+            };
+            let response = client.request(request).await?;
+            let len = frame::encode(&response, MAX_RESPONSE_FRAME)?.len();
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+            let (_, sum, count) = tally.entry(kind).or_insert((name, 0, 0));
+            (*sum, *count) = (*sum + len, *count + 1);
+            Ok(Some(response))
+        })
+    });
+    let one = Options { clients: 1, duration: SIZING, files: 0 };
+    drive('s', Mix::Publishing, &one, corpus, send).await?;
+    ep.close().await;
+    let tally = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let sizes = tally.iter().map(|(&kind, &(_, sum, count))| (kind, sum / count)).collect();
+    let words = tally.values().map(|&(name, sum, count)| format!("{name} {} B", sum / count)).collect::<Vec<_>>().join(", ");
+    Ok((sizes, words))
+}
+
+/// The same clients and frames against the echo server, whose answers to
+/// the kinds in `replies` are that many bytes.
+async fn load_echo(server: &PeerAddr, o: &Options, corpus: &Arc<Corpus>, replies: &echo::ReplySizes) -> anyhow::Result<Load> {
     let mut endpoints = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..o.clients {
@@ -354,11 +421,11 @@ async fn load_echo(server: &PeerAddr, o: &Options, corpus: &Arc<Corpus>) -> anyh
         conns.push(ep.connect(server.to_endpoint_addr(), echo::ALPN).await.context("connecting to the echo server")?);
         endpoints.push(ep);
     }
-    let conns = Arc::new(conns);
+    let (conns, replies) = (Arc::new(conns), Arc::new(replies.clone()));
     let send: Sender = Arc::new(move |i, request| {
-        let conns = conns.clone();
+        let (conns, replies) = (conns.clone(), replies.clone());
         Box::pin(async move {
-            echo::exchange(&conns[i], &request).await?;
+            echo::exchange(&conns[i], &request, &replies).await?;
             Ok(None)
         })
     });

@@ -130,7 +130,12 @@ enum Bench {
     TcpFetch { addr: std::net::SocketAddr, dest: PathBuf },
     /// Echoes request frames over iroh QUIC (the index bench's ceiling).
     #[command(hide = true)]
-    EchoServe,
+    EchoServe {
+        /// KIND:BYTES,...: answer these kinds of request with that many
+        /// bytes instead of the request.
+        #[arg(long, default_value = "")]
+        replies: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -147,7 +152,7 @@ fn main() -> ExitCode {
     let result = match &cli.bench {
         Bench::TcpServe { file, port } => reach::tcp_serve(file, *port),
         Bench::TcpFetch { addr, dest } => reach::tcp_fetch(*addr, dest),
-        Bench::EchoServe => echo::serve(),
+        Bench::EchoServe { replies } => echo::serve(replies),
         _ => run(cli),
     };
     match result {
@@ -207,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 reach::run(&dir, &reach::Options { size, bad_link_size, links: links.0, congestion })?
             }
             Bench::All => unreachable!("`all` expands to the others"),
-            Bench::TcpServe { .. } | Bench::TcpFetch { .. } | Bench::EchoServe => unreachable!("the helpers run from main"),
+            Bench::TcpServe { .. } | Bench::TcpFetch { .. } | Bench::EchoServe { .. } => unreachable!("the helpers run from main"),
         };
         std::fs::remove_dir_all(&dir).ok();
         report.print();
@@ -230,7 +235,7 @@ fn name(bench: &Bench) -> &'static str {
         Bench::Reach { .. } => "reach",
         Bench::TcpServe { .. } => "tcp-serve",
         Bench::TcpFetch { .. } => "tcp-fetch",
-        Bench::EchoServe => "echo-serve",
+        Bench::EchoServe { .. } => "echo-serve",
     }
 }
 

@@ -52,6 +52,7 @@ fn index_in_miniature() {
     let r = bench(&["index", "--clients", "4", "--seconds", "1", "--files", "2000"]);
     assert!(value(&r, "peernet index: Publish, Search x2, Unpublish") > 0.0);
     assert!(value(&r, "bare echo over iroh QUIC") > 0.0);
+    assert!(value(&r, "bare echo over iroh QUIC, answers as large") > 0.0);
     assert!(value(&r, "peernet index handler in process") > 0.0);
     assert!(value(&r, "peernet index search p99") > 0.0);
     assert!(value(&r, "peernet index: Search only") > 0.0);
