@@ -115,13 +115,16 @@ pub fn run(work: &Path, o: &Options, rt: &tokio::runtime::Runtime) -> anyhow::Re
     let direct = rt.block_on(load_in_process(&db, o, &corpus))?;
     let sync = disk_sync(work)?;
     // And on a bare echo over iroh QUIC: of the requests, and with
-    // answers as large as the index's.
-    let server = echo::Server::start(&echo::ReplySizes::new())?;
-    let echo = rt.block_on(load_echo(&server.addr, o, &corpus, &echo::ReplySizes::new()))?;
-    server.stop();
-    let server = echo::Server::start(&sizes)?;
-    let sized_echo = rt.block_on(load_echo(&server.addr, o, &corpus, &sizes))?;
-    server.stop();
+    // answers as large as the index's. The server stops before an error
+    // is passed on.
+    let echo_load = |replies: &echo::ReplySizes| {
+        let server = echo::Server::start(replies)?;
+        let load = rt.block_on(load_echo(&server.addr, o, &corpus, replies));
+        server.stop();
+        load
+    };
+    let echo = echo_load(&echo::ReplySizes::new())?;
+    let sized_echo = echo_load(&sizes)?;
     let tracker = match opentracker(work, o)? {
         Some((rps, p50, p99)) => Row::new("opentracker announce under wrk (reference)", rps, "req/s")
             .note(format!("p50 {p50:.2} ms, p99 {p99:.2} ms; in memory")),
