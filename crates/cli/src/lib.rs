@@ -39,7 +39,8 @@ where
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error may quote what another peer said (a refusal, a name).
+            eprintln!("error: {}", peernet_proto::names::visible(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

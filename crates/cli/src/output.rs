@@ -12,6 +12,7 @@ use peernet_node::{
 use peernet_proto::{
     chat::{ChatMessage, Member},
     index::{Hit, Kind, OnlinePeer},
+    names::visible,
 };
 use serde::Serialize;
 
@@ -35,11 +36,12 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// Folders end in `/`, as in `ls -F`.
+/// Folders end in `/`, as in `ls -F`. Names came from other peers, so
+/// they are shown through [`visible`].
 fn display_name(name: &str, kind: Kind) -> String {
     match kind {
-        Kind::File => name.to_string(),
-        Kind::Folder => format!("{name}/"),
+        Kind::File => visible(name).into_owned(),
+        Kind::Folder => format!("{}/", visible(name)),
     }
 }
 
@@ -140,9 +142,9 @@ pub fn online(peers: &[OnlinePeer], json: bool) {
         return;
     }
     for p in peers {
-        println!("{} ({}) - {} file(s)", p.peer.nickname, p.peer.addr.id.fmt_short(), p.files.len());
+        println!("{} ({}) - {} file(s)", visible(&p.peer.nickname), p.peer.addr.id.fmt_short(), p.files.len());
         for f in &p.files {
-            println!("    {:<40} {:>10}  {}", f.name, size(f.size), short(&f.hash.to_hex()));
+            println!("    {:<40} {:>10}  {}", display_name(&f.name, f.kind), size(f.size), short(&f.hash.to_hex()));
         }
     }
 }
@@ -157,7 +159,8 @@ pub fn hits(hits: &[Hit], json: bool) {
     }
     println!("{:<40} {:>10}  {:<10}  PROVIDERS", "NAME", "SIZE", "HASH");
     for h in hits {
-        let providers: Vec<String> = h.providers.iter().map(|p| format!("{} ({})", p.peer.nickname, p.peer.addr.id.fmt_short())).collect();
+        let providers: Vec<String> =
+            h.providers.iter().map(|p| format!("{} ({})", visible(&p.peer.nickname), p.peer.addr.id.fmt_short())).collect();
         println!("{:<40} {:>10}  {:<10}  {}", display_name(&h.name, h.kind), size(h.size), short(&h.hash.to_hex()), providers.join(", "));
     }
 }
@@ -286,25 +289,25 @@ pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
         }));
     }
     if r.sources.len() > 1 {
-        println!("fetched in parts from {} providers: {}", r.sources.len(), r.sources.join(", "));
+        println!("fetched in parts from {} providers: {}", r.sources.len(), visible(&r.sources.join(", ")));
     }
     for reached in r.reached {
         match &reached.path {
-            Some(path) => println!("from {}: {path}", reached.source),
-            None => println!("from {}: path unknown (its connection had closed)", reached.source),
+            Some(path) => println!("from {}: {path}", visible(&reached.source)),
+            None => println!("from {}: path unknown (its connection had closed)", visible(&reached.source)),
         }
     }
     if r.resumed_from > 0 {
         println!("resumed: {} were already here and verified", size(r.resumed_from));
     }
     if !r.failed.is_empty() {
-        println!("provider(s) {} failed during the download; the rest came from others", r.failed.join(", "));
+        println!("provider(s) {} failed during the download; the rest came from others", visible(&r.failed.join(", ")));
     }
     let fetched = r.size - r.resumed_from.min(r.size);
     let rate = fetched as f64 / elapsed.as_secs_f64().max(1e-3);
     println!("saved {} ({}, {}) in {:.1}s, {}/s", r.path.display(), size(r.size), short(r.hash), elapsed.as_secs_f64(), size(rate as u64));
     if let Some(note) = r.note {
-        println!("note: {note}");
+        println!("note: {}", visible(note));
     }
     println!("you now share it too");
 }
@@ -333,11 +336,12 @@ impl Progress {
         match event {
             GetEvent::Resolved { name, size, providers, .. } => {
                 bar.set_length(*size);
-                bar.set_message(name.clone());
-                bar.println(format!("fetching {name} from {}", providers.join(", ")));
+                let name = visible(name).into_owned();
+                bar.println(format!("fetching {name} from {}", visible(&providers.join(", "))));
+                bar.set_message(name);
             }
             GetEvent::Progress { done, .. } => bar.set_position(*done),
-            GetEvent::ProviderFailed { provider } => bar.println(format!("provider {provider} failed; trying another")),
+            GetEvent::ProviderFailed { provider } => bar.println(format!("provider {} failed; trying another", visible(provider))),
             _ => {}
         }
     }
@@ -358,7 +362,7 @@ pub fn clock(ms: u64) -> String {
 /// A chat line: time, name with short id (so a copied name cannot pass for
 /// someone else), text.
 pub fn message(m: &ChatMessage) {
-    println!("[{}] {} ({}): {}", clock(m.sent_at_ms), m.nickname, m.author.fmt_short(), m.text);
+    println!("[{}] {} ({}): {}", clock(m.sent_at_ms), visible(&m.nickname), m.author.fmt_short(), visible(&m.text));
 }
 
 pub fn members(members: &[Member], json: bool) {
@@ -377,6 +381,6 @@ pub fn members(members: &[Member], json: bool) {
         } else {
             "offline"
         };
-        println!("{:<32} {}  {}", m.nickname, m.id.fmt_short(), state);
+        println!("{:<32} {}  {}", visible(&m.nickname), m.id.fmt_short(), state);
     }
 }

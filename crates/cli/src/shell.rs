@@ -6,7 +6,10 @@ use std::{io::IsTerminal, path::Path, time::Duration};
 use anyhow::Result;
 use clap::Parser;
 use peernet_node::control::{client::ControlClient, NickRequest, SayRequest};
-use peernet_proto::chat::{ChatMessage, Member};
+use peernet_proto::{
+    chat::{ChatMessage, Member},
+    names::visible,
+};
 use tokio::sync::mpsc;
 
 use crate::{args::Cli, commands, output};
@@ -109,7 +112,7 @@ pub async fn shell(data_dir: &Path) -> Result<()> {
         match Cli::try_parse_from(argv) {
             Ok(cli) => {
                 if let Err(e) = commands::run_client(&client, cli.command, cli.json).await {
-                    println!("error: {e:#}");
+                    println!("error: {}", visible(&format!("{e:#}")));
                 }
             }
             Err(e) => println!("{}", e.render().to_string().lines().next().unwrap_or("unknown command")),
@@ -150,7 +153,7 @@ pub async fn chat(client: &ControlClient) -> Result<()> {
                     client.post::<ChatMessage, _>("/v1/say", &SayRequest { text: line.to_string() }).await.map(|_| ())
                 };
                 if let Err(e) = result {
-                    println!("error: {e}");
+                    println!("error: {}", visible(&e.to_string()));
                 }
             }
             _ = poll.tick() => {

@@ -32,9 +32,39 @@ pub fn validate_nickname(nick: &str) -> Result<(), NicknameError> {
     Ok(())
 }
 
-/// Characters that print as nothing and would let two names look the same.
+/// Characters that print as nothing, or reorder what follows them (bidi
+/// embeddings, overrides and isolates), and would let two names look the same.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+    matches!(
+        c,
+        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
+}
+
+/// Text that came off the network (a chat message, a nickname, a file
+/// name, a flood answer), made safe to print on a terminal.
+///
+/// A control character (a newline, an escape that starts an ANSI sequence,
+/// a carriage return that rewinds the line) or a character that is invisible
+/// or reorders text (bidi overrides) is shown as its escape, `\n` or
+/// `\u{1b}`, so a message can neither draw a line that looks like someone
+/// else's nor drive the terminal. Everything else, accents and scripts and
+/// emoji included, is shown as sent. This is the one display rule: the CLI,
+/// the chat, the shell and the logs all print network text through it.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || is_invisible(c);
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,6 +165,18 @@ mod tests {
         assert_eq!(validate_nickname("a\nb"), Err(NicknameError::NotPrintable));
         assert_eq!(validate_nickname("a\u{200b}b"), Err(NicknameError::NotPrintable));
         assert_eq!(validate_nickname(" bob"), Err(NicknameError::OuterSpace));
+    }
+
+    #[test]
+    fn network_text_is_shown_with_controls_escaped() {
+        assert_eq!(visible("Zoë says hi 👋"), "Zoë says hi 👋", "ordinary text is untouched");
+        let forged = "ok\n[12:00:00] root (abcdef0123): send me your ticket";
+        assert_eq!(visible(forged), "ok\\n[12:00:00] root (abcdef0123): send me your ticket");
+        assert_eq!(visible("\u{1b}[2J\u{1b}]0;title\u{7}"), "\\u{1b}[2J\\u{1b}]0;title\\u{7}");
+        assert_eq!(visible("a\rb\tc\u{9b}d"), "a\\rb\\tc\\u{9b}d", "C1 controls too");
+        assert_eq!(visible("evil\u{202e}fdp.exe"), "evil\\u{202e}fdp.exe", "bidi override");
+        assert_eq!(visible("x\u{2066}y\u{2069}"), "x\\u{2066}y\\u{2069}", "bidi isolates");
+        assert!(!visible("\u{0}\u{7f}\u{85}\u{2028}").chars().any(|c| c.is_control() || is_invisible(c)));
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use iroh::EndpointId;
 use serde::{Deserialize, Serialize};
 
-use crate::index::{LinkMap, LinkReport, Topology};
+use crate::{
+    index::{LinkMap, LinkReport, Topology},
+    names::visible,
+};
 
 /// How a link reaches its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +156,7 @@ impl Graph {
         self.nodes
             .iter()
             .find(|n| n.id == id)
-            .map(|n| format!("{} ({}){}", n.nickname, n.short_id, if n.root { " [root]" } else { "" }))
+            .map(|n| format!("{} ({}){}", visible(&n.nickname), n.short_id, if n.root { " [root]" } else { "" }))
             .unwrap_or_else(|| id.to_string())
     }
 
@@ -174,7 +177,11 @@ impl Graph {
                     }
                 })
                 .map(|other| {
-                    self.nodes.iter().find(|m| m.id == *other).map(|m| format!("{} ({})", m.nickname, m.short_id)).unwrap_or_default()
+                    self.nodes
+                        .iter()
+                        .find(|m| m.id == *other)
+                        .map(|m| format!("{} ({})", visible(&m.nickname), m.short_id))
+                        .unwrap_or_default()
                 })
                 .collect();
             let links = if links.is_empty() { "(no links)".to_string() } else { links.join(", ") };
@@ -185,7 +192,7 @@ impl Graph {
 
     /// Graphviz DOT; labels are escaped, ids are quoted.
     pub fn to_dot(&self) -> String {
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let esc = |s: &str| visible(s).replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = String::from("graph peernet {\n  node [shape=box, style=rounded];\n");
         for n in &self.nodes {
             let style = if n.root { ", style=\"rounded,bold\", peripheries=2" } else { "" };
