@@ -192,7 +192,8 @@ pub struct LeaseArgs {
     pub chat_rate: peernet_index::budget::Rate,
 
     /// Flood queries one overlay neighbour may hand this peer, per second
-    /// and in a burst; more are dropped and counted.
+    /// and in a burst; members that are not neighbours share one budget of
+    /// the same size; more are dropped and counted.
     #[arg(long, default_value = "20/100", value_parser = parse_budget, value_name = "PER_SECOND/BURST")]
     pub flood_rate: peernet_index::budget::Rate,
 

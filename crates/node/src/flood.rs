@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -17,9 +20,11 @@ use iroh::{
     protocol::{AcceptError, ProtocolHandler},
 };
 use peernet_index::frame_io::{read_frame, write_frame};
+use peernet_index::now_ms;
 use peernet_proto::{
-    flood::{Action, Answer, FloodFrame, Query, MAX_ANSWER_FILES, MAX_FLOOD_FRAME},
+    flood::{Action, Answer, Flood, FloodFrame, Query, MAX_ANSWER_FILES, MAX_FLOOD_FRAME},
     index::Hit,
+    search::Matcher,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -36,6 +41,12 @@ use tracing::debug;
 
 /// How long an answer may take to arrive once its stream is open.
 const ANSWER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one frame may take to leave, dial included: a neighbour that
+/// stops reading costs a task for this long, not forever.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames on their way to one peer at once; more are dropped and counted
+/// (a peer that reads slowly cannot make us hold a task per frame).
+pub const MAX_SENDS_IN_FLIGHT: usize = 16;
 /// Answers buffered per pending query.
 const ANSWER_BUFFER: usize = 256;
 
@@ -122,14 +133,25 @@ pub struct FloodSearch {
     endpoint: Endpoint,
     links: Links,
     lookup: MemoryLookup,
+    /// Who our neighbours are (the overlay owns that); the flood state is ours.
     overlay: Overlay,
+    state: Arc<Mutex<Flood>>,
     pending: Pending,
     shares: Arc<Shares>,
     nickname: watch::Receiver<String>,
     /// A standalone index forwards queries but has no files to answer with.
     answers: bool,
-    /// Queries each neighbour may hand us; more are dropped and counted.
+    /// Queries each overlay neighbour may hand us; more are dropped and
+    /// counted. A neighbour's slot is scarce (the overlay keeps a handful),
+    /// so this budget cannot be multiplied by minting keys.
     queries: Arc<Budget<EndpointId>>,
+    /// One budget, the same size, shared by every member that is not a
+    /// neighbour (such queries are answered, never passed on): a new key
+    /// brings no new budget.
+    strangers: Arc<Budget<()>>,
+    /// Frames on their way, per peer, and those dropped over the cap.
+    in_flight: Arc<Mutex<HashMap<EndpointId, usize>>>,
+    sends_dropped: Arc<AtomicU64>,
     tasks: Tasks,
 }
 
@@ -147,8 +169,36 @@ impl FloodSearch {
         tasks: Tasks,
     ) -> Self {
         let links = Links::new(endpoint.clone(), peernet_proto::flood::ALPN);
-        let queries = Arc::new(Budget::new(query_rate));
-        Self { endpoint, links, lookup, overlay, pending, shares, nickname, answers, queries, tasks }
+        Self {
+            endpoint,
+            links,
+            lookup,
+            overlay,
+            state: Default::default(),
+            pending,
+            shares,
+            nickname,
+            answers,
+            queries: Arc::new(Budget::new(query_rate)),
+            strangers: Arc::new(Budget::new(query_rate)),
+            in_flight: Default::default(),
+            sends_dropped: Default::default(),
+            tasks,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Flood> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a query from `from` is within its budget: a neighbour's
+    /// own, or the one all other members share.
+    fn within_budget(&self, from: &EndpointId, neighbors: &[EndpointId]) -> bool {
+        if neighbors.contains(from) {
+            self.queries.allow(from).is_ok()
+        } else {
+            self.strangers.allow(&()).is_ok()
+        }
     }
 
     /// Handles frames from neighbours until the channel closes or the node
@@ -167,9 +217,14 @@ impl FloodSearch {
         self.tasks.spawn(async move {
             while let Some((frame, from)) = frames.recv().await {
                 let actions = match frame {
-                    FloodFrame::Query(_) if this.queries.allow(&from).is_err() => continue,
-                    FloodFrame::Query(query) => this.overlay.flood_handle(query, from),
-                    FloodFrame::Answer(answer) => this.overlay.flood_answer(answer, from).into_iter().collect(),
+                    FloodFrame::Query(query) => {
+                        let neighbors = this.overlay.neighbors();
+                        if !this.within_budget(&from, &neighbors) {
+                            continue;
+                        }
+                        this.state().handle(query, from, &neighbors, now_ms())
+                    }
+                    FloodFrame::Answer(answer) => this.state().answer_arrived(answer, from, now_ms()).into_iter().collect(),
                 };
                 for action in actions {
                     this.act(action);
@@ -196,10 +251,28 @@ impl FloodSearch {
     }
 
     fn send(&self, frame: FloodFrame, to: EndpointId) {
-        let links = self.links.clone();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            let n = in_flight.entry(to).or_default();
+            if *n >= MAX_SENDS_IN_FLIGHT {
+                self.sends_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            *n += 1;
+        }
+        let (links, in_flight) = (self.links.clone(), self.in_flight.clone());
         self.tasks.spawn(async move {
-            if let Err(e) = send_frame(&links, frame, to).await {
-                debug!("could not send a flood frame to {}: {e}", to.fmt_short());
+            match tokio::time::timeout(SEND_TIMEOUT, send_frame(&links, frame, to)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!("could not send a flood frame to {}: {e}", to.fmt_short()),
+                Err(_) => debug!("gave up sending a flood frame to {} after {SEND_TIMEOUT:?}", to.fmt_short()),
+            }
+            let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = in_flight.get_mut(&to) {
+                *n -= 1;
+                if *n == 0 {
+                    in_flight.remove(&to);
+                }
             }
         });
     }
@@ -210,8 +283,9 @@ impl FloodSearch {
         if !self.answers {
             return;
         }
-        let files: Vec<_> =
-            self.shares.entries().into_iter().filter(|e| peernet_proto::search::matches(&query.text, e)).take(MAX_ANSWER_FILES).collect();
+        // Folded once here, not once per shared file.
+        let matcher = Matcher::new(&query.text);
+        let files: Vec<_> = self.shares.entries().into_iter().filter(|e| matcher.matches(e)).take(MAX_ANSWER_FILES).collect();
         if files.is_empty() {
             return;
         }
@@ -236,7 +310,7 @@ impl FloodSearch {
     async fn query(&self, text: &str, ttl: u8, also: &[EndpointId], window: Duration) -> Vec<Hit> {
         let id: [u8; 16] = rand::random();
         let mut answers_rx = self.pending.open(id);
-        let start = self.overlay.flood_start(id, text.to_string(), ttl);
+        let start = self.state().start(id, text.to_string(), ttl, &self.overlay.neighbors(), now_ms());
         if let Action::Forward { query, to } = &start {
             for peer in also.iter().filter(|p| !to.contains(p)) {
                 self.send(FloodFrame::Query(query.clone()), *peer);
@@ -260,11 +334,24 @@ impl FloodSearch {
 
     /// Flood queries handled here (first sight) and copies dropped as seen.
     pub fn counters(&self) -> (u64, u64) {
-        self.overlay.flood_counters()
+        let s = self.state();
+        (s.handled, s.duplicates)
     }
 
-    /// Flood queries dropped because their neighbour was over its budget.
+    /// Flood queries dropped because their sender was over its budget
+    /// (a neighbour's own, or the one other members share).
     pub fn over_budget(&self) -> u64 {
-        self.queries.refused()
+        self.queries.refused() + self.strangers.refused()
+    }
+
+    /// Flood queries dropped for text over the index's query limit.
+    pub fn oversized(&self) -> u64 {
+        self.state().oversized
+    }
+
+    /// Frames not sent because [`MAX_SENDS_IN_FLIGHT`] were already on
+    /// their way to that peer.
+    pub fn sends_dropped(&self) -> u64 {
+        self.sends_dropped.load(Ordering::Relaxed)
     }
 }

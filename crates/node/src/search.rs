@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use peernet_proto::index::{Hit, Request, Response};
+use peernet_proto::{
+    index::{Hit, Request, Response},
+    limits::MAX_QUERY_BYTES,
+};
 
 use crate::{
     dht::DhtLayer,
@@ -30,6 +33,8 @@ pub enum SearchError {
     NoDht,
     #[error("the DHT finds files by their whole hash (64 hex digits); search names with the index and the overlay")]
     NotAHash,
+    #[error("a search query has at most {MAX_QUERY_BYTES} bytes; this one has {0}: search for fewer or shorter words")]
+    TooLong(usize),
 }
 
 /// The search handle; cheap to clone.
@@ -81,6 +86,11 @@ impl Search {
 
     /// `search`: the index, the overlay, or both at once, merged by hash.
     pub async fn run(&self, query: &str, limit: u32, mode: SearchMode, ttl: u8, window: Duration) -> Result<Vec<Hit>, SearchError> {
+        // The same limit everywhere: the index refuses longer queries, and
+        // other peers drop longer flood queries.
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(SearchError::TooLong(query.len()));
+        }
         match mode {
             SearchMode::Index => self.index(query, limit).await,
             SearchMode::Flood => Ok(self.flood(query, ttl, window).await),

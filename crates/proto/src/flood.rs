@@ -29,7 +29,10 @@ use std::collections::{HashMap, VecDeque};
 use iroh::{EndpointId, SecretKey, Signature};
 use serde::{Deserialize, Serialize};
 
-use crate::index::{FileEntry, PeerAddr};
+use crate::{
+    index::{FileEntry, PeerAddr},
+    limits::MAX_QUERY_BYTES,
+};
 
 /// ALPN of the flood protocol. Version 2 routes answers back along the
 /// query's path; version 1 sent them to an address named in the query.
@@ -142,6 +145,10 @@ pub struct Flood {
     /// Answers dropped: for a query we do not know (or forgot), from the
     /// direction the query came, or beyond [`MAX_ANSWERS_PER_QUERY`].
     pub answers_dropped: u64,
+    /// Queries dropped for text longer than the index allows
+    /// ([`MAX_QUERY_BYTES`]): nobody asks that, and every peer on the way
+    /// would match it against every file it shares.
+    pub oversized: u64,
 }
 
 impl Flood {
@@ -175,8 +182,15 @@ impl Flood {
         Action::Forward { query, to: fan_out(neighbors, &[]) }
     }
 
-    /// Handles a query delivered by neighbour `from`.
+    /// Handles a query delivered by `from`. Only an overlay neighbour's
+    /// query is passed on: anyone else (a member asking us directly, as a
+    /// DHT lookup does) is answered, and its query goes no further, so a
+    /// member cannot make the network flood for it from keys it minted.
     pub fn handle(&mut self, mut query: Query, from: EndpointId, neighbors: &[EndpointId], now_ms: u64) -> Vec<Action> {
+        if query.text.len() > MAX_QUERY_BYTES {
+            self.oversized += 1;
+            return Vec::new();
+        }
         if query.ttl == 0 || !self.first_sight(query.id, Some(from), now_ms) {
             self.duplicates += 1;
             return Vec::new();
@@ -185,7 +199,7 @@ impl Flood {
         // Never trust a TTL larger than we would send ourselves.
         query.ttl = query.ttl.min(MAX_TTL);
         let mut actions = vec![Action::Answer { query: query.clone(), back: from }];
-        if query.ttl > 1 {
+        if query.ttl > 1 && neighbors.contains(&from) {
             let to = fan_out(neighbors, &[from]);
             if !to.is_empty() {
                 actions.push(Action::Forward { query: Query { ttl: query.ttl - 1, ..query }, to });
@@ -254,7 +268,7 @@ mod tests {
         let Action::Forward { query: started, .. } = f.start([1; 16], "x".into(), 99, &[id(2)], 0) else { panic!() };
         assert_eq!(started.ttl, MAX_TTL);
         // A neighbour sending an inflated TTL is clamped too.
-        let actions = f.handle(query(5, 250), id(2), &[id(3)], 0);
+        let actions = f.handle(query(5, 250), id(2), &[id(2), id(3)], 0);
         let Some(Action::Forward { query: forwarded, .. }) = actions.last() else { panic!("{actions:?}") };
         assert_eq!(forwarded.ttl, MAX_TTL - 1);
     }
@@ -262,7 +276,7 @@ mod tests {
     #[test]
     fn each_query_is_handled_once() {
         let mut f = Flood::default();
-        assert_eq!(f.handle(query(7, 3), id(2), &[id(3)], 0).len(), 2);
+        assert_eq!(f.handle(query(7, 3), id(2), &[id(2), id(3)], 0).len(), 2);
         assert!(f.handle(query(7, 3), id(3), &[id(2)], 1).is_empty(), "second copy dropped");
         assert!(f.handle(query(7, 2), id(4), &[id(2)], 2).is_empty(), "even with another TTL");
         assert_eq!((f.handled, f.duplicates), (1, 2));
@@ -276,6 +290,25 @@ mod tests {
         let mut f = Flood::default();
         let actions = f.handle(query(1, 1), id(2), &[id(3), id(4)], 0);
         assert_eq!(actions, vec![Action::Answer { query: query(1, 1), back: id(2) }]);
+    }
+
+    #[test]
+    fn only_a_neighbours_query_travels_on() {
+        let mut f = Flood::default();
+        let actions = f.handle(query(1, 4), id(9), &[id(3), id(4)], 0);
+        assert_eq!(actions, vec![Action::Answer { query: query(1, 4), back: id(9) }], "a member asking directly is answered only");
+        let actions = f.handle(query(2, 4), id(3), &[id(3), id(4)], 0);
+        assert_eq!(actions.len(), 2, "a neighbour's query is answered and passed on");
+    }
+
+    #[test]
+    fn query_text_longer_than_the_index_allows_is_dropped() {
+        let mut f = Flood::default();
+        let long = Query { id: [1; 16], text: "a".repeat(MAX_QUERY_BYTES + 1), ttl: 3 };
+        assert!(f.handle(long, id(2), &[id(2), id(3)], 0).is_empty());
+        let longest = Query { id: [2; 16], text: "a".repeat(MAX_QUERY_BYTES), ttl: 3 };
+        assert_eq!(f.handle(longest, id(2), &[id(2), id(3)], 0).len(), 2);
+        assert_eq!((f.oversized, f.handled), (1, 1));
     }
 
     #[test]
@@ -307,7 +340,7 @@ mod tests {
     fn answers_for_unknown_queries_backwards_or_beyond_the_cap_are_dropped() {
         let mut f = Flood::default();
         assert_eq!(f.answer_arrived(answer(9, 4), id(4), 0), None, "a query we never saw");
-        f.handle(query(1, 2), id(2), &[id(3)], 0);
+        f.handle(query(1, 2), id(2), &[id(2), id(3)], 0);
         assert_eq!(f.answer_arrived(answer(1, 4), id(2), 0), None, "from where the query came");
         for _ in 0..MAX_ANSWERS_PER_QUERY {
             assert!(f.answer_arrived(answer(1, 3), id(3), 0).is_some());

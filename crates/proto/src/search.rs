@@ -111,7 +111,28 @@ pub fn words_match(query: &[String], name: &[String]) -> bool {
 
 /// Whether `entry` answers `query`: by hash prefix or by name.
 pub fn matches(query: &str, entry: &FileEntry) -> bool {
-    hash_prefix(query).is_some_and(|p| entry.hash.to_hex().starts_with(&p)) || name_matches(query, &entry.name)
+    Matcher::new(query).matches(entry)
+}
+
+/// A query taken apart once, to test against many entries: a peer that
+/// answers a flood query with its shares folds the query once, not once
+/// for every file it shares.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    words: Vec<String>,
+    hash: Option<String>,
+}
+
+impl Matcher {
+    pub fn new(query: &str) -> Self {
+        Self { words: words(query), hash: hash_prefix(query) }
+    }
+
+    /// [`matches`] for this query.
+    pub fn matches(&self, entry: &FileEntry) -> bool {
+        self.hash.as_ref().is_some_and(|p| entry.hash.to_hex().starts_with(p.as_str()))
+            || (!self.words.is_empty() && words_match(&self.words, &words(&entry.name)))
+    }
 }
 
 #[cfg(test)]

@@ -543,7 +543,7 @@ fn clocks_at_the_ends_of_the_range_do_not_overflow() {
     for (n, now) in [(1, u64::MAX - 1), (2, u64::MAX - 1), (3, 0), (1, 0), (4, u64::MAX)] {
         // Handling must not panic; id 1 is remembered across a clock that
         // went back, every other id is new.
-        let actions = flood.handle(query(n), ids[1], &[ids[2]], now);
+        let actions = flood.handle(query(n), ids[1], &[ids[1], ids[2]], now);
         assert_eq!(actions.is_empty(), n == 1 && now == 0, "query {n} at {now}: {actions:?}");
     }
     assert_eq!((flood.handled, flood.duplicates), (4, 1));

@@ -69,7 +69,7 @@ impl HttpStatus for SearchError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Index(e) => e.status(),
-            Self::NoDht | Self::NotAHash => StatusCode::BAD_REQUEST,
+            Self::NoDht | Self::NotAHash | Self::TooLong(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
