@@ -33,8 +33,7 @@ use peernet_index::{
     now_ms,
 };
 use peernet_proto::{
-    chat::{Author, Body, Change, ChatMessage, Member, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
-    flood::{Action as FloodAction, Answer, Flood, Query},
+    chat::{Author, Body, Change, ChatMessage, Member, Rejected, Room, MAX_EVENT_BYTES, MAX_TEXT_BYTES},
     index::{LinkReport, Request, Response},
     key::NetworkKey,
     timers::{self, Timers},
@@ -91,7 +90,6 @@ struct Shared {
     room: Room,
     neighbors: BTreeSet<EndpointId>,
     author: Author,
-    flood: Flood,
     /// Presence and re-referral. Every signed event we send shows we are
     /// here, so a peer that talks needs no separate presence: in a busy room
     /// that saves a broadcast to everyone per peer and period.
@@ -159,6 +157,13 @@ pub struct Hooks {
 /// The default budget of one chat author: a burst of 200 (a pasted page of
 /// lines, with presence and renames), then 20 a second; far below a flood.
 pub const DEFAULT_CHAT_RATE: Rate = Rate::new(20, 200);
+/// Events one overlay neighbour may deliver, whoever their authors: a busy
+/// room of hundreds passes through a handful of neighbours, far below this;
+/// a member that mints keys to multiply its chat budget meets it.
+pub const CARRIED_PER_NEIGHBOUR: Rate = Rate::new(200, 2000);
+/// Authors new to this peer's room that one neighbour may introduce: all of
+/// a room of 300 at once, then one a second.
+pub const NEW_AUTHORS_PER_NEIGHBOUR: Rate = Rate::new(1, 300);
 
 impl Overlay {
     /// Subscribes to the network's topic and starts the overlay task.
@@ -184,7 +189,6 @@ impl Overlay {
             room: Room::new(topic, root, ttl.as_millis() as u64),
             neighbors: BTreeSet::new(),
             author: Author::new(secret, topic),
-            flood: Flood::default(),
             timers: Timers::new(chatty, DEFAULT_PRESENCE, Duration::ZERO, StdRng::from_rng(&mut rand::rng())),
         }));
         let overlay = Self {
@@ -197,6 +201,8 @@ impl Overlay {
         };
         let me = overlay.clone();
         let authors: Budget<EndpointId> = Budget::new(hooks.chat_rate);
+        let carried: Budget<EndpointId> = Budget::new(CARRIED_PER_NEIGHBOUR);
+        let introductions: Budget<EndpointId> = Budget::new(NEW_AUTHORS_PER_NEIGHBOUR);
         let task = async move {
             if me.chatty {
                 let nick = hooks.nickname.borrow().clone();
@@ -242,7 +248,22 @@ impl Overlay {
                                 actions
                             }
                             Ok(GossipEvent::Received(msg)) => {
-                                let within = |author: &EndpointId| authors.allow(author).is_ok();
+                                let from = msg.delivered_from;
+                                // Everything a neighbour carries, whoever signed it, and
+                                // the new authors it introduces, count against that
+                                // neighbour (its slot is scarce); the author's own budget
+                                // comes after. So new keys buy no new budget.
+                                let within = |author: &EndpointId, known: bool| {
+                                    if carried.allow(&from).is_err() {
+                                        Err(Rejected::OverBudget)
+                                    } else if !known && introductions.allow(&from).is_err() {
+                                        Err(Rejected::TooManyNewAuthors)
+                                    } else if authors.allow(author).is_err() {
+                                        Err(Rejected::OverBudget)
+                                    } else {
+                                        Ok(())
+                                    }
+                                };
                                 let changes = me.lock().room.receive_within(&msg.content, now_ms(), within);
                                 match changes {
                                     Ok(changes) => {
@@ -379,31 +400,6 @@ impl Overlay {
         debug_assert!(bytes.len() <= MAX_EVENT_BYTES);
         self.lock().room.accept(event, now_ms()).ok();
         sender.broadcast(Bytes::from(bytes)).await.map_err(|e| OverlayError::Down(e.to_string()))
-    }
-
-    /// What to do with a flood query delivered by neighbour `from`.
-    pub fn flood_handle(&self, query: Query, from: EndpointId) -> Vec<FloodAction> {
-        let mut s = self.lock();
-        let neighbors: Vec<EndpointId> = s.neighbors.iter().copied().collect();
-        s.flood.handle(query, from, &neighbors, now_ms())
-    }
-
-    /// Where a flood answer delivered by neighbour `from` goes next.
-    pub fn flood_answer(&self, answer: Answer, from: EndpointId) -> Option<FloodAction> {
-        self.lock().flood.answer_arrived(answer, from, now_ms())
-    }
-
-    /// Starts a flood query of our own: returns it with the neighbours to send it to.
-    pub fn flood_start(&self, id: [u8; 16], text: String, ttl: u8) -> FloodAction {
-        let mut s = self.lock();
-        let neighbors: Vec<EndpointId> = s.neighbors.iter().copied().collect();
-        s.flood.start(id, text, ttl, &neighbors, now_ms())
-    }
-
-    /// Flood queries handled here (first sight) and copies dropped as seen.
-    pub fn flood_counters(&self) -> (u64, u64) {
-        let s = self.lock();
-        (s.flood.handled, s.flood.duplicates)
     }
 
     pub async fn say(&self, text: &str) -> Result<ChatMessage, OverlayError> {

@@ -58,6 +58,14 @@ pub const MAX_SEEN_EVENTS: usize = 1 << 16;
 pub const MAX_REPORTED_LINKS: usize = 32;
 /// The seen-set is not swept below this size.
 const SEEN_SWEEP_FLOOR: usize = 4096;
+/// Most members a room remembers. A new author beyond it takes the place
+/// of the member silent longest among those offline; when every member is
+/// online, its events are dropped (`RoomFull`) until one goes quiet. Keys
+/// cost a member nothing to mint, so the table needs a bound of its own.
+pub const MAX_MEMBERS: usize = 1024;
+/// A member silent for this many presence TTLs (offline, or gone after a
+/// leave) is forgotten; it is a new member when it speaks again.
+pub const FORGET_AFTER_TTLS: u64 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
@@ -126,6 +134,10 @@ pub enum Rejected {
     ForgedClose,
     #[error("the author sends events faster than its budget")]
     OverBudget,
+    #[error("the neighbour that delivered it introduced more new authors than its budget")]
+    TooManyNewAuthors,
+    #[error("the room holds its most members, all of them online")]
+    RoomFull,
 }
 
 /// Signs `event` with `key`. The caller sets `event.author` to `key`'s public key.
@@ -277,27 +289,81 @@ impl Room {
 
     /// Handles raw bytes from the overlay.
     pub fn receive(&mut self, bytes: &[u8], now_ms: u64) -> Result<Vec<Change>, Rejected> {
-        self.receive_within(bytes, now_ms, |_| true)
+        self.receive_within(bytes, now_ms, |_, _| Ok(()))
     }
 
-    /// [`Room::receive`], but an event whose (verified) author `budget`
-    /// refuses is dropped and counted as `OverBudget`: the caller keeps
-    /// the per-author budgets, this type stays free of clocks.
-    pub fn receive_within(&mut self, bytes: &[u8], now_ms: u64, budget: impl FnOnce(&EndpointId) -> bool) -> Result<Vec<Change>, Rejected> {
+    /// [`Room::receive`], but the caller's `budget` sees each (verified)
+    /// event's author first, with whether the room knows it, and may refuse
+    /// it (`OverBudget`, `TooManyNewAuthors`): the caller keeps the budgets
+    /// (per author, per delivering neighbour), this type stays free of
+    /// clocks.
+    pub fn receive_within(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+        budget: impl FnOnce(&EndpointId, bool) -> Result<(), Rejected>,
+    ) -> Result<Vec<Change>, Rejected> {
         let event = match open(bytes, &self.topic, now_ms) {
             Ok(e) => e,
             Err(e) => return self.reject(e),
         };
-        if !budget(&event.author) {
-            return self.reject(Rejected::OverBudget);
+        let known = self.members.contains_key(&event.author);
+        if let Err(why) = budget(&event.author, known) {
+            return self.reject(why);
         }
         self.accept(event, now_ms)
+    }
+
+    /// Makes room for a new author when the table is full: the member
+    /// silent longest among those offline goes. False when every member is
+    /// online.
+    fn make_room(&mut self, now_ms: u64) -> bool {
+        if self.members.len() < MAX_MEMBERS {
+            return true;
+        }
+        let ttl = self.presence_ttl_ms;
+        let oldest = self
+            .members
+            .values()
+            .filter(|m| m.left || m.last_seen_ms.saturating_add(ttl) <= now_ms)
+            .min_by_key(|m| m.last_seen_ms)
+            .map(|m| m.id);
+        match oldest {
+            Some(id) => {
+                self.forget(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn forget(&mut self, id: &EndpointId) {
+        self.members.remove(id);
+        self.order.remove(id);
+    }
+
+    /// Forgets members silent for [`FORGET_AFTER_TTLS`] presence TTLs.
+    fn forget_silent(&mut self, now_ms: u64) {
+        let after = self.presence_ttl_ms.saturating_mul(FORGET_AFTER_TTLS);
+        let silent: Vec<EndpointId> =
+            self.members.values().filter(|m| m.last_seen_ms.saturating_add(after) <= now_ms).map(|m| m.id).collect();
+        for id in silent {
+            self.forget(&id);
+        }
+    }
+
+    /// Members remembered (online or not), for status and tests.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     /// Handles an event that already passed [`open`] (our own, for instance).
     pub fn accept(&mut self, event: Event, now_ms: u64) -> Result<Vec<Change>, Rejected> {
         if matches!(event.body, Body::Close) && Some(event.author) != self.root {
             return self.reject(Rejected::ForgedClose);
+        }
+        if !self.members.contains_key(&event.author) && !self.make_room(now_ms) {
+            return self.reject(Rejected::RoomFull);
         }
         if self.seen.insert((event.author, event.nonce), event.sent_at_ms).is_some() {
             return self.reject(Rejected::Replay);
@@ -438,6 +504,7 @@ impl Room {
 
     /// Periodic work: release messages whose predecessors never came.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Change> {
+        self.forget_silent(now_ms);
         // Only authors with messages waiting: a large quiet room has
         // hundreds of authors and nothing to drain.
         let authors: Vec<EndpointId> = self.order.iter().filter(|(_, s)| !s.pending.is_empty()).map(|(a, _)| *a).collect();
@@ -540,6 +607,69 @@ mod tests {
         assert_eq!(r.receive(&bytes, NOW + 5), Err(Rejected::Replay), "a replay is dropped");
         assert_eq!(r.messages_after(0).len(), 1);
         assert_eq!(r.messages_after(0)[0].nickname, "alice");
+    }
+
+    /// A key minted from a seed number (the hostile member's trick).
+    fn minted(n: u32) -> SecretKey {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&n.to_le_bytes());
+        seed[31] = 0xAA;
+        SecretKey::from_bytes(&seed)
+    }
+
+    #[test]
+    fn the_member_table_is_bounded_whatever_keys_are_minted() {
+        let mut r = room();
+        let mut alice = Author::new(key(1), TOPIC);
+        let (_, hello) = alice.event(Body::Hello { nickname: "alice".into() }, NOW);
+        r.receive(&hello, NOW).unwrap();
+        // A burst of minted keys, all online at once: the table fills, and
+        // then new authors are refused rather than pushing anyone out.
+        let mut refused = 0;
+        for n in 0..(MAX_MEMBERS as u32 + 50) {
+            let (_, bytes) = Author::new(minted(n), TOPIC).event(Body::Presence { nickname: format!("m{n}") }, NOW);
+            refused += usize::from(r.receive(&bytes, NOW) == Err(Rejected::RoomFull));
+        }
+        assert_eq!(r.member_count(), MAX_MEMBERS);
+        assert_eq!(refused, 51, "alice kept her place; the last 51 keys were refused");
+        assert!(r.members(NOW).iter().any(|m| m.id == alice.id()));
+        // Once the minted keys go quiet past the TTL, a new member takes
+        // the place of one of them, not of alice who kept talking.
+        let later = NOW + 40_000;
+        let (_, still) = alice.event(msg("still here"), later);
+        r.receive(&still, later).unwrap();
+        let (_, bob) = Author::new(key(2), TOPIC).event(Body::Hello { nickname: "bob".into() }, later);
+        assert!(r.receive(&bob, later).is_ok(), "an offline minted key makes room");
+        assert!(r.members(later).iter().any(|m| m.id == alice.id()));
+        // Silent for three TTLs: forgotten, whatever their number.
+        let much_later = later + 3 * 30_000;
+        r.tick(much_later);
+        assert_eq!(r.member_count(), 0, "every silent member is forgotten");
+    }
+
+    #[test]
+    fn the_callers_budget_sees_whether_an_author_is_new() {
+        let mut r = room();
+        let mut alice = Author::new(key(1), TOPIC);
+        let (_, first) = alice.event(Body::Hello { nickname: "alice".into() }, NOW);
+        assert_eq!(
+            r.receive_within(&first, NOW, |_, known| if known { Ok(()) } else { Err(Rejected::TooManyNewAuthors) }),
+            Err(Rejected::TooManyNewAuthors)
+        );
+        assert!(r
+            .receive_within(&first, NOW, |_, known| {
+                assert!(!known);
+                Ok(())
+            })
+            .is_ok());
+        let (_, second) = alice.event(msg("hi"), NOW);
+        assert!(r
+            .receive_within(&second, NOW, |_, known| {
+                assert!(known);
+                Ok(())
+            })
+            .is_ok());
+        assert_eq!(r.dropped.get("TooManyNewAuthors"), Some(&1));
     }
 
     #[test]
@@ -657,7 +787,7 @@ mod tests {
         let mut bob = Author::new(key(2), TOPIC);
         let mut r = room();
         let over = alice.id();
-        let within = |author: &EndpointId| *author != over;
+        let within = |author: &EndpointId, _known: bool| if *author != over { Ok(()) } else { Err(Rejected::OverBudget) };
         let said = Body::Message { text: "hi".into() };
         assert_eq!(r.receive_within(&alice.event(said.clone(), NOW).1, NOW, within), Err(Rejected::OverBudget));
         assert!(r.receive_within(&bob.event(said, NOW).1, NOW, within).is_ok(), "another author is unaffected");
@@ -668,9 +798,9 @@ mod tests {
         let last = forged.len() - 1;
         forged[last] ^= 1;
         assert!(r
-            .receive_within(&forged, NOW, |_| {
+            .receive_within(&forged, NOW, |_, _| {
                 spent = true;
-                true
+                Ok(())
             })
             .is_err());
         assert!(!spent);

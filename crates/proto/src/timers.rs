@@ -37,10 +37,16 @@ pub const LONELY_AFTER: Duration = Duration::from_secs(2);
 /// the room's size, and a crash is noticed within the longer TTL.
 pub const ROOM_AT_BASE_PERIOD: usize = 32;
 
+/// How far presence slows down at most: beyond `ROOM_AT_BASE_PERIOD`
+/// times this many members (256) the period stays at 8 base periods, so a
+/// member who mints keys to swell the room cannot make a crashed peer look
+/// online for long (at most 8 leases: 4 minutes with the default 30 s).
+pub const MAX_PERIOD_FACTOR: f64 = 8.0;
+
 /// The presence period and TTL for a room of `members` (ourselves
 /// included), from the base timing (the index's heartbeat and lease).
 pub fn scaled(period: Duration, ttl: Duration, members: usize) -> (Duration, Duration) {
-    let factor = (members as f64 / ROOM_AT_BASE_PERIOD as f64).max(1.0);
+    let factor = (members as f64 / ROOM_AT_BASE_PERIOD as f64).clamp(1.0, MAX_PERIOD_FACTOR);
     (period.mul_f64(factor), ttl.mul_f64(factor))
 }
 
@@ -235,6 +241,8 @@ mod tests {
         // What each member receives per base period stays the same.
         let per_member = |n: usize| n as f64 / scaled(PERIOD, ttl, n).0.as_secs_f64();
         assert!((per_member(200) - per_member(50)).abs() < 1e-9);
+        // Minted keys cannot stretch it without end.
+        assert_eq!(scaled(PERIOD, ttl, 100_000), (PERIOD.mul_f64(MAX_PERIOD_FACTOR), ttl.mul_f64(MAX_PERIOD_FACTOR)));
     }
 
     #[test]
