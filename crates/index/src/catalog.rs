@@ -24,7 +24,7 @@ use std::{
 use iroh::EndpointId;
 use peernet_proto::{
     index::{FileEntry, Hit, Kind, OnlinePeer, PeerInfo, Provider},
-    limits::ONLINE_PAGE_PEERS,
+    limits::{MAX_PROVIDERS_PER_HIT, ONLINE_PAGE_PEERS},
     search, Hash,
 };
 use rand::seq::IteratorRandom;
@@ -68,6 +68,12 @@ pub enum Change {
     Unfile {
         id: u64,
     },
+    /// A peer whose lease ran out long ago is forgotten with its files
+    /// (it joins and publishes again when it comes back); its slot is
+    /// reused, so memory follows the peers of now, not every key ever seen.
+    Forget {
+        id: EndpointId,
+    },
     /// A peer left: its lease ended and its files are gone.
     Left {
         id: EndpointId,
@@ -103,6 +109,8 @@ struct File {
 pub struct Catalog {
     peers: Vec<Peer>,
     slots: HashMap<EndpointId, u32>,
+    /// Slots of forgotten peers, for the next new one.
+    free: Vec<u32>,
     /// Keyed by SQLite's row id: a fast hash (row ids come from our own
     /// database, not from the network), as every search looks up each
     /// candidate here.
@@ -125,8 +133,19 @@ impl Catalog {
                     (peer.info, peer.joined_at, peer.lease_until) = (info, joined_at, lease_until);
                 }
                 None => {
-                    self.slots.insert(info.addr.id, self.peers.len() as u32);
-                    self.peers.push(Peer { info, joined_at, lease_until, neighbors: Vec::new(), files: FxHashSet::default() });
+                    let id = info.addr.id;
+                    let peer = Peer { info, joined_at, lease_until, neighbors: Vec::new(), files: FxHashSet::default() };
+                    let slot = match self.free.pop() {
+                        Some(slot) => {
+                            self.peers[slot as usize] = peer;
+                            slot
+                        }
+                        None => {
+                            self.peers.push(peer);
+                            self.peers.len() as u32 - 1
+                        }
+                    };
+                    self.slots.insert(id, slot);
                 }
             },
             Change::Lease { id, lease_until, neighbors } => {
@@ -165,6 +184,21 @@ impl Catalog {
                 self.files.insert(id, file);
             }
             Change::Unfile { id } => self.remove_file(id),
+            Change::Forget { id } => {
+                let Some(slot) = self.slots.remove(&id) else {
+                    return;
+                };
+                let peer = &mut self.peers[slot as usize];
+                let files = std::mem::take(&mut peer.files);
+                // An offline placeholder until the slot is reused: scans of
+                // `peers` skip it, as every one checks the lease.
+                (peer.lease_until, peer.neighbors, peer.info.addr.ip, peer.info.addr.relay) = (0, Vec::new(), Vec::new(), None);
+                peer.info.nickname.clear();
+                for file in files {
+                    self.remove_file(file);
+                }
+                self.free.push(slot);
+            }
             Change::Left { id } => {
                 let Some(peer) = self.peer_mut(&id) else {
                     return;
@@ -216,6 +250,11 @@ impl Catalog {
     /// Whether `id` has ever joined (a peer that left stays known).
     pub fn is_member(&self, id: &EndpointId) -> bool {
         self.slots.contains_key(id)
+    }
+
+    /// Whether `id` has joined and its lease runs now.
+    pub fn has_lease(&self, id: &EndpointId, now: u64) -> bool {
+        self.slots.get(id).is_some_and(|&slot| self.online(slot, now))
     }
 
     fn online(&self, slot: u32, now: u64) -> bool {
@@ -314,6 +353,11 @@ impl Catalog {
         let ids = self.hashes.get(hash.as_bytes())?;
         let mut rows: Vec<(u64, &File)> = ids.iter().map(|id| (*id, &self.files[id])).filter(|(_, f)| self.online(f.peer, now)).collect();
         rows.sort_unstable_by_key(|&(id, f)| Reverse((f.registered_at, id)));
+        if rows.len() > MAX_PROVIDERS_PER_HIT {
+            // The newest half and the oldest half, newest first still.
+            let keep = MAX_PROVIDERS_PER_HIT / 2;
+            rows.drain(keep..rows.len() - keep);
+        }
         let (_, first) = rows.first()?;
         Some(Hit {
             hash: *hash,

@@ -17,6 +17,12 @@ fn latency_buckets() -> Histogram {
     Histogram::new(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
 }
 
+/// Why something was refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 #[derive(Debug, MetricsGroup)]
 #[metrics(default, name = "peernet_index")]
 pub struct IndexMetrics {
@@ -34,6 +40,13 @@ pub struct IndexMetrics {
     pub refused_address: Counter,
     /// Peers whose lease runs now (updated at most once a second).
     pub peers_online: Gauge,
+    /// Peers forgotten, with their files, one lease after their lease ran out.
+    pub peers_forgotten: Counter,
+    /// Connections that had not joined, closed: over their pool or their
+    /// address's share of it, or silent past the join deadline.
+    pub unjoined_closed: Family<ReasonLabel, Counter>,
+    /// Answers refused because they would have exceeded the response frame.
+    pub answers_too_large: Counter,
 }
 
 impl IndexMetrics {

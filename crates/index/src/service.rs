@@ -13,7 +13,7 @@ use iroh::EndpointId;
 use peernet_proto::{
     index::{ErrorCode, Join, LinkMap, LinkReport, LinkedPeer, Request, Response, Topology, TopologyPeer},
     key::NetworkKey,
-    limits::{MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_SEARCH_LIMIT},
+    limits::{MAX_ADDRS_PER_PEER, MAX_FILES_PER_PUBLISH, MAX_QUERY_BYTES, MAX_REFERRAL, MAX_RELAY_URL_BYTES, MAX_SEARCH_LIMIT},
     names::{validate_file_name, validate_nickname},
 };
 
@@ -42,6 +42,10 @@ pub const MAX_BATCH: usize = 256;
 
 /// How often the store thread recounts the online peers for the metrics.
 const ONLINE_GAUGE_PERIOD: Duration = Duration::from_secs(1);
+/// How often the store thread forgets peers whose lease ran out more than
+/// a lease ago ([`Store::purge_expired`]), and how many at most each time.
+const PURGE_PERIOD: Duration = Duration::from_secs(1);
+const PURGE_BATCH: usize = 256;
 
 /// The index's request handler. Requests that change something go through
 /// a channel to one thread that owns the database and handles everything
@@ -118,6 +122,12 @@ impl Service {
         &self.logic.metrics
     }
 
+    /// Whether `id` is a member whose lease runs now (or the index
+    /// itself): its connections come from the members' pool.
+    pub fn is_joined(&self, id: &EndpointId, now: u64) -> bool {
+        *id == self.logic.me || self.logic.catalog().has_lease(id, now)
+    }
+
     /// Online peers with their reported neighbours (for the map).
     pub fn online_peers(&self, now: u64) -> Vec<PeerRecord> {
         self.logic.catalog().online_peers(now)
@@ -187,7 +197,12 @@ impl Logic {
     /// meanwhile (up to [`MAX_BATCH`]) and handles them in one transaction.
     fn serve(&self, queue: mpsc::Receiver<Job>) {
         let mut counted_at: Option<Instant> = None;
+        let mut purged_at = Instant::now();
         loop {
+            if purged_at.elapsed() >= PURGE_PERIOD {
+                purged_at = Instant::now();
+                self.purge(crate::now_ms());
+            }
             // Leases run out silently: an idle index recounts once a second.
             let first = match queue.recv_timeout(ONLINE_GAUGE_PERIOD) {
                 Ok(first) => first,
@@ -210,6 +225,21 @@ impl Logic {
                 counted_at = Some(Instant::now());
                 self.count_online(now);
             }
+        }
+    }
+
+    /// Forgets peers gone for more than a lease: the database and the
+    /// catalog hold the peers of now, not every key that ever joined.
+    fn purge(&self, now: u64) {
+        let before = now.saturating_sub(self.config.lease_ttl.as_millis() as u64);
+        match self.store().purge_expired(before, PURGE_BATCH) {
+            Ok(0) => {}
+            Ok(n) => {
+                self.metrics.peers_forgotten.inc_by(n as u64);
+                let catalog = self.catalog();
+                self.paths().retain(|id, _| catalog.is_member(id));
+            }
+            Err(e) => tracing::warn!("could not forget expired peers: {e}"),
         }
     }
 
@@ -370,6 +400,12 @@ impl Logic {
         }
         if join.addr.ip.len() > MAX_ADDRS_PER_PEER {
             return Response::error(ErrorCode::LimitExceeded, format!("a peer advertises at most {MAX_ADDRS_PER_PEER} addresses"));
+        }
+        if let Some(relay) = join.addr.relay.as_ref().filter(|r| r.len() > MAX_RELAY_URL_BYTES) {
+            return Response::error(
+                ErrorCode::LimitExceeded,
+                format!("a relay URL has at most {MAX_RELAY_URL_BYTES} bytes; this one has {}: name a shorter one", relay.len()),
+            );
         }
         if let Err(e) = validate_nickname(&join.nickname) {
             return Response::error(ErrorCode::InvalidNickname, e.to_string());

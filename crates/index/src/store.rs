@@ -480,6 +480,39 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets peers whose lease ended before `before`, with their files,
+    /// at most `max` peers in one call (so one call holds the writer
+    /// briefly); returns how many. A forgotten peer that comes back joins
+    /// and publishes again, as after any lapse of its lease.
+    pub fn purge_expired(&mut self, before: u64, max: usize) -> Result<usize> {
+        let tx = self.conn.savepoint()?;
+        let ids: Vec<Vec<u8>> = tx
+            .prepare_cached("SELECT id FROM peers WHERE lease_until < ?1 LIMIT ?2")?
+            .query_map(params![before as i64, max as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut changes = Vec::new();
+        {
+            let mut files = tx.prepare_cached("DELETE FROM files WHERE peer = ?1 RETURNING id")?;
+            let mut peer = tx.prepare_cached("DELETE FROM peers WHERE id = ?1")?;
+            for id in &ids {
+                for row in files.query_map([id.as_slice()], |r| r.get::<_, i64>(0))? {
+                    changes.push(Change::Unfile { id: row? as u64 });
+                }
+                peer.execute([id.as_slice()])?;
+                changes.push(Change::Forget { id: parse_id(id.clone())? });
+            }
+        }
+        tx.commit()?;
+        self.record(changes);
+        Ok(ids.len())
+    }
+
+    /// Peers and file rows in the database (for tests and status).
+    pub fn row_counts(&self) -> Result<(u64, u64)> {
+        let count = |sql: &str| -> Result<u64> { Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        Ok((count("SELECT count(*) FROM peers")?, count("SELECT count(*) FROM files")?))
+    }
+
     /// [`Catalog::search`], for tests and tools.
     pub fn search(&self, query: &str, limit: u32, now: u64) -> Result<Vec<Hit>> {
         Ok(self.catalog().search(query, limit, now))

@@ -479,6 +479,11 @@ fn describe_failure(conn: &Connection, e: ExchangeError) -> IndexError {
         if code == close_code::SHUTDOWN as u64 {
             return IndexError::Unreachable("the index is shutting down".into());
         }
+        // Busy is not a refusal: try again later, as for an index that
+        // does not answer.
+        if code == close_code::BUSY as u64 || code == close_code::JOIN_TIMEOUT as u64 {
+            return IndexError::Unreachable(format!("the index is busy: {reason}"));
+        }
         return IndexError::Refused { code: ErrorCode::InvalidRequest, message: format!("the index closed the connection: {reason}") };
     }
     IndexError::Unreachable(e.to_string())

@@ -18,7 +18,11 @@
 //! [`close_code::TOO_LARGE`] or [`close_code::MALFORMED`]; other connections
 //! are not affected. The first request on a connection may be anything, but
 //! everything except `Join` is refused with [`ErrorCode::NotJoined`] until
-//! the key has joined once (membership survives reconnects and restarts).
+//! the key has joined (membership survives reconnects and restarts, and
+//! ends one lease after the lease ran out). A connection whose key holds
+//! no lease must join within the index's deadline or is closed with
+//! [`close_code::JOIN_TIMEOUT`]; such connections come from a small pool
+//! of their own ([`crate::limits::MAX_UNJOINED_CONNECTIONS`]).
 
 use std::net::SocketAddr;
 
@@ -52,6 +56,9 @@ pub mod close_code {
     pub const BUSY: u32 = 3;
     /// The index is shutting down.
     pub const SHUTDOWN: u32 = 4;
+    /// A connection whose key had not joined did not join within the
+    /// index's deadline.
+    pub const JOIN_TIMEOUT: u32 = 5;
 }
 
 /// How to reach a peer: its key plus direct addresses and an optional relay.

@@ -45,3 +45,26 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 /// Shortest hash prefix accepted as a hash search (hex characters).
 pub const MIN_HASH_PREFIX: usize = 6;
+
+/// Longest relay URL a peer may advertise, in bytes (real ones are a few
+/// dozen; every search answer naming the peer carries it).
+pub const MAX_RELAY_URL_BYTES: usize = 256;
+
+/// Most providers one search hit names: the 16 that registered the file
+/// longest ago and the 16 newest, so that neither keys registered early
+/// nor a burst of new keys can keep the others out, and a search answer
+/// of [`MAX_SEARCH_LIMIT`] hits stays far below [`MAX_RESPONSE_FRAME`].
+pub const MAX_PROVIDERS_PER_HIT: usize = 32;
+
+/// Connections to the index whose key has not joined yet (a member whose
+/// lease has run out and a newcomer, or an outsider), served at once, all
+/// addresses together. They come from their own pool, so they can never
+/// take a member's place among [`MAX_INDEX_CONNECTIONS`].
+pub const MAX_UNJOINED_CONNECTIONS: usize = 64;
+
+/// Connections to the index that have not joined, from one address (one
+/// IPv4 address, or one /64 of IPv6) or, through the relay, one key.
+pub const MAX_UNJOINED_PER_ADDRESS: usize = 4;
+
+/// Connections to the index that one joined key may hold at once.
+pub const MAX_CONNECTIONS_PER_KEY: usize = 8;
