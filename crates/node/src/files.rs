@@ -5,7 +5,7 @@
 use std::{path::Path, sync::Arc};
 
 use iroh_blobs::api::Store;
-use peernet_proto::index::ErrorCode;
+use peernet_proto::index::{ErrorCode, Kind};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -83,17 +83,34 @@ impl Files {
         Ok(ShareReply { share, warning })
     }
 
-    /// Stops sharing a file of ours. For a file we do not share, the index
-    /// is asked anyway, so its ownership rule gives the answer.
+    /// Stops sharing a file of ours; a folder goes with every file that was
+    /// shared as part of it (files under its path). Everything unshared is
+    /// no longer listed, searchable, announced or served. For a file we do
+    /// not share, the index is asked anyway, so its ownership rule gives
+    /// the answer.
     pub async fn unshare(&self, target: &str) -> Result<Share, FilesError> {
         match self.shares.find(target) {
             Ok(share) => {
-                self.shares.remove(&share.hash)?;
-                shares::unprotect(&self.store, &share.hash).await;
-                match self.index.unpublish(share.hash).await {
-                    Ok(()) | Err(IndexError::Unreachable(_)) | Err(IndexError::NoIndex) => {}
-                    Err(IndexError::Refused { code: ErrorCode::NotFound, .. }) => {}
-                    Err(e) => return Err(e.into()),
+                let mut gone = vec![share.clone()];
+                if share.kind == Kind::Folder {
+                    let parts = shares::folder_parts(&self.store, share.hash).await.unwrap_or_default();
+                    gone.extend(
+                        self.shares
+                            .list()
+                            .into_iter()
+                            .filter(|s| s.kind == Kind::File && s.path.starts_with(&share.path) && parts.contains(&s.hash)),
+                    );
+                }
+                for s in &gone {
+                    self.shares.remove(&s.hash)?;
+                    shares::unprotect(&self.store, &s.hash).await;
+                }
+                for s in &gone {
+                    match self.index.unpublish(s.hash).await {
+                        Ok(()) | Err(IndexError::Unreachable(_)) | Err(IndexError::NoIndex) => {}
+                        Err(IndexError::Refused { code: ErrorCode::NotFound, .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Ok(share)
             }

@@ -39,12 +39,15 @@ pub struct PeerMetrics {
     pub downloads: Family<OutcomeLabel, Counter>,
     /// Flood queries handled.
     pub flood_handled: Counter,
-    /// Flood queries dropped, by reason (duplicate, over_budget).
+    /// Flood queries dropped, by reason (duplicate, over_budget, oversized),
+    /// and flood frames not sent (send_cap).
     pub flood_dropped: Family<ReasonLabel, Counter>,
     /// Chat and overlay events dropped, by reason (forged, replayed, over_budget, ...).
     pub chat_dropped: Family<ReasonLabel, Counter>,
     /// Connections closed because their key never proved membership.
     pub refused_outsiders: Counter,
+    /// Blob requests refused: they asked for something this peer does not share.
+    pub blobs_refused: Counter,
     /// New connections ignored because their IP address was over its budget.
     pub connections_refused: Counter,
     /// Files and folders this peer shares.
@@ -64,10 +67,13 @@ impl PeerMetrics {
         self.flood_handled.set(status.flood_handled);
         self.flood_dropped.get_or_create(&reason("duplicate")).set(status.flood_duplicates);
         self.flood_dropped.get_or_create(&reason("over_budget")).set(status.flood_over_budget);
+        self.flood_dropped.get_or_create(&reason("oversized")).set(status.flood_oversized);
+        self.flood_dropped.get_or_create(&reason("send_cap")).set(status.flood_sends_dropped);
         for (why, n) in &status.dropped_events {
             self.chat_dropped.get_or_create(&reason(why)).set(*n);
         }
         self.refused_outsiders.set(status.refused_outsiders);
+        self.blobs_refused.set(status.blobs_refused);
         self.connections_refused.set(status.connections_refused);
         self.shares.set(status.shares as i64);
         self.neighbors.set(status.neighbors.len() as i64);

@@ -24,6 +24,7 @@ use crate::{
     overlay::{Overlay, OverlayError},
     paths::{self, PathInfo, Paths},
     relay::RootRelay,
+    serving::Serving,
     shares::Shares,
     tasks::{self, Tasks},
 };
@@ -73,6 +74,17 @@ pub struct Status {
     /// Flood queries dropped because their neighbour was over its budget.
     #[serde(default)]
     pub flood_over_budget: u64,
+    /// Flood queries dropped for text over the index's query limit.
+    #[serde(default)]
+    pub flood_oversized: u64,
+    /// Blob requests refused because they asked for something this peer
+    /// does not share (any more).
+    #[serde(default)]
+    pub blobs_refused: u64,
+    /// Flood frames not sent because too many were already on their way to
+    /// that peer.
+    #[serde(default)]
+    pub flood_sends_dropped: u64,
     /// New connections ignored because their IP address was over its budget.
     #[serde(default)]
     pub connections_refused: u64,
@@ -161,6 +173,7 @@ pub struct Network {
     overlay: Overlay,
     flood: FloodSearch,
     shares: Arc<Shares>,
+    serving: Serving,
     nickname: watch::Receiver<String>,
     data_dir: DataDir,
     downloads: PathBuf,
@@ -184,6 +197,8 @@ pub struct Parts {
     pub overlay: Overlay,
     pub flood: FloodSearch,
     pub shares: Arc<Shares>,
+    /// The gate of blob requests (only what we share is served).
+    pub serving: Serving,
     pub nickname: watch::Receiver<String>,
     pub data_dir: DataDir,
     pub downloads: PathBuf,
@@ -211,6 +226,7 @@ impl Network {
             overlay: p.overlay,
             flood: p.flood,
             shares: p.shares,
+            serving: p.serving,
             nickname: p.nickname,
             data_dir: p.data_dir,
             downloads: p.downloads,
@@ -271,6 +287,9 @@ impl Network {
             flood_handled,
             flood_duplicates,
             flood_over_budget: self.flood.over_budget(),
+            flood_oversized: self.flood.oversized(),
+            blobs_refused: self.serving.refused(),
+            flood_sends_dropped: self.flood.sends_dropped(),
             connections_refused: self.connections.refused(),
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),

@@ -216,6 +216,15 @@ pub async fn import_dir(store: &iroh_blobs::api::Store, dir: &Path) -> Result<(V
     Ok((shares, folder))
 }
 
+/// The blobs a folder is made of: its metadata blob (the entries' names)
+/// and its entries; `None` when the folder's hash sequence is not in the
+/// store.
+pub async fn folder_parts(store: &iroh_blobs::api::Store, folder: Hash) -> Option<Vec<Hash>> {
+    let bytes = store.get_bytes(folder).await.ok()?;
+    let seq = iroh_blobs::hashseq::HashSeq::try_from(bytes).ok()?;
+    Some(seq.iter().collect())
+}
+
 /// Tags `content` as shared.
 pub async fn protect(store: &iroh_blobs::api::Store, content: HashAndFormat) -> Result<(), iroh_blobs::api::RequestError> {
     store.tags().set(tag_name(&content.hash), content).await

@@ -43,6 +43,7 @@ use crate::{
     paths::Paths,
     relay::{self, RootRelay},
     search::Search,
+    serving::Serving,
     shares::{ShareError, Shares},
     tasks::Tasks,
     transfers::{self, BoxFuture, Publisher, Transfers},
@@ -335,7 +336,9 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let store = FsStore::load(data_dir.blobs()).await.map_err(|e| StartError::Store(e.to_string()))?;
     started.store = Some(store.clone());
     let peer_metrics = Arc::new(PeerMetrics::default());
-    let provider_events = crate::throttle::provider_events(config.upload_limit, peer_metrics.clone(), &tasks);
+    let shares = Arc::new(Shares::load(data_dir.shares_file())?);
+    let serving = Serving::new(shares.clone(), (*store).clone());
+    let provider_events = crate::throttle::provider_events(config.upload_limit, serving.clone(), peer_metrics.clone(), &tasks);
     let blobs = BlobsProtocol::new(&store, Some(provider_events));
     let gossip = gossip::builder().spawn(endpoint.clone());
     started.gossip = Some(gossip.clone());
@@ -378,7 +381,6 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
             format!("peer-{}", endpoint.id().fmt_short())
         }
     });
-    let shares = Arc::new(Shares::load(data_dir.shares_file())?);
     for path in &config.share {
         Files::add(&store, &shares, path).await?;
     }
@@ -489,6 +491,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         overlay: overlay.clone(),
         flood,
         shares,
+        serving,
         nickname: nickname.subscribe(),
         data_dir: data_dir.clone(),
         downloads,

@@ -1,6 +1,7 @@
-//! What the blob provider tells us: the bytes each request served (for
-//! the metrics), and `--upload-limit`, a cap on the bytes per second this
-//! peer serves to all downloaders together, for people on thin uplinks
+//! What the blob provider tells us and asks us: whether to serve each
+//! request (only what we share, [`Serving`]), the bytes each request served
+//! (for the metrics), and `--upload-limit`, a cap on the bytes per second
+//! this peer serves to all downloaders together, for people on thin uplinks
 //! (and for tests and benchmarks that need a slow provider).
 //!
 //! iroh-blobs asks before sending each chunk (usually 16 KiB); we answer
@@ -9,10 +10,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use iroh_blobs::provider::events::{EventMask, EventSender, ProviderMessage, RequestMode, RequestUpdate, ThrottleMode};
+use iroh_blobs::provider::events::{AbortReason, EventMask, EventSender, ProviderMessage, RequestMode, RequestUpdate, ThrottleMode};
 use tokio::{sync::mpsc, time::Instant};
 
-use crate::{metrics::PeerMetrics, tasks::Tasks};
+use crate::{metrics::PeerMetrics, serving::Serving, tasks::Tasks};
 
 /// Provider events (and pending throttle decisions) buffered between the
 /// provider and us.
@@ -34,9 +35,9 @@ pub fn reserve(clock: Instant, now: Instant, size: u64, bytes_per_sec: u64) -> (
 /// is due no earlier than the one before it, and waiting for each in turn
 /// loses nothing; the counting waits behind it only when 64 chunks are
 /// already waiting for the throttle.
-pub fn provider_events(limit: Option<u64>, metrics: Arc<PeerMetrics>, tasks: &Tasks) -> EventSender {
+pub fn provider_events(limit: Option<u64>, serving: Serving, metrics: Arc<PeerMetrics>, tasks: &Tasks) -> EventSender {
     let throttle = if limit.is_some() { ThrottleMode::Intercept } else { ThrottleMode::None };
-    let mask = EventMask { get: RequestMode::NotifyLog, get_many: RequestMode::NotifyLog, throttle, ..EventMask::DEFAULT };
+    let mask = EventMask { get: RequestMode::InterceptLog, get_many: RequestMode::InterceptLog, throttle, ..EventMask::DEFAULT };
     let (tx, mut rx) = EventSender::channel(EVENT_CHANNEL, mask);
     let throttled = limit.map(|bytes_per_sec| {
         let (tx, mut rx) = mpsc::channel::<Throttled>(EVENT_CHANNEL);
@@ -54,19 +55,39 @@ pub fn provider_events(limit: Option<u64>, metrics: Arc<PeerMetrics>, tasks: &Ta
     let spawner = tasks.clone();
     tasks.spawn(async move {
         while let Some(msg) = rx.recv().await {
-            let updates = match msg {
+            match msg {
                 ProviderMessage::Throttle(msg) => {
                     if let Some(throttled) = &throttled {
                         throttled.send(msg).await.ok();
                     }
-                    continue;
                 }
-                ProviderMessage::GetRequestReceivedNotify(msg) => msg.rx,
-                ProviderMessage::GetManyRequestReceivedNotify(msg) => msg.rx,
-                _ => continue,
-            };
-            let metrics = metrics.clone();
-            spawner.spawn(count_served(updates, metrics));
+                // Decided on a task of their own: a folder's parts may have
+                // to be read from the store.
+                ProviderMessage::GetRequestReceived(msg) => {
+                    let (serving, metrics) = (serving.clone(), metrics.clone());
+                    spawner.spawn(async move {
+                        let allowed = serving.allows(&msg.inner.request.hash).await;
+                        msg.tx.send(if allowed { Ok(()) } else { Err(AbortReason::Permission) }).await.ok();
+                        if allowed {
+                            count_served(msg.rx, metrics).await;
+                        }
+                    });
+                }
+                ProviderMessage::GetManyRequestReceived(msg) => {
+                    let (serving, metrics) = (serving.clone(), metrics.clone());
+                    spawner.spawn(async move {
+                        let mut allowed = true;
+                        for hash in &msg.inner.request.hashes {
+                            allowed = allowed && serving.allows(hash).await;
+                        }
+                        msg.tx.send(if allowed { Ok(()) } else { Err(AbortReason::Permission) }).await.ok();
+                        if allowed {
+                            count_served(msg.rx, metrics).await;
+                        }
+                    });
+                }
+                _ => {}
+            }
         }
     });
     tx
