@@ -48,6 +48,7 @@ use crate::{
     endpoint,
     metrics::PeerMetrics,
     paths::{PathInfo, Paths},
+    reputation::{Fault, Reputation, STALL_TIMEOUT},
     resolve,
     resolve::ResolveError,
     save,
@@ -162,6 +163,8 @@ struct Inner {
     paths: Paths,
     board: Board,
     metrics: Arc<PeerMetrics>,
+    /// How providers behaved, for the order of later tries.
+    reputation: std::sync::Mutex<Reputation>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -196,12 +199,41 @@ impl Transfers {
     pub fn new(parts: Parts) -> Self {
         let Parts { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths, board, metrics } = parts;
         Self {
-            inner: Arc::new(Inner { me, store, downloader, lookup, shares, finder, publisher, downloads, tasks, paths, board, metrics }),
+            inner: Arc::new(Inner {
+                me,
+                store,
+                downloader,
+                lookup,
+                shares,
+                finder,
+                publisher,
+                downloads,
+                tasks,
+                paths,
+                board,
+                metrics,
+                reputation: Default::default(),
+            }),
         }
     }
 
     pub fn downloads(&self) -> &Path {
         &self.inner.downloads
+    }
+
+    /// Providers in the order to try them ([`Reputation::order`]).
+    fn order(&self, providers: &[EndpointId]) -> Vec<EndpointId> {
+        let paths = &self.inner.paths;
+        let path = |p: &EndpointId| paths.of(p, crate::paths::BLOBS).or_else(|| paths.of(p, crate::paths::OVERLAY));
+        self.reputation().order(providers, peernet_index::now_ms(), path)
+    }
+
+    fn fault(&self, provider: EndpointId, fault: Fault) {
+        self.reputation().fault(provider, fault, peernet_index::now_ms());
+    }
+
+    fn reputation(&self) -> std::sync::MutexGuard<'_, Reputation> {
+        self.inner.reputation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs a get as a node task, reporting to `events` and to the board
@@ -246,6 +278,7 @@ impl Transfers {
         let hits = inner.finder.find(target).await.map_err(TransferError::Search)?;
         let hit = resolve::choose(target, hits)?;
         let providers: Vec<EndpointId> = hit.providers.iter().map(|p| p.peer.addr.id).filter(|id| *id != inner.me).collect();
+        let providers = self.order(&providers);
         for p in &hit.providers {
             endpoint::remember(&inner.lookup, &p.peer.addr);
         }
@@ -438,24 +471,56 @@ impl Transfers {
         } else {
             vec![GetRequest::from(content)]
         };
-        let (tx, mut rx) = mpsc::channel::<(usize, DownloadProgressItem)>(64);
+        let (tx, mut rx) = mpsc::channel::<(usize, PartEvent)>(64);
         let mut parts = tokio::task::JoinSet::new();
         for (i, request) in requests.into_iter().enumerate() {
             let mut order = providers.clone();
             order.rotate_left(i % providers.len().max(1));
             let downloader = self.inner.downloader.clone();
+            let paths = self.inner.paths.clone();
             let tx = tx.clone();
             parts.spawn(async move {
-                match downloader.download(request, order).stream().await {
-                    Ok(mut stream) => {
-                        while let Some(item) = stream.next().await {
-                            if tx.send((i, item)).await.is_err() {
-                                break;
+                let mut stream = match downloader.download(request, order).stream().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tx.send((i, PartEvent::Item(DownloadProgressItem::Error(e.into())))).await.ok();
+                        return;
+                    }
+                };
+                // The watchdog: a provider that sends nothing verified for
+                // STALL_TIMEOUT has its connections closed, so the
+                // downloader fails it and moves this part to the next one.
+                let mut current: Option<EndpointId> = None;
+                let mut idle_rounds = 0;
+                loop {
+                    match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
+                        Ok(Some(item)) => {
+                            idle_rounds = 0;
+                            match &item {
+                                DownloadProgressItem::TryProvider { id, .. } => current = Some(*id),
+                                DownloadProgressItem::ProviderFailed { .. } => current = None,
+                                _ => {}
+                            }
+                            if tx.send((i, PartEvent::Item(item))).await.is_err() {
+                                return;
                             }
                         }
-                    }
-                    Err(e) => {
-                        tx.send((i, DownloadProgressItem::Error(e.into()))).await.ok();
+                        Ok(None) => return,
+                        Err(_) => {
+                            if let Some(id) = current.take() {
+                                let open = paths.open_ids(&id, crate::paths::BLOBS);
+                                paths.close(&id, &open, b"no verified bytes in time");
+                                tx.send((i, PartEvent::Stalled(id))).await.ok();
+                            } else {
+                                // Nothing moves and no provider holds the part
+                                // (a dial that hangs): give up after a while.
+                                idle_rounds += 1;
+                                if idle_rounds >= 3 {
+                                    tx.send((i, PartEvent::Item(DownloadProgressItem::DownloadError))).await.ok();
+                                    return;
+                                }
+                            }
+                        }
                     }
                 }
             });
@@ -465,7 +530,19 @@ impl Transfers {
         let mut current: HashMap<usize, EndpointId> = HashMap::new();
         let mut report = DownloadReport { result: Ok(()), failed: Vec::new(), sources: Vec::new(), reached: Vec::new() };
         let mut reported = 0u64;
-        while let Some((part, item)) = rx.recv().await {
+        while let Some((part, event)) = rx.recv().await {
+            let item = match event {
+                PartEvent::Item(item) => item,
+                PartEvent::Stalled(id) => {
+                    self.fault(id, Fault::Stalled);
+                    let provider = format!("{} ({} s without verified bytes)", id.fmt_short(), STALL_TIMEOUT.as_secs());
+                    if !report.failed.iter().any(|f| f.starts_with(&id.fmt_short().to_string())) {
+                        report.failed.push(provider.clone());
+                    }
+                    events.send(GetEvent::ProviderFailed { provider }).await.ok();
+                    continue;
+                }
+            };
             match item {
                 DownloadProgressItem::Progress(done) => {
                     done_per_part.insert(part, done);
@@ -489,10 +566,15 @@ impl Transfers {
                     }
                 }
                 DownloadProgressItem::ProviderFailed { id, .. } => {
-                    let provider = id.fmt_short().to_string();
-                    if !report.failed.contains(&provider) {
-                        report.failed.push(provider.clone());
+                    let short = id.fmt_short().to_string();
+                    // A stalled provider's closed connection fails it too:
+                    // that is the stall, already counted.
+                    if report.failed.iter().any(|f| f.starts_with(&short)) {
+                        continue;
                     }
+                    self.fault(id, Fault::Failed);
+                    let provider = format!("{short} ({})", Fault::Failed.describe());
+                    report.failed.push(provider.clone());
                     events.send(GetEvent::ProviderFailed { provider }).await.ok();
                 }
                 // Both mean the providers ran out before this part was complete.
@@ -509,6 +591,13 @@ impl Transfers {
         }
         report
     }
+}
+
+/// What one part's task reports: the downloader's progress, or a provider
+/// its watchdog found stalled.
+enum PartEvent {
+    Item(DownloadProgressItem),
+    Stalled(EndpointId),
 }
 
 /// Below this size, one provider at a time is fast enough.
