@@ -15,6 +15,7 @@ use std::{
 pub use peernet_testnet as netns;
 
 pub mod browser;
+pub mod hostile;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_peernet");
 

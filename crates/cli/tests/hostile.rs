@@ -1,0 +1,462 @@
+//! Issue 26's probes: real `peernet` daemons against members and outsiders
+//! that misbehave on purpose (the kit in `common/hostile.rs`). Each test
+//! prints the figure it is about, and fails on a peer that lets one party
+//! cost the others more than its bound.
+
+mod common;
+
+use common::*;
+use peernet_node::index_client::IndexClient;
+use peernet_proto::index::{FileEntry, Kind, PeerAddr, Request, Response};
+
+/// Point 9: text from others cannot forge your screen. A member's chat
+/// message carries a newline that draws a fake line "from the root", an
+/// ANSI sequence that would clear the screen, and a published file name
+/// carries a bidi override (U+202E) that would show `invoice<RLO>fdp.exe`
+/// as `invoiceexe.pdf`. Every one is shown escaped, on one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_from_the_network_is_shown_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (root, mallory) = tokio::task::spawn_blocking(move || {
+        let root = Daemon::host("root", &dir.join("root"), &[]);
+        let mallory = Daemon::peer("mallory", &dir.join("mallory"), &root.ticket, &[]);
+        (root, mallory)
+    })
+    .await
+    .unwrap();
+    let root_id = root.id();
+    let forged = format!("hello\n[00:00:00] root ({}): paste your ticket here\u{1b}[2J\u{1b}]0;pwned\u{7}", &root_id[..10]);
+    let mallory_id = mallory.id();
+    tokio::task::spawn_blocking({
+        let forged = forged.clone();
+        let (root_dir, mallory_dir) = (root.data_dir.clone(), mallory.data_dir.clone());
+        move || {
+            wait_until(PATIENCE, "mallory in root's room", || {
+                cli(&root_dir, &["who", "--json"]).stdout.windows(7).any(|w| w == b"mallory")
+            });
+            let out = cli(&mallory_dir, &["say", &forged]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    })
+    .await
+    .unwrap();
+
+    // A file name with a right-to-left override, published straight to the
+    // index by a member the test controls.
+    let ticket: peernet_proto::ticket::Ticket = root.ticket.parse().unwrap();
+    let (ep, lookup, _admission) = member_endpoint(vec![], ticket.network_key).await;
+    let name = "invoice\u{202e}fdp.exe";
+    let entry = FileEntry { name: name.into(), size: 10, hash: iroh_blobs::Hash::new(b"not served"), kind: Kind::File };
+    publish_as(&ep, &lookup, &ticket, "trudy", entry).await;
+
+    let (messages, hits, raw) = tokio::task::spawn_blocking(move || {
+        wait_until(PATIENCE, "the message to reach the root", || !texts_from(&root, &mallory_id).is_empty());
+        let raw = texts_from(&root, &mallory_id);
+        (root.ok(&["messages"]), root.ok(&["search", "--index-only", "invoice"]), raw)
+    })
+    .await
+    .unwrap();
+    println!("peernet messages printed:\n{messages}");
+    println!("peernet search printed:\n{hits}");
+    assert_eq!(raw, [forged], "--json gives the text as sent (JSON escapes its controls)");
+    let lines: Vec<&str> = messages.lines().collect();
+    assert_eq!(lines.len(), 1, "one message, one line: {lines:?}");
+    assert!(lines[0].contains("(mallory") || lines[0].contains("mallory ("), "the line names its real author: {}", lines[0]);
+    assert!(lines[0].contains("hello\\n[00:00:00] root"), "the newline is shown as \\n: {}", lines[0]);
+    assert!(lines[0].contains("\\u{1b}[2J"), "the escape is shown, not sent to the terminal: {}", lines[0]);
+    for out in [&messages, &hits] {
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{202e}'), "no raw control reaches the terminal");
+    }
+    assert!(hits.contains("invoice\\u{202e}fdp.exe"), "the override is shown as its escape: {hits}");
+    ep.close().await;
+}
+
+/// Point 4: flood search costs what it should. Twenty keys minted by one
+/// member each send alice a burst of 100 flood queries of 60 KiB (which
+/// alice used to fold again for each of her 400 files) and then 2,000 of
+/// 200 bytes. Bob, an overlay neighbour of alice, searches meanwhile and
+/// is answered; the minted keys share one budget between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_keys_flooding_queries_do_not_silence_a_neighbour() {
+    const KEYS: usize = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (root, alice, bob) = tokio::task::spawn_blocking(move || {
+        let root = Daemon::host("root", &dir.join("root"), &[]);
+        let alice = Daemon::peer("alice", &dir.join("alice"), &root.ticket, &[]);
+        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
+        let folder = dir.join("tracks");
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..400 {
+            std::fs::write(folder.join(format!("track {i:03} live recording.ogg")), format!("track {i}")).unwrap();
+        }
+        alice.ok(&["share", folder.to_str().unwrap()]);
+        let alice_id = alice.id();
+        wait_until(PATIENCE, "alice and bob to be overlay neighbours", || {
+            bob.json(&["status"])["neighbors"].as_array().unwrap().iter().any(|n| alice_id.starts_with(n.as_str().unwrap()))
+        });
+        (root, alice, bob)
+    })
+    .await
+    .unwrap();
+    let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
+
+    let mut keys = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..KEYS {
+        let h = hostile::Hostile::member(&root.ticket).await;
+        conns.push(h.dial(&alice_addr, peernet_proto::flood::ALPN).await);
+        keys.push(h);
+    }
+    let before = tokio::task::block_in_place(|| alice.json(&["status"]));
+    let long = "recording ".repeat(6 * 1024);
+    let started = std::time::Instant::now();
+    let flood = tokio::spawn({
+        let conns = conns.clone();
+        async move {
+            let mut sent = 0usize;
+            for conn in &conns {
+                for _ in 0..100 {
+                    sent += usize::from(hostile::Hostile::flood_query(conn, &long, 2).await.is_ok());
+                }
+            }
+            for round in 0..100 {
+                for conn in &conns {
+                    let text = format!("live {round} {}", "x".repeat(190));
+                    sent += usize::from(hostile::Hostile::flood_query(conn, &text, 2).await.is_ok());
+                }
+            }
+            sent
+        }
+    });
+    // Bob asks while the flood is on its way.
+    let (hits, took) = tokio::task::spawn_blocking({
+        let bob_dir = bob.data_dir.clone();
+        move || {
+            let asked = std::time::Instant::now();
+            let out = cli(&bob_dir, &["search", "--flood-only", "--ttl", "1", "--wait", "3s", "track 007", "--json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (hits, asked.elapsed())
+        }
+    })
+    .await
+    .unwrap();
+    let sent = flood.await.unwrap();
+    let flooded_for = started.elapsed();
+    let after = tokio::task::block_in_place(|| alice.json(&["status"]));
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    let names: Vec<&str> = hits.as_array().unwrap().iter().filter_map(|h| h["name"].as_str()).collect();
+    println!(
+        "{KEYS} minted keys sent alice {sent} flood queries in {flooded_for:?}: she handled {}, dropped {} as too long and {} over budget; \
+         bob's search during the flood found {names:?} in {took:?}",
+        delta("flood_handled"),
+        delta("flood_oversized"),
+        delta("flood_over_budget"),
+    );
+    assert!(names.iter().any(|n| n.contains("track 007")), "a neighbour is answered during the flood: {hits}");
+    assert!(delta("flood_oversized") >= 1, "queries over 256 bytes are dropped");
+    // All minted keys together get one budget: its burst of 100 and 20 a
+    // second (and bob's own query).
+    let bound = 100 + 20 * (flooded_for.as_secs() + 2) + 1;
+    assert!(delta("flood_handled") <= bound, "the minted keys shared one budget: handled {} > {bound}", delta("flood_handled"));
+    for h in keys {
+        h.close().await;
+    }
+    drop((root, alice, bob));
+}
+
+/// Point 1: the index spends nothing on a connection that has not joined.
+/// An outsider (no ticket, another host) opens 4,200 connections to the
+/// index and sends nothing on them; a newcomer then joins. On an index
+/// that let silent connections hold its 4,096 slots forever, the newcomer
+/// was turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_outsider_connections_cannot_keep_a_newcomer_out() {
+    const ATTEMPTS: usize = 4200;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    // The connection budget is lifted so the outsider can open as fast as
+    // it likes: this is about holding slots, not opening them.
+    let root = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || Daemon::host("root", &dir.join("root"), &["--connection-rate", "100000/100000"])
+    })
+    .await
+    .unwrap();
+    let outsider = hostile::Hostile::outsider(&root.ticket, "127.0.0.2:0".parse().unwrap()).await;
+    let index = outsider.ticket.index.to_endpoint_addr();
+    let started = std::time::Instant::now();
+    let mut held = Vec::new();
+    let mut refused = 0usize;
+    for batch in 0..ATTEMPTS / 50 {
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (ep, index) = (outsider.ep.clone(), index.clone());
+            attempts.spawn(async move { ep.connect(index, peernet_proto::index::ALPN).await });
+        }
+        while let Some(conn) = attempts.join_next().await {
+            match conn.unwrap() {
+                Ok(conn) => held.push(conn),
+                Err(_) => refused += 1,
+            }
+        }
+        if batch % 20 == 19 {
+            held.retain(|c| c.close_reason().is_none());
+        }
+    }
+    // Whatever the index closes at once (over its pool) is not held.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    held.retain(|c| c.close_reason().is_none());
+    println!("the outsider opened {ATTEMPTS} idle connections in {:?}: {} still open, {refused} refused", started.elapsed(), held.len());
+
+    let joined = tokio::task::spawn_blocking({
+        let (dir, ticket) = (dir.clone(), root.ticket.clone());
+        move || {
+            let asked = std::time::Instant::now();
+            let newcomer = Daemon::peer("newcomer", &dir.join("newcomer"), &ticket, &[]);
+            wait_until(PATIENCE, "the newcomer to join", || newcomer.json(&["status"])["index"]["state"] == "joined");
+            (asked.elapsed(), newcomer)
+        }
+    })
+    .await
+    .unwrap();
+    let still_held = held.iter().filter(|c| c.close_reason().is_none()).count();
+    println!("a newcomer joined in {:?} while the outsider held {still_held} connections", joined.0);
+    assert!(
+        still_held <= peernet_proto::limits::MAX_UNJOINED_PER_ADDRESS,
+        "one address holds at most its share of the newcomers' pool ({still_held} held)"
+    );
+    let names = tokio::task::block_in_place(|| online_nicks(&root));
+    assert!(names.contains(&"newcomer".to_string()), "the newcomer is online: {names:?}");
+    // The deadline: a connection that never joins is closed.
+    let closed = tokio::time::timeout(PATIENCE, async {
+        for c in &held {
+            c.closed().await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "silent connections are closed after the join deadline");
+    println!("every silent connection was closed {:?} after the outsider began", started.elapsed());
+    outsider.close().await;
+    drop((joined, root));
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Peers and files rows in an index database (read beside the writer: WAL).
+fn index_rows(db: &std::path::Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    (count("SELECT count(*) FROM peers"), count("SELECT count(*) FROM files"))
+}
+
+/// Point 5: the index keeps only what it bounds. A member mints 40 keys a
+/// round for six rounds; each key joins, registers 250 files and goes
+/// silent without leaving. A key whose lease ran out a lease ago is
+/// forgotten with its files, so the database and the index's memory stay
+/// flat; and a 200 KiB relay URL is refused, not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_come_and_go_leave_the_index_flat() {
+    const ROUNDS: usize = 6;
+    const KEYS: usize = 40;
+    const FILES: usize = 250;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let root = tokio::task::spawn_blocking(move || Daemon::host("root", &dir.join("root"), &[])).await.unwrap();
+    let db = root.data_dir.join("index.db");
+    let ticket = root.ticket.clone();
+
+    // A relay URL a megabyte long would ride in every answer naming its peer.
+    let liar = hostile::Hostile::member(&ticket).await;
+    let me = PeerAddr { id: liar.id(), ip: liar.ep.bound_sockets(), relay: Some(format!("https://{}.example", "r".repeat(200 * 1024))) };
+    let client = IndexClient::remote(liar.ep.clone(), me, liar.ticket.index.clone(), liar.ticket.network_key);
+    let refused = client.join("liar").await.expect_err("a 200 KiB relay URL is refused");
+    println!("a 200 KiB relay URL: {refused}");
+    assert!(refused.to_string().contains("relay URL has at most"), "{refused}");
+    liar.close().await;
+
+    let mut sizes = Vec::new();
+    for round in 0..ROUNDS {
+        let mut keys = Vec::new();
+        for k in 0..KEYS {
+            let h = hostile::Hostile::member(&ticket).await;
+            let client = h.index();
+            client.join(&format!("r{round}k{k}")).await.unwrap();
+            let files: Vec<FileEntry> = (0..FILES)
+                .map(|f| FileEntry {
+                    name: format!("round {round} key {k} file {f} with a longish name to take some room.bin"),
+                    size: 1000 + f as u64,
+                    hash: iroh_blobs::Hash::new(format!("{round}/{k}/{f}")),
+                    kind: Kind::File,
+                })
+                .collect();
+            let published = client.request(Request::Publish { files }).await.unwrap();
+            assert!(matches!(published, Response::Published { .. }), "{published:?}");
+            keys.push(h);
+        }
+        let (peers, files) = index_rows(&db);
+        // Silent from now on: no heartbeat, no leave.
+        for h in keys {
+            h.close().await;
+        }
+        let waited = tokio::task::block_in_place(|| wait_until(PATIENCE, "the silent keys to be forgotten", || index_rows(&db).0 <= 1));
+        let size = std::fs::metadata(&db).unwrap().len();
+        let rss = rss_kb(root.pid());
+        println!(
+            "round {round}: {peers} peers and {files} files registered; forgotten {waited:?} after the keys went silent; \
+             index.db {} KiB, root RSS {rss} KiB",
+            size / 1024
+        );
+        sizes.push((size, rss));
+    }
+    let (rows_peers, rows_files) = index_rows(&db);
+    assert_eq!((rows_peers, rows_files), (1, 0), "only the root is left, with no files");
+    let (first, last) = (sizes[1], sizes[ROUNDS - 1]);
+    assert!(
+        last.0 <= first.0 + 2 * 1024 * 1024,
+        "index.db stays flat: {} KiB after round 1, {} KiB at the end",
+        first.0 / 1024,
+        last.0 / 1024
+    );
+    assert!(last.1 <= first.1 + 24 * 1024, "the index's memory stays flat: {} KiB after round 1, {} KiB at the end", first.1, last.1);
+    drop(root);
+}
+
+/// Point 7: unshared means no longer served. A member fetches alice's file
+/// and a file of her folder by hash; alice unshares both (the folder with
+/// everything in it); the same fetches are refused, and nothing of the
+/// folder is listed or searchable any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unshared_files_and_folders_are_no_longer_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (root, alice, file_hash, child_hash, folder_hash) = tokio::task::spawn_blocking(move || {
+        let root = Daemon::host("root", &dir.join("root"), &[]);
+        let alice = Daemon::peer("alice", &dir.join("alice"), &root.ticket, &[]);
+        let file = dir.join("secret-plans.bin");
+        random_file(&file, 200_000, 7);
+        let album = dir.join("album");
+        std::fs::create_dir_all(&album).unwrap();
+        for i in 0..3 {
+            random_file(&album.join(format!("song {i}.ogg")), 50_000, 10 + i);
+        }
+        let file_hash = alice.json(&["share", file.to_str().unwrap()])["share"]["hash"].as_str().unwrap().to_string();
+        let folder_hash = alice.json(&["share", album.to_str().unwrap()])["share"]["hash"].as_str().unwrap().to_string();
+        let shared = alice.json(&["ls"]);
+        let child_hash =
+            shared.as_array().unwrap().iter().find(|s| s["name"] == "song 1.ogg").unwrap()["hash"].as_str().unwrap().to_string();
+        (root, alice, file_hash, child_hash, folder_hash)
+    })
+    .await
+    .unwrap();
+    let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
+    let mallory = hostile::Hostile::member(&root.ticket).await;
+    let raw = |h: &str| iroh_blobs::HashAndFormat::raw(h.parse().unwrap());
+    let folder = iroh_blobs::HashAndFormat::hash_seq(folder_hash.parse().unwrap());
+    assert_eq!(mallory.fetch(&alice_addr, raw(&file_hash)).await.unwrap(), 200_000, "served while shared");
+    assert_eq!(mallory.fetch(&alice_addr, raw(&child_hash)).await.unwrap(), 50_000, "a folder's file is served while shared");
+
+    let (listed, hits) = tokio::task::spawn_blocking({
+        let (alice_dir, root_dir, file_hash) = (alice.data_dir.clone(), root.data_dir.clone(), file_hash.clone());
+        move || {
+            for target in [file_hash.as_str(), "album"] {
+                let out = cli(&alice_dir, &["unshare", target]);
+                assert!(out.status.success(), "unshare {target}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let listed = String::from_utf8(cli(&alice_dir, &["ls", "--json"]).stdout).unwrap();
+            let hits = String::from_utf8(cli(&root_dir, &["search", "--index-only", "--json", "song"]).stdout).unwrap();
+            (listed, hits)
+        }
+    })
+    .await
+    .unwrap();
+    println!("alice's shares after unsharing: {listed}");
+    assert!(!listed.contains("song") && !listed.contains("secret-plans"), "nothing unshared is listed: {listed}");
+    assert!(!hits.contains("song"), "nothing of the folder is searchable: {hits}");
+    for (what, content) in [("the file", raw(&file_hash)), ("a file of the folder", raw(&child_hash)), ("the folder", folder)] {
+        let refused = mallory.fetch(&alice_addr, content).await;
+        println!(
+            "fetching {what} by hash after unshare: {}",
+            refused.as_ref().map(|n| format!("{n} bytes")).unwrap_or_else(|e| format!("refused ({e:#})"))
+        );
+        assert!(refused.is_err(), "{what} is no longer served");
+    }
+    let refused = tokio::task::block_in_place(|| alice.json(&["status"])["blobs_refused"].as_u64().unwrap());
+    assert!(refused >= 3, "each refusal is counted ({refused})");
+    mallory.close().await;
+    drop(root);
+}
+
+/// Point 2: no download waits forever, and bad providers lose their turn.
+/// Two members the test controls provide the same two files: one serves
+/// them, the other registered later (so the index names it first) and
+/// accepts every request without sending a byte. Bob's first get moves on
+/// from the staller after the stall deadline; his second get tries it last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (root, bob) = tokio::task::spawn_blocking(move || {
+        let root = Daemon::host("root", &dir.join("root"), &[]);
+        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
+        (root, bob)
+    })
+    .await
+    .unwrap();
+    let store = iroh_blobs::store::mem::MemStore::new();
+    let mut entries = Vec::new();
+    for (i, name) in ["first.bin", "second.bin"].into_iter().enumerate() {
+        let bytes: Vec<u8> = (0..1_000_000u32).map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(i as u32) >> 13) as u8).collect();
+        let tag = store.blobs().add_slice(&bytes).temp_tag().await.unwrap();
+        entries.push((FileEntry { name: name.into(), size: bytes.len() as u64, hash: tag.hash(), kind: Kind::File }, tag, bytes));
+    }
+    let honest = hostile::Hostile::member_serving(&root.ticket, hostile::Serve::Blobs(store.clone())).await;
+    let staller = hostile::Hostile::member_serving(&root.ticket, hostile::Serve::Stall).await;
+    for (who, nick) in [(&honest, "honest"), (&staller, "staller")] {
+        let client = who.index();
+        client.join(nick).await.unwrap();
+        let files = entries.iter().map(|(e, _, _)| e.clone()).collect();
+        assert!(matches!(client.request(Request::Publish { files }).await.unwrap(), Response::Published { .. }));
+        // Heartbeats keep both online for the test's length.
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if client.request(Request::Heartbeat { neighbors: vec![] }).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let staller_short = staller.id().fmt_short().to_string();
+    let mut times = Vec::new();
+    for (entry, _, bytes) in &entries {
+        let (report, took) = tokio::task::spawn_blocking({
+            let (bob_dir, hash) = (bob.data_dir.clone(), entry.hash.to_hex());
+            move || {
+                let started = std::time::Instant::now();
+                let out = cli(&bob_dir, &["get", &hash, "--json"]);
+                assert!(out.status.success(), "get: {}", String::from_utf8_lossy(&out.stderr));
+                (serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), started.elapsed())
+            }
+        })
+        .await
+        .unwrap();
+        let saved = std::fs::read(report["path"].as_str().unwrap()).unwrap();
+        assert_eq!(&saved, bytes, "{} arrived whole and verified", entry.name);
+        println!("get {} with a staller in front: {took:?}; failed providers {}", entry.name, report["failed_providers"]);
+        times.push((took, report["failed_providers"].clone()));
+    }
+    let failed = times[0].1.to_string();
+    assert!(failed.contains(&staller_short) && failed.contains("without verified bytes"), "the staller is named, and why: {failed}");
+    assert_eq!(times[1].1, serde_json::json!([]), "the second get tried the staller last, so never needed it");
+    honest.close().await;
+    staller.close().await;
+    drop((root, bob));
+}
