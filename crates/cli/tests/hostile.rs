@@ -460,3 +460,55 @@ async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
     staller.close().await;
     drop((root, bob));
 }
+
+/// Point 3: a room's state is bounded whatever keys a member mints. A
+/// member attached to alice signs presence events with 2,000 keys it
+/// minted; then bob crashes. Alice's member table stays bounded and bob is
+/// shown offline within the capped presence TTL (on a peer whose period
+/// grew with every author ever seen, he stayed "online" for minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_keys_cannot_swell_the_room_or_keep_a_crashed_peer_online() {
+    const MINTED: usize = 2000;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let (root, alice, bob) = tokio::task::spawn_blocking(move || {
+        let root = Daemon::host("root", &dir.join("root"), &[]);
+        let alice = Daemon::peer("alice", &dir.join("alice"), &root.ticket, &[]);
+        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
+        wait_for_room(&[&root, &alice, &bob], &["alice".to_string(), "bob".to_string(), "root".to_string()]);
+        (root, alice, bob)
+    })
+    .await
+    .unwrap();
+    let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
+    let mut mallory = hostile::RoomMember::join(&root.ticket, &alice_addr).await;
+    let started = std::time::Instant::now();
+    for n in 0..MINTED {
+        let key = iroh::SecretKey::generate();
+        mallory.send_as(&key, peernet_proto::chat::Body::Presence { nickname: format!("m{n}") }).await.unwrap();
+    }
+    println!("mallory signed presence with {MINTED} minted keys in {:?}", started.elapsed());
+    let mut bob = bob;
+    tokio::task::block_in_place(|| {
+        wait_until(PATIENCE, "alice to hear of the minted keys", || alice.json(&["who"]).as_array().unwrap().len() > 3);
+        bob.kill9();
+        let offline = wait_until(PATIENCE * 2, "alice to show bob offline", || {
+            alice.json(&["who"]).as_array().unwrap().iter().any(|m| m["nickname"] == "bob" && m["online"] == false)
+        });
+        let who = alice.json(&["who"]);
+        let status = alice.json(&["status"]);
+        let dropped = &status["dropped_events"];
+        println!(
+            "alice remembers {} members (at most {}); she dropped {} events of new authors over mallory's budget and {} for a full room; \
+             bob, crashed, was shown offline {offline:?} later",
+            who.as_array().unwrap().len(),
+            peernet_proto::chat::MAX_MEMBERS,
+            dropped["TooManyNewAuthors"].as_u64().unwrap_or(0),
+            dropped["RoomFull"].as_u64().unwrap_or(0),
+        );
+        assert!(who.as_array().unwrap().len() <= peernet_proto::chat::MAX_MEMBERS, "the member table is bounded");
+        assert!(dropped["TooManyNewAuthors"].as_u64().unwrap_or(0) > 0, "one neighbour cannot introduce 2,000 authors at once");
+    });
+    mallory.close().await;
+    drop((root, alice));
+}

@@ -116,6 +116,52 @@ impl Hostile {
     }
 }
 
+/// A member in the network's room (the gossip overlay), attached through
+/// one daemon, that signs events with any key the test mints.
+pub struct RoomMember {
+    sender: iroh_gossip::api::GossipSender,
+    _receiver: iroh_gossip::api::GossipReceiver,
+    topic: [u8; 32],
+    authors: std::collections::HashMap<iroh::PublicKey, peernet_proto::chat::Author>,
+    _router: iroh::protocol::Router,
+    ep: Endpoint,
+}
+
+impl RoomMember {
+    /// Joins the room of `ticket`'s network through daemon `via`.
+    pub async fn join(ticket: &str, via: &PeerAddr) -> RoomMember {
+        let ticket: Ticket = ticket.parse().expect("a valid ticket");
+        let (ep, lookup, admission) = super::member_endpoint(vec![iroh_gossip::ALPN.to_vec()], ticket.network_key).await;
+        let gossip = iroh_gossip::net::Gossip::builder().max_message_size(8192).spawn(ep.clone());
+        let router = iroh::protocol::Router::builder(ep.clone())
+            .accept(peernet_proto::admission::ALPN, admission.protocol())
+            .accept(iroh_gossip::ALPN, gossip.clone())
+            .spawn();
+        peernet_node::endpoint::remember(&lookup, via);
+        let topic = ticket.network_key.topic();
+        let joined =
+            tokio::time::timeout(super::PATIENCE, gossip.subscribe_and_join(iroh_gossip::proto::TopicId::from_bytes(topic), vec![via.id]))
+                .await
+                .expect("joined the room in time")
+                .expect("joined the room");
+        let (sender, receiver) = joined.split();
+        RoomMember { sender, _receiver: receiver, topic, authors: Default::default(), _router: router, ep }
+    }
+
+    /// Broadcasts `body` signed by `key` (a fresh author the first time).
+    pub async fn send_as(&mut self, key: &iroh::SecretKey, body: peernet_proto::chat::Body) -> anyhow::Result<()> {
+        let topic = self.topic;
+        let author = self.authors.entry(key.public()).or_insert_with(|| peernet_proto::chat::Author::new(key.clone(), topic));
+        let (_, bytes) = author.event(body, super::now_ms());
+        self.sender.broadcast(bytes::Bytes::from(bytes)).await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        self.ep.close().await;
+    }
+}
+
 /// What a member of the kit serves on the blobs protocol.
 pub enum Serve {
     Nothing,
