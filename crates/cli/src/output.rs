@@ -232,6 +232,23 @@ pub fn status(s: &Status, json: bool) {
         let dropped: Vec<String> = s.dropped_events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("dropped events: {}", dropped.join(", "));
     }
+    // Each bound that bit since the daemon started (see the Limits table).
+    let mut bounds: Vec<String> = [
+        ("flood queries over budget", s.flood_over_budget),
+        ("flood queries too long", s.flood_oversized),
+        ("flood frames not sent (too many waiting)", s.flood_sends_dropped),
+        ("flood frames not read (queue full)", s.flood_queue_full),
+        ("blob requests for files not shared", s.blobs_refused),
+        ("connections over their address's budget", s.connections_refused),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{what}: {n}"))
+    .collect();
+    bounds.extend(s.index_bounds.iter().map(|(what, n)| format!("index {}: {n}", what.replace('_', " "))));
+    if !bounds.is_empty() {
+        println!("bounds hit: {}", bounds.join(", "));
+    }
     println!(
         "admission: {} keys admitted, {} outsider connections refused, {} proofs refused",
         s.admitted_keys, s.refused_outsiders, s.refused_proofs

@@ -60,6 +60,9 @@ pub const REQUEST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// How long a connection whose key holds no lease may stay open without a
 /// successful Join.
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Why a connection's slot was refused or taken back, as counted in
+/// `unjoined_closed`.
+pub const UNJOINED_CLOSE_REASONS: [&str; 5] = ["key_cap", "members_full", "address_cap", "newcomers_full", "join_deadline"];
 
 #[derive(Debug, Clone)]
 pub struct IndexProtocol {

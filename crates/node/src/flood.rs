@@ -76,6 +76,8 @@ impl Pending {
 #[derive(Debug, Clone)]
 pub struct FloodProtocol {
     pub frames: mpsc::Sender<(FloodFrame, EndpointId)>,
+    /// Frames dropped because [`FRAME_BUFFER`] were already waiting.
+    pub queue_full: Arc<AtomicU64>,
 }
 
 impl ProtocolHandler for FloodProtocol {
@@ -99,7 +101,9 @@ impl ProtocolHandler for FloodProtocol {
                 }
             }
             // A full queue means we are flooded: dropping is the right answer.
-            self.frames.try_send((frame, from)).ok();
+            if self.frames.try_send((frame, from)).is_err() {
+                self.queue_full.fetch_add(1, Ordering::Relaxed);
+            }
         }
         conn.close(0u32.into(), b"done");
         Ok(())
@@ -152,6 +156,8 @@ pub struct FloodSearch {
     /// Frames on their way, per peer, and those dropped over the cap.
     in_flight: Arc<Mutex<HashMap<EndpointId, usize>>>,
     sends_dropped: Arc<AtomicU64>,
+    /// Shared with [`FloodProtocol`]: frames it dropped on a full queue.
+    queue_full: Arc<AtomicU64>,
     tasks: Tasks,
 }
 
@@ -166,6 +172,7 @@ impl FloodSearch {
         nickname: watch::Receiver<String>,
         answers: bool,
         query_rate: Rate,
+        queue_full: Arc<AtomicU64>,
         tasks: Tasks,
     ) -> Self {
         let links = Links::new(endpoint.clone(), peernet_proto::flood::ALPN);
@@ -183,6 +190,7 @@ impl FloodSearch {
             strangers: Arc::new(Budget::new(query_rate)),
             in_flight: Default::default(),
             sends_dropped: Default::default(),
+            queue_full,
             tasks,
         }
     }
@@ -353,5 +361,10 @@ impl FloodSearch {
     /// their way to that peer.
     pub fn sends_dropped(&self) -> u64 {
         self.sends_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Frames from others dropped unread because the queue was full.
+    pub fn queue_full(&self) -> u64 {
+        self.queue_full.load(Ordering::Relaxed)
     }
 }

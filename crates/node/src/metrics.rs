@@ -40,7 +40,7 @@ pub struct PeerMetrics {
     /// Flood queries handled.
     pub flood_handled: Counter,
     /// Flood queries dropped, by reason (duplicate, over_budget, oversized),
-    /// and flood frames not sent (send_cap).
+    /// flood frames not sent (send_cap) and not read (queue_full).
     pub flood_dropped: Family<ReasonLabel, Counter>,
     /// Chat and overlay events dropped, by reason (forged, replayed, over_budget, ...).
     pub chat_dropped: Family<ReasonLabel, Counter>,
@@ -69,6 +69,7 @@ impl PeerMetrics {
         self.flood_dropped.get_or_create(&reason("over_budget")).set(status.flood_over_budget);
         self.flood_dropped.get_or_create(&reason("oversized")).set(status.flood_oversized);
         self.flood_dropped.get_or_create(&reason("send_cap")).set(status.flood_sends_dropped);
+        self.flood_dropped.get_or_create(&reason("queue_full")).set(status.flood_queue_full);
         for (why, n) in &status.dropped_events {
             self.chat_dropped.get_or_create(&reason(why)).set(*n);
         }

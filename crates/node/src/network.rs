@@ -85,6 +85,13 @@ pub struct Status {
     /// that peer.
     #[serde(default)]
     pub flood_sends_dropped: u64,
+    /// Flood frames from others dropped unread: the queue was full.
+    #[serde(default)]
+    pub flood_queue_full: u64,
+    /// When this process hosts the index: what its bounds refused or
+    /// removed, by name (also in the metrics).
+    #[serde(default)]
+    pub index_bounds: BTreeMap<String, u64>,
     /// New connections ignored because their IP address was over its budget.
     #[serde(default)]
     pub connections_refused: u64,
@@ -185,6 +192,7 @@ pub struct Network {
     paths: Paths,
     relay: Option<Arc<RootRelay>>,
     dht: Option<DhtLayer>,
+    index_metrics: Option<Arc<peernet_index::metrics::IndexMetrics>>,
 }
 
 /// What [`Network`] is built from.
@@ -213,6 +221,8 @@ pub struct Parts {
     pub relay: Option<Arc<RootRelay>>,
     /// The DHT layer, with `--dht`.
     pub dht: Option<DhtLayer>,
+    /// The hosted index's counters, when this process hosts it.
+    pub index_metrics: Option<Arc<peernet_index::metrics::IndexMetrics>>,
 }
 
 impl Network {
@@ -237,6 +247,7 @@ impl Network {
             paths: p.paths,
             relay: p.relay,
             dht: p.dht,
+            index_metrics: p.index_metrics,
         }
     }
 
@@ -290,6 +301,8 @@ impl Network {
             flood_oversized: self.flood.oversized(),
             blobs_refused: self.serving.refused(),
             flood_sends_dropped: self.flood.sends_dropped(),
+            flood_queue_full: self.flood.queue_full(),
+            index_bounds: self.index_metrics.as_ref().map(|m| index_bounds(m)).unwrap_or_default(),
             connections_refused: self.connections.refused(),
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),
@@ -379,4 +392,26 @@ impl Network {
     pub async fn closed(&self) {
         self.closed.cancelled().await
     }
+}
+
+/// The hosted index's bounds that bit, by name, for `status`.
+fn index_bounds(m: &peernet_index::metrics::IndexMetrics) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for reason in peernet_index::protocol::UNJOINED_CLOSE_REASONS {
+        let n = m.unjoined_closed.get_or_create(&peernet_index::metrics::ReasonLabel { reason }).get();
+        if n > 0 {
+            out.insert(format!("closed_{reason}"), n);
+        }
+    }
+    for (name, n) in [
+        ("peers_forgotten", m.peers_forgotten.get()),
+        ("answers_too_large", m.answers_too_large.get()),
+        ("refused_rate", m.refused_rate.get()),
+        ("refused_address", m.refused_address.get()),
+    ] {
+        if n > 0 {
+            out.insert(name.to_string(), n);
+        }
+    }
+    out
 }

@@ -344,13 +344,14 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     started.gossip = Some(gossip.clone());
     let pending = Pending::default();
     let (flood_frames, flood_rx) = mpsc::channel(crate::flood::FRAME_BUFFER);
+    let flood_queue_full = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let connections = Arc::new(Budget::new(config.budgets.connections));
     let mut router = Router::builder(endpoint.clone())
         .incoming_filter(connection_filter(connections.clone()))
         .accept(peernet_proto::admission::ALPN, admission.protocol())
         .accept(iroh_blobs::ALPN, blobs)
         .accept(iroh_gossip::ALPN, gossip.clone())
-        .accept(peernet_proto::flood::ALPN, FloodProtocol { frames: flood_frames });
+        .accept(peernet_proto::flood::ALPN, FloodProtocol { frames: flood_frames, queue_full: flood_queue_full.clone() });
     if let Some(node) = &dht_node {
         router = router.accept(peernet_proto::dht::HELLO_ALPN, HelloProtocol { node: node.clone(), endpoint: endpoint.clone() });
     }
@@ -444,6 +445,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         nickname.subscribe(),
         !config.index_only,
         config.budgets.flood_queries,
+        flood_queue_full,
         tasks.clone(),
     );
     flood.start(flood_rx);
@@ -502,6 +504,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         paths,
         relay: root_relay.clone(),
         dht,
+        index_metrics: hosted.as_ref().map(|h| h.service().metrics().clone()),
     });
     let metrics = Metrics::new(&endpoint, &gossip, hosted.as_ref().map(|h| h.service().metrics().clone()), peer_metrics);
     let node = Node::from_inner(Inner {
