@@ -677,6 +677,60 @@ mod test {
         assert_eq!(response_from.port(), dht_addr.port());
     }
 
+    /// peernet: a node answers a query with the query's transaction id as
+    /// sent, whatever its length (BEP 5). Upstream answered an id of two
+    /// bytes, as libtorrent sends, with four, and the querier dropped every
+    /// answer.
+    #[tokio::test]
+    async fn queries_are_answered_with_their_transaction_id_as_sent() {
+        use serde_bencode::value::Value;
+
+        let dht = Dht::builder()
+            .no_bootstrap()
+            .server_mode()
+            .port(0)
+            .build()
+            .unwrap();
+        let dht_addr = SocketAddrV4::new(
+            Ipv4Addr::LOCALHOST,
+            dht.info().await.unwrap().local_addr().port(),
+        );
+        let peer = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+
+        let ids: [&[u8]; 4] = [
+            &[0xa7],
+            &[0x00, 0xff],
+            &[1, 2, 3, 4],
+            &[9, 0, 8, 0, 7, 0, 6, 0],
+        ];
+        for t in ids {
+            let mut query = b"d1:ad2:id20:".to_vec();
+            query.extend_from_slice(&[0x11; 20]);
+            query.extend_from_slice(format!("e1:q4:ping1:t{}:", t.len()).as_bytes());
+            query.extend_from_slice(t);
+            query.extend_from_slice(b"1:y1:qe");
+            peer.send_to(&query, dht_addr).await.unwrap();
+
+            let mut buf = [0; 1500];
+            let (len, _) = tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+                .await
+                .expect("the node answers a ping")
+                .unwrap();
+            let answer: Value = serde_bencode::from_bytes(&buf[..len]).unwrap();
+            let answer_t = match &answer {
+                Value::Dict(answer) => answer.get(&b"t"[..]),
+                _ => None,
+            };
+            assert_eq!(
+                answer_t,
+                Some(&Value::Bytes(t.to_vec())),
+                "the answer to t = {t:?}: {answer:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     #[ignore = "hits the real mainline DHT; run with --ignored"]
     async fn put_get_mutable_real_dht() {

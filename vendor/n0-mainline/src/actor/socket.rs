@@ -13,7 +13,9 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::{debug, trace, warn};
 
-use crate::common::{ErrorSpecific, Message, MessageType, RequestSpecific, ResponseSpecific};
+use crate::common::{
+    ErrorSpecific, Message, MessageType, RequestSpecific, ResponseSpecific, TransactionId,
+};
 #[cfg(not(test))]
 use crate::core::VERSION;
 
@@ -250,7 +252,8 @@ impl KrpcSocket {
         let message = self.request_message(transaction_id, request);
         trace!(context = "socket_message_sending", message = ?message);
 
-        let tid = message.transaction_id;
+        // peernet: the number itself; the message holds its bytes now.
+        let tid = transaction_id;
         let _ = self.enqueue(address, message).map_err(|e| {
             debug!(?e, "Error encoding request message");
         });
@@ -260,10 +263,12 @@ impl KrpcSocket {
 
     /// Send a response to the given address.
     /// The packet is queued; call [`Self::flush`] to actually send.
+    ///
+    /// peernet: `transaction_id` is the request's, as it came (was a `u32`).
     pub fn response(
         &mut self,
         address: SocketAddrV4,
-        transaction_id: u32,
+        transaction_id: TransactionId,
         response: ResponseSpecific,
     ) {
         let message =
@@ -276,7 +281,14 @@ impl KrpcSocket {
 
     /// Send an error to the given address.
     /// The packet is queued; call [`Self::flush`] to actually send.
-    pub fn error(&mut self, address: SocketAddrV4, transaction_id: u32, error: ErrorSpecific) {
+    ///
+    /// peernet: `transaction_id` is the request's, as it came (was a `u32`).
+    pub fn error(
+        &mut self,
+        address: SocketAddrV4,
+        transaction_id: TransactionId,
+        error: ErrorSpecific,
+    ) {
         let message = self.response_message(MessageType::Error(error), address, transaction_id);
         let _ = self.enqueue(address, message).map_err(|e| {
             debug!(?e, "Error encoding error message");
@@ -407,8 +419,16 @@ impl KrpcSocket {
     // === Private Methods ===
 
     fn is_expected_response(&mut self, message: &Message, from: &SocketAddrV4) -> bool {
+        // peernet: an id of a length this node never sends is no answer to it.
+        let Some(tid) = message.transaction_id.to_u32() else {
+            trace!(
+                context = "socket_validation",
+                message = "Response with a transaction id this node never sends"
+            );
+            return false;
+        };
         // Positive or an error response or to an inflight request.
-        match self.inflight_requests.remove(message.transaction_id) {
+        match self.inflight_requests.remove(tid) {
             Some(request) => {
                 if compare_socket_addr(&request.to, from) {
                     return true;
@@ -433,7 +453,8 @@ impl KrpcSocket {
     /// Set transactin_id, version and read_only
     fn request_message(&mut self, transaction_id: u32, message: RequestSpecific) -> Message {
         Message {
-            transaction_id,
+            // peernet: our own ids go out in four bytes, as upstream's did.
+            transaction_id: transaction_id.into(),
             message_type: MessageType::Request(message),
             version: Some(self.version()),
             read_only: !self.server_mode,
@@ -446,7 +467,8 @@ impl KrpcSocket {
         &mut self,
         message: MessageType,
         requester_ip: SocketAddrV4,
-        request_tid: u32,
+        // peernet: the request's id as it came, echoed byte for byte (BEP 5).
+        request_tid: TransactionId,
     ) -> Message {
         Message {
             transaction_id: request_tid,
@@ -717,7 +739,7 @@ mod test {
         };
 
         assert_eq!(from.port(), client_address.port());
-        assert_eq!(message.transaction_id, 120);
+        assert_eq!(message.transaction_id.to_u32(), Some(120));
         assert!(message.read_only, "Read-only should be true");
         assert_eq!(message.version, Some(VERSION), "Version should be 'RS'");
         assert_eq!(message.message_type, MessageType::Request(expected_request));
@@ -765,7 +787,7 @@ mod test {
             sent_at: Instant::now(),
         });
 
-        client.response(server_address, 8, response);
+        client.response(server_address, 8.into(), response);
         client.flush().await;
 
         let (message, from) = loop {
@@ -775,7 +797,7 @@ mod test {
         };
 
         assert_eq!(from.port(), client_address.port());
-        assert_eq!(message.transaction_id, 8);
+        assert_eq!(message.transaction_id.to_u32(), Some(8));
         assert!(message.read_only, "Read-only should be true");
         assert_eq!(message.version, Some(VERSION), "Version should be 'RS'");
         assert_eq!(
@@ -805,7 +827,7 @@ mod test {
             responder_id: Id::random(),
         });
 
-        client.response(server_address, 8, response);
+        client.response(server_address, 8.into(), response);
         client.flush().await;
 
         // Use a timeout to avoid hanging - recv should not return a valid response

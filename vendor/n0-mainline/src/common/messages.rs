@@ -13,9 +13,48 @@ use crate::common::{ID_SIZE, Id, Node};
 
 use super::InvalidIdSize;
 
+/// peernet: the longest transaction id accepted, in bytes.
+///
+/// BEP 5's ids are short (libtorrent sends two bytes, this crate four), and
+/// a response repeats its query's id to the address the query came from,
+/// which UDP does not authenticate. Without a bound, a forged query could
+/// make this node send a third party a long string of the forger's
+/// choosing; with it, what a response carries for the querier is at most
+/// as long as a node id.
+pub(crate) const MAX_TRANSACTION_ID_LEN: usize = 16;
+
+/// peernet: a KRPC transaction id, kept as the bytes its sender chose.
+///
+/// BEP 5: the "t" of a response echoes the query's. Upstream read the id
+/// into a `u32` and wrote it back in four bytes, so a querier that sent two
+/// (libtorrent does) matched none of the answers and dropped them all.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub(crate) struct TransactionId(Vec<u8>);
+
+impl TransactionId {
+    /// The id as one of this node's own requests carries it: four bytes
+    /// (or two, which upstream also read as a number). `None` for any other
+    /// length, which is no id this node sent.
+    pub fn to_u32(&self) -> Option<u32> {
+        match *self.0.as_slice() {
+            [a, b] => Some(u16::from_be_bytes([a, b]) as u32),
+            [a, b, c, d] => Some(u32::from_be_bytes([a, b, c, d])),
+            _ => None,
+        }
+    }
+}
+
+impl From<u32> for TransactionId {
+    /// The id of a request this node sends: four bytes, as upstream sends.
+    fn from(tid: u32) -> Self {
+        TransactionId(tid.to_be_bytes().to_vec())
+    }
+}
+
 #[derive(Debug, PartialEq, Clone)]
 pub(crate) struct Message {
-    pub transaction_id: u32,
+    // peernet: the bytes as received (was a `u32`), so a response can echo them.
+    pub transaction_id: TransactionId,
 
     /// The version of the requester or responder.
     pub version: Option<[u8; 4]>,
@@ -268,7 +307,8 @@ pub struct PutMutableRequestArguments {
 impl Message {
     fn into_serde_message(self) -> internal::DHTMessage {
         internal::DHTMessage {
-            transaction_id: self.transaction_id.to_be_bytes().to_vec(),
+            // peernet: the id's own bytes (a query's as it came, ours in four).
+            transaction_id: self.transaction_id.0,
             version: self.version,
             ip: self
                 .requester_ip
@@ -489,9 +529,11 @@ impl Message {
 
     fn from_serde_message(msg: internal::DHTMessage) -> Result<Message, DecodeMessageError> {
         Ok(Message {
-            transaction_id: match *msg.transaction_id.as_slice() {
-                [a, b] => u16::from_be_bytes([a, b]) as u32,
-                [a, b, c, d] => u32::from_be_bytes([a, b, c, d]),
+            // peernet: any id up to `MAX_TRANSACTION_ID_LEN` bytes is kept as
+            // it came (upstream took two or four bytes and kept a number). An
+            // empty one is still refused, as upstream did.
+            transaction_id: match msg.transaction_id.len() {
+                1..=MAX_TRANSACTION_ID_LEN => TransactionId(msg.transaction_id),
                 _ => return Err(DecodeMessageError::InvalidTransactionIdSize),
             },
             version: msg.version,
@@ -958,8 +1000,9 @@ pub enum DecodeMessageError {
     /// Invalid Id size
     InvalidIdSize(InvalidIdSize),
 
-    #[error("Invalid transaction id size (expected `[u8;2]` or `[u8;4]`)")]
-    /// Invalid transaction id size (expected `[u8;2]` or `[u8;4]`)
+    // peernet: any length from 1 to 16 bytes is accepted (was 2 or 4).
+    #[error("Invalid transaction id size (expected 1 to 16 bytes)")]
+    /// Invalid transaction id size (expected 1 to 16 bytes)
     InvalidTransactionIdSize,
 
     #[error("Wrong number of bytes for signed peers")]
@@ -978,7 +1021,7 @@ mod tests {
     #[test]
     fn test_ping_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: None,
             requester_ip: None,
             read_only: false,
@@ -998,7 +1041,7 @@ mod tests {
     #[test]
     fn test_ping_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([0xde, 0xad, 0, 1]),
             requester_ip: Some("99.100.101.102:1030".parse().unwrap()),
             read_only: false,
@@ -1017,7 +1060,7 @@ mod tests {
     #[test]
     fn test_find_node_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: false,
@@ -1039,7 +1082,7 @@ mod tests {
     #[test]
     fn test_find_node_request_read_only() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([0x62, 0x61, 0x72, 0x66]),
             requester_ip: None,
             read_only: true,
@@ -1061,7 +1104,7 @@ mod tests {
     #[test]
     fn test_find_node_response() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1093,7 +1136,7 @@ mod tests {
     #[test]
     fn test_get_peers_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -1115,7 +1158,7 @@ mod tests {
     #[test]
     fn test_get_peers_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: true,
@@ -1154,7 +1197,7 @@ mod tests {
     #[test]
     fn test_get_peers_response_peers() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1202,7 +1245,7 @@ mod tests {
     #[test]
     fn test_get_immutable_request() {
         let original_msg = Message {
-            transaction_id: 258,
+            transaction_id: 258.into(),
             version: Some([72, 73, 0, 1]),
             requester_ip: None,
             read_only: false,
@@ -1226,7 +1269,7 @@ mod tests {
     #[test]
     fn test_get_immutable_response() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1250,7 +1293,7 @@ mod tests {
     #[test]
     fn test_put_immutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1278,7 +1321,7 @@ mod tests {
     #[test]
     fn test_put_mutable_request() {
         let original_msg = Message {
-            transaction_id: 3,
+            transaction_id: 3.into(),
             version: Some([1, 2, 3, 4]),
             requester_ip: Some("50.51.52.53:5455".parse().unwrap()),
             read_only: false,
@@ -1336,5 +1379,74 @@ mod tests {
 
         let bytes = msg.to_bytes().unwrap();
         assert!(Message::from_bytes(&bytes).is_err());
+    }
+
+    /// peernet: a ping query as another client writes it, with the
+    /// transaction id `t`.
+    fn ping_query(t: &[u8]) -> Vec<u8> {
+        let mut query = b"d1:ad2:id20:".to_vec();
+        query.extend_from_slice(&[0x11; 20]);
+        query.extend_from_slice(format!("e1:q4:ping1:t{}:", t.len()).as_bytes());
+        query.extend_from_slice(t);
+        query.extend_from_slice(b"1:y1:qe");
+        query
+    }
+
+    /// peernet: a response carries its query's transaction id byte for
+    /// byte, whatever its length (BEP 5). Upstream answered an id of two
+    /// bytes with four, and refused one of one or eight bytes.
+    #[test]
+    fn transaction_ids_of_1_2_4_and_8_bytes_come_back_exactly() {
+        let ids: [&[u8]; 4] = [
+            &[0xa7],
+            &[0x00, 0xff],
+            &[0xde, 0xad, 0x00, 0x01],
+            &[0xff, 0x00, 0x7f, 0x80, 0x05, 0x06, 0x07, 0x08],
+        ];
+        for t in ids {
+            let query = Message::from_bytes(&ping_query(t)).unwrap();
+            let response = Message {
+                transaction_id: query.transaction_id,
+                version: Some([0xde, 0xad, 0, 1]),
+                requester_ip: Some("127.0.0.1:6881".parse().unwrap()),
+                read_only: false,
+                message_type: MessageType::Response(ResponseSpecific::Ping(
+                    PingResponseArguments {
+                        responder_id: Id::random(),
+                    },
+                )),
+            };
+            let bytes = response.to_bytes().unwrap();
+
+            let mut on_the_wire = format!("1:t{}:", t.len()).into_bytes();
+            on_the_wire.extend_from_slice(t);
+            assert!(
+                bytes.windows(on_the_wire.len()).any(|w| w == on_the_wire),
+                "the response to a query with t = {t:?} is {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            let parsed = internal::DHTMessage::from_bytes(&bytes).unwrap();
+            assert_eq!(parsed.transaction_id, t);
+        }
+    }
+
+    /// peernet: ids up to `MAX_TRANSACTION_ID_LEN` bytes are taken, longer
+    /// ones and empty ones refused.
+    #[test]
+    fn transaction_ids_are_bounded() {
+        let longest = [7; MAX_TRANSACTION_ID_LEN];
+        assert_eq!(
+            Message::from_bytes(&ping_query(&longest))
+                .unwrap()
+                .transaction_id
+                .0,
+            longest
+        );
+        for t in [&[7; MAX_TRANSACTION_ID_LEN + 1][..], &[]] {
+            assert!(matches!(
+                Message::from_bytes(&ping_query(t)),
+                Err(DecodeMessageError::InvalidTransactionIdSize)
+            ));
+        }
     }
 }

@@ -26,11 +26,15 @@ impl Core {
             return None;
         };
 
+        // peernet: the id as this node sent it (the socket passes on no
+        // other); the message holds the bytes now.
+        let tid = message.transaction_id.to_u32()?;
+
         // If the response looks like a Ping response, check StoreQueries for the transaction_id.
         if let Some(query) = self
             .put_queries
             .values_mut()
-            .find(|query| query.inflight(message.transaction_id))
+            .find(|query| query.inflight(tid))
         {
             match message.message_type {
                 MessageType::Response(ResponseSpecific::Ping(_)) => {
@@ -52,7 +56,7 @@ impl Core {
         if let Some(query) = self
             .iterative_queries
             .values_mut()
-            .find(|query| query.inflight(message.transaction_id))
+            .find(|query| query.inflight(tid))
         {
             // KrpcSocket would not give us a response from the wrong address for the transaction_id
             should_add_node = true;
