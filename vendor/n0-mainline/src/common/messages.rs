@@ -17,10 +17,11 @@ use super::InvalidIdSize;
 ///
 /// BEP 5's ids are short (libtorrent sends two bytes, this crate four), and
 /// a response repeats its query's id to the address the query came from,
-/// which UDP does not authenticate. Without a bound, a forged query could
-/// make this node send a third party a long string of the forger's
-/// choosing; with it, what a response carries for the querier is at most
-/// as long as a node id.
+/// which UDP does not authenticate. Without a bound, a ping with a forged
+/// source address would make this node send the victim about a datagram's
+/// worth of bytes of the forger's choosing, with nothing stored first (a
+/// BEP 44 value can carry chosen bytes too, but only after a put). With it,
+/// an answer carries at most 16 such bytes, four times what upstream sent.
 pub(crate) const MAX_TRANSACTION_ID_LEN: usize = 16;
 
 /// peernet: a KRPC transaction id, kept as the bytes its sender chose.
