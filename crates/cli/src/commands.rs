@@ -258,13 +258,14 @@ async fn get(client: &ControlClient, req: GetRequest, json: bool) -> Result<()> 
     let last = client.get_file(&req, |event| progress.on_event(event)).await?;
     progress.finish();
     match last {
-        GetEvent::Saved { path, hash, size, note, failed_providers, resumed_from, sources, reached } => {
+        GetEvent::Saved { path, hash, size, note, failed_providers, failures, resumed_from, sources, reached } => {
             let report = output::SavedReport {
                 path: &path,
                 hash: &hash,
                 size,
                 note: note.as_deref(),
                 failed: &failed_providers,
+                failures: &failures,
                 resumed_from,
                 sources: &sources,
                 reached: &reached,

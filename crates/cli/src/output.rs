@@ -292,6 +292,7 @@ pub struct SavedReport<'a> {
     pub size: u64,
     pub note: Option<&'a str>,
     pub failed: &'a [String],
+    pub failures: &'a [peernet_node::transfers::Failure],
     pub resumed_from: u64,
     pub sources: &'a [String],
     pub reached: &'a [peernet_node::transfers::Reached],
@@ -301,7 +302,7 @@ pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
     if json {
         return print_json(&serde_json::json!({
             "path": r.path, "hash": r.hash, "size": r.size, "note": r.note,
-            "failed_providers": r.failed, "resumed_from": r.resumed_from, "sources": r.sources, "reached": r.reached,
+            "failed_providers": r.failed, "failures": r.failures, "resumed_from": r.resumed_from, "sources": r.sources, "reached": r.reached,
             "fetched_bytes": r.size - r.resumed_from.min(r.size), "seconds": elapsed.as_secs_f64(),
         }));
     }
@@ -317,8 +318,9 @@ pub fn saved(r: &SavedReport<'_>, elapsed: Duration, json: bool) {
     if r.resumed_from > 0 {
         println!("resumed: {} were already here and verified", size(r.resumed_from));
     }
-    if !r.failed.is_empty() {
-        println!("provider(s) {} failed during the download; the rest came from others", visible(&r.failed.join(", ")));
+    if !r.failures.is_empty() {
+        let each: Vec<String> = r.failures.iter().map(|f| format!("{} {}", f.provider, f.why)).collect();
+        println!("provider(s) lost their turn: {}; the rest came from others", visible(&each.join("; ")));
     }
     let fetched = r.size - r.resumed_from.min(r.size);
     let rate = fetched as f64 / elapsed.as_secs_f64().max(1e-3);
@@ -358,7 +360,9 @@ impl Progress {
                 bar.set_message(name);
             }
             GetEvent::Progress { done, .. } => bar.set_position(*done),
-            GetEvent::ProviderFailed { provider } => bar.println(format!("provider {} failed; trying another", visible(provider))),
+            GetEvent::ProviderFailed { provider, why } => {
+                bar.println(format!("provider {} {}; trying another", visible(provider), visible(why)))
+            }
             _ => {}
         }
     }

@@ -45,6 +45,9 @@ pub struct DownloadRow {
     pub state: DownloadState,
     pub path: Option<String>,
     pub error: Option<String>,
+    /// Providers that lost their turn, with why.
+    #[serde(default)]
+    pub failures: Vec<crate::transfers::Failure>,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,7 @@ impl Board {
             state: DownloadState::Resolving,
             path: None,
             error: None,
+            failures: Vec::new(),
         };
         inner.entries.push_back(Entry { row, first: None });
         // Forget the oldest finished ones beyond the cap.
@@ -123,7 +127,14 @@ impl Board {
                 entry.update_rate(now);
                 0
             }
-            GetEvent::ProviderFailed { .. } => 0,
+            GetEvent::ProviderFailed { provider, why } => {
+                let failures = &mut entry.row.failures;
+                // Bounded by the providers a hit names.
+                if !failures.iter().any(|f| f.provider == *provider) {
+                    failures.push(crate::transfers::Failure { provider: provider.clone(), why: why.clone() });
+                }
+                0
+            }
             GetEvent::Saved { path, size, sources, resumed_from, .. } => {
                 entry.update_rate(now);
                 let row = &mut entry.row;
@@ -202,6 +213,7 @@ mod tests {
             size: 1000,
             note: None,
             failed_providers: vec![],
+            failures: vec![],
             resumed_from: 100,
             sources: vec!["q".into()],
             reached: vec![],

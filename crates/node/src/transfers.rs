@@ -32,7 +32,7 @@ use iroh_blobs::{
         Store,
     },
     format::collection::Collection,
-    protocol::{ChunkRanges, GetRequest},
+    protocol::{ChunkRanges, ChunkRangesSeq, GetRequest},
     BlobFormat, Hash, HashAndFormat,
 };
 use n0_future::StreamExt;
@@ -58,6 +58,20 @@ use crate::{
 
 /// Most entries a downloaded folder may list: what a peernet folder holds.
 pub const MAX_FOLDER_ENTRIES: usize = shares::MAX_FILES_PER_FOLDER;
+/// Largest blob of entry names a downloaded folder may have: 999 paths of
+/// a thousand bytes each fit.
+pub const MAX_LISTING_META_BYTES: u64 = 1024 * 1024;
+/// Free space a folder get leaves on the disk it writes to, beyond what
+/// the folder needs.
+pub const FREE_SPACE_MARGIN: u64 = 64 * 1024 * 1024;
+
+/// Bytes free to this user on the file system holding `dir` (or the
+/// nearest existing parent); `None` where that cannot be read.
+fn free_space(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let stat = rustix::fs::statvfs(existing).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
 
 /// Progress events are sent at most this often (bytes), so a fast download
 /// does not flood the control connection.
@@ -98,6 +112,9 @@ pub enum GetEvent {
     },
     ProviderFailed {
         provider: String,
+        /// Why it lost its turn.
+        #[serde(default)]
+        why: String,
     },
     Saved {
         path: PathBuf,
@@ -105,6 +122,9 @@ pub enum GetEvent {
         size: u64,
         note: Option<String>,
         failed_providers: Vec<String>,
+        /// Each provider that failed, with why.
+        #[serde(default)]
+        failures: Vec<Failure>,
         /// Verified bytes that were already here when this get started (resume).
         resumed_from: u64,
         /// Providers that delivered parts of this download (short ids).
@@ -117,6 +137,14 @@ pub enum GetEvent {
     Failed {
         error: String,
     },
+}
+
+/// A provider that lost its turn in a get, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The provider's short id.
+    pub provider: String,
+    pub why: String,
 }
 
 /// How a source of a download was reached.
@@ -301,7 +329,7 @@ impl Transfers {
         // What an earlier, interrupted get already verified; only the rest is fetched.
         let local = inner.store.remote().local(content).await.map_err(|e| TransferError::Download(e.to_string()))?;
         let resumed_from = local.local_bytes();
-        let mut failed_providers = Vec::new();
+        let mut failures = Vec::new();
         let mut sources = Vec::new();
         let mut reached = Vec::new();
         if !local.is_complete() {
@@ -309,7 +337,8 @@ impl Transfers {
                 return Err(TransferError::NoProvider(hit.name));
             }
             if hit.kind == Kind::Folder {
-                self.check_listing(&hit.name, hit.hash, providers.clone()).await?;
+                let dir = out.clone().unwrap_or_else(|| inner.downloads.clone());
+                self.check_listing(&hit.name, hit.hash, hit.size, &dir, providers.clone()).await?;
             }
             let mut report = self.download(content, hit.size, providers.clone(), events).await;
             // A connection that failed to a transient loss (a lossy link,
@@ -322,7 +351,7 @@ impl Transfers {
                 tokio::time::sleep(pause).await;
                 report = report.then(self.download(content, hit.size, providers.clone(), events).await);
             }
-            failed_providers = report.failed;
+            failures = report.failed;
             sources = report.sources;
             reached = report.reached;
             report.result?;
@@ -356,30 +385,76 @@ impl Transfers {
         if let Err(e) = inner.publisher.publish(vec![share.entry()]).await {
             tracing::warn!("downloaded, but could not publish yet: {e}");
         }
-        send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, resumed_from, sources, reached }).await;
+        let failed_providers = failures.iter().map(|f: &Failure| f.provider.clone()).collect();
+        send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, failures, resumed_from, sources, reached })
+            .await;
         Ok(())
     }
 
-    /// Fetches a folder's listing alone and refuses a folder that lists
-    /// more entries than a peernet folder may hold, before any of its
-    /// files is fetched: a listing is a list of hashes the provider chose,
-    /// and a lie of a million entries would otherwise be taken at its word.
-    async fn check_listing(&self, name: &str, hash: Hash, providers: Vec<EndpointId>) -> Result<(), TransferError> {
+    /// Checks a folder before any of its files is fetched; a listing is a
+    /// list of hashes the provider chose, so nothing in it is taken at its
+    /// word. First the listing's size alone (its last chunk proves it):
+    /// more entries than a peernet folder holds is refused before the
+    /// listing is fetched. Then the listing with each entry's size (each
+    /// entry's last chunk proves it): the names' blob must be small, the
+    /// entries must add up to the size the hit advertised, and their
+    /// distinct contents must fit the free space where they go.
+    async fn check_listing(
+        &self,
+        name: &str,
+        hash: Hash,
+        advertised: u64,
+        dir: &Path,
+        providers: Vec<EndpointId>,
+    ) -> Result<(), TransferError> {
         // Progress of the listing is not the user's progress bar.
         let (quiet, _) = mpsc::channel(1);
-        self.download(HashAndFormat::raw(hash), 0, providers, &quiet).await.result?;
-        let size = match self.inner.store.blobs().status(hash).await {
-            Ok(BlobStatus::Complete { size }) => size,
-            _ => return Err(TransferError::Download(format!("the listing of '{name}' did not arrive; run the same get again"))),
-        };
+        let refused = |why: String| TransferError::Download(format!("'{name}' {why}; it was not fetched"));
+        let size_only = GetRequest::new(hash, ChunkRangesSeq::verified_size());
+        self.fetch(vec![size_only], 0, providers.clone(), &quiet).await.result?;
+        let listing = self.verified_size(hash).await.ok_or_else(|| refused("sent no proof of its listing's size".into()))?;
         // The first hash names the listing's metadata, every other one a file.
-        let entries = (size / 32).saturating_sub(1);
+        let entries = (listing / 32).saturating_sub(1);
         if entries > MAX_FOLDER_ENTRIES as u64 {
-            return Err(TransferError::Download(format!(
-                "'{name}' lists {entries} entries, more than the {MAX_FOLDER_ENTRIES} a peernet folder may hold; it was not fetched"
-            )));
+            return Err(refused(format!("lists {entries} entries, more than the {MAX_FOLDER_ENTRIES} a peernet folder may hold")));
+        }
+        let with_sizes = GetRequest::new(hash, ChunkRangesSeq::verified_child_sizes());
+        self.fetch(vec![with_sizes], 0, providers, &quiet).await.result?;
+        let parts = shares::folder_parts(&self.inner.store, hash).await.ok_or_else(|| refused("sent no listing".into()))?;
+        let mut sizes = Vec::with_capacity(parts.len());
+        for part in &parts {
+            sizes.push(self.verified_size(*part).await.ok_or_else(|| refused("sent no proof of an entry's size".into()))?);
+        }
+        let (meta, entries) = sizes.split_first().ok_or_else(|| refused("has an empty listing".into()))?;
+        if *meta > MAX_LISTING_META_BYTES {
+            return Err(refused(format!("names its entries in {meta} bytes, more than the {MAX_LISTING_META_BYTES} allowed")));
+        }
+        let total: u64 = entries.iter().fold(0u64, |sum, s| sum.saturating_add(*s));
+        if total != advertised {
+            return Err(refused(format!("was advertised as {advertised} bytes but its entries hold {total}")));
+        }
+        let distinct: HashMap<Hash, u64> = parts.iter().skip(1).copied().zip(entries.iter().copied()).collect();
+        let distinct: u64 = distinct.values().fold(0u64, |sum, s| sum.saturating_add(*s));
+        // The store's copy and the saved one, and a margin for everything else.
+        let need = distinct.saturating_mul(2).saturating_add(FREE_SPACE_MARGIN);
+        if let Some(free) = free_space(dir) {
+            if free < need {
+                return Err(refused(format!(
+                    "needs {need} bytes of free space in {} (with a margin), which has {free}; free some space or get it with --out DIR elsewhere",
+                    dir.display()
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// A blob's size as verified (its last chunk is here), if it is.
+    async fn verified_size(&self, hash: Hash) -> Option<u64> {
+        match self.inner.store.blobs().status(hash).await {
+            Ok(BlobStatus::Complete { size }) => Some(size),
+            Ok(BlobStatus::Partial { size }) => size,
+            _ => None,
+        }
     }
 
     /// Reserves a safe name in `dir` and moves the verified blob there.
@@ -416,22 +491,44 @@ impl Transfers {
         dir: &Path,
         fallback: &str,
     ) -> Result<(PathBuf, u64, Option<String>), TransferError> {
-        let store = &self.inner.store;
-        let collection =
-            Collection::load(hash, store).await.map_err(|e| TransferError::Save(format!("the folder's listing is unreadable: {e}")))?;
+        let collection = Collection::load(hash, &self.inner.store)
+            .await
+            .map_err(|e| TransferError::Save(format!("the folder's listing is unreadable: {e}")))?;
         let (d, n, f) = (dir.to_owned(), name.to_owned(), fallback.to_owned());
         let root = tokio::task::spawn_blocking(move || save::reserve_dir(&d, &n, &f))
             .await
             .map_err(|e| TransferError::Save(e.to_string()))?
             .map_err(|e| TransferError::Save(format!("{} in {}", e, dir.display())))?;
+        match self.write_entries(&collection, &root).await {
+            Ok((total, skipped)) => {
+                let note =
+                    (!skipped.is_empty()).then(|| format!("skipped {} entries with unsafe paths: {}", skipped.len(), skipped.join(", ")));
+                Ok((root, total, note))
+            }
+            Err(e) => {
+                // A folder get that fails leaves nothing behind.
+                let r = root.clone();
+                tokio::task::spawn_blocking(move || std::fs::remove_dir_all(r)).await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a collection's entries under `root`; identical entries are
+    /// written once and linked (a listing that repeats one entry 999 times
+    /// costs its size once). Returns the bytes the entries hold and the
+    /// entries skipped for unsafe paths.
+    async fn write_entries(&self, collection: &Collection, root: &Path) -> Result<(u64, Vec<String>), TransferError> {
+        let store = &self.inner.store;
         let mut skipped = Vec::new();
         let mut total = 0;
+        let mut written: HashMap<Hash, PathBuf> = HashMap::new();
         for (entry, child) in collection.iter() {
             let Some(relative) = save::safe_relative(entry) else {
                 skipped.push(entry.escape_debug().to_string());
                 continue;
             };
-            let r = root.clone();
+            let r = root.to_path_buf();
             let target = match tokio::task::spawn_blocking(move || save::create_inside(&r, &relative)).await {
                 Ok(Ok(t)) => t,
                 _ => {
@@ -439,17 +536,27 @@ impl Transfers {
                     continue;
                 }
             };
-            // Copy, not move: the same content may appear twice in one folder.
-            let written = store
+            if let Some(first) = written.get(child) {
+                let (from, to) = (first.clone(), target.clone());
+                let linked = tokio::task::spawn_blocking(move || std::fs::remove_file(&to).and_then(|()| std::fs::hard_link(&from, &to)))
+                    .await
+                    .map_err(|e| TransferError::Save(e.to_string()))?;
+                if linked.is_ok() {
+                    total += std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+                    continue;
+                }
+            }
+            // Copy, not move: the store keeps serving its own copy.
+            let size = store
                 .blobs()
                 .export_with_opts(ExportOptions { hash: *child, mode: ExportMode::Copy, target: target.clone() })
                 .finish()
                 .await
                 .map_err(|e| TransferError::Save(format!("cannot write {}: {e}", target.display())))?;
-            total += written;
+            total += size;
+            written.insert(*child, target);
         }
-        let note = (!skipped.is_empty()).then(|| format!("skipped {} entries with unsafe paths: {}", skipped.len(), skipped.join(", ")));
-        Ok((root, total, note))
+        Ok((total, skipped))
     }
 
     /// Downloads `content`. A large file with several providers is split into
@@ -471,6 +578,18 @@ impl Transfers {
         } else {
             vec![GetRequest::from(content)]
         };
+        self.fetch(requests, size, providers, events).await
+    }
+
+    /// Runs `requests` at once, each through the providers in its own
+    /// order, with the stall watchdog; `size` is for progress only.
+    async fn fetch(
+        &self,
+        requests: Vec<GetRequest>,
+        size: u64,
+        providers: Vec<EndpointId>,
+        events: &mpsc::Sender<GetEvent>,
+    ) -> DownloadReport {
         let (tx, mut rx) = mpsc::channel::<(usize, PartEvent)>(64);
         let mut parts = tokio::task::JoinSet::new();
         for (i, request) in requests.into_iter().enumerate() {
@@ -535,11 +654,14 @@ impl Transfers {
                 PartEvent::Item(item) => item,
                 PartEvent::Stalled(id) => {
                     self.fault(id, Fault::Stalled);
-                    let provider = format!("{} ({} s without verified bytes)", id.fmt_short(), STALL_TIMEOUT.as_secs());
-                    if !report.failed.iter().any(|f| f.starts_with(&id.fmt_short().to_string())) {
-                        report.failed.push(provider.clone());
+                    let failure = Failure {
+                        provider: id.fmt_short().to_string(),
+                        why: format!("sent no verified bytes for {} s", STALL_TIMEOUT.as_secs()),
+                    };
+                    if !report.failed.iter().any(|f| f.provider == failure.provider) {
+                        report.failed.push(failure.clone());
                     }
-                    events.send(GetEvent::ProviderFailed { provider }).await.ok();
+                    events.send(GetEvent::ProviderFailed { provider: failure.provider, why: failure.why }).await.ok();
                     continue;
                 }
             };
@@ -566,20 +688,19 @@ impl Transfers {
                     }
                 }
                 DownloadProgressItem::ProviderFailed { id, .. } => {
-                    let short = id.fmt_short().to_string();
+                    let failure = Failure { provider: id.fmt_short().to_string(), why: Fault::Failed.describe().to_string() };
                     // A stalled provider's closed connection fails it too:
                     // that is the stall, already counted.
-                    if report.failed.iter().any(|f| f.starts_with(&short)) {
+                    if report.failed.iter().any(|f| f.provider == failure.provider) {
                         continue;
                     }
                     self.fault(id, Fault::Failed);
-                    let provider = format!("{short} ({})", Fault::Failed.describe());
-                    report.failed.push(provider.clone());
-                    events.send(GetEvent::ProviderFailed { provider }).await.ok();
+                    report.failed.push(failure.clone());
+                    events.send(GetEvent::ProviderFailed { provider: failure.provider, why: failure.why }).await.ok();
                 }
                 // Both mean the providers ran out before this part was complete.
                 DownloadProgressItem::Error(e) => {
-                    tracing::debug!("part {part} of {} failed: {e}", content.hash);
+                    tracing::debug!("part {part} failed: {e}");
                     report.result = Err(all_failed(report.failed.len()));
                 }
                 DownloadProgressItem::DownloadError => report.result = Err(all_failed(report.failed.len())),
@@ -626,7 +747,7 @@ pub fn plan_parts(size: u64, parts: usize) -> Vec<ChunkRanges> {
 /// How a download went: who failed, who delivered.
 struct DownloadReport {
     result: Result<(), TransferError>,
-    failed: Vec<String>,
+    failed: Vec<Failure>,
     sources: Vec<String>,
     reached: Vec<Reached>,
 }
@@ -635,9 +756,9 @@ impl DownloadReport {
     /// This round's report followed by the next round's: the next one's
     /// outcome, every provider that failed (once), every source.
     fn then(mut self, next: DownloadReport) -> DownloadReport {
-        for id in next.failed {
-            if !self.failed.contains(&id) {
-                self.failed.push(id);
+        for failure in next.failed {
+            if !self.failed.iter().any(|f| f.provider == failure.provider) {
+                self.failed.push(failure);
             }
         }
         for (source, reached) in next.sources.into_iter().zip(next.reached) {
