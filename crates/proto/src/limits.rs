@@ -45,3 +45,10 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 /// Shortest hash prefix accepted as a hash search (hex characters).
 pub const MIN_HASH_PREFIX: usize = 6;
+
+/// A LAN network's name shorter than this many characters draws a warning
+/// when a peer starts: its key comes from the name alone, and anyone on
+/// the LAN can try names offline against the mDNS service name they hear.
+/// Twelve characters rule out a single common word (few are longer) and
+/// push towards two or three uncommon ones.
+pub const LAN_NAME_SHORT_CHARS: usize = 12;
