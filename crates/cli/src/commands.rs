@@ -37,7 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                      give it with --join-file PATH, --join - (standard input) or PEERNET_JOIN instead"
                 );
             }
-            let join = ticket(join, join_file)?;
+            let join = ticket(join, join_file, ticket_in_argv)?;
             up(Config {
                 join,
                 lan: lan.then_some(network),
@@ -56,12 +56,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The ticket `up` joins with: written out, read from standard input
-/// (`-`), or from a file. Only the first shows in the process list.
-fn ticket(join: Option<String>, join_file: Option<PathBuf>) -> Result<Option<Ticket>> {
+/// The ticket `up` joins with: written out on the command line or in
+/// PEERNET_JOIN, read from standard input (`-`), or from a file. Only the
+/// first shows in the process list.
+fn ticket(join: Option<String>, join_file: Option<PathBuf>, in_argv: bool) -> Result<Option<Ticket>> {
     let (text, from) = match (join.as_deref(), join_file) {
         (Some("-"), _) => (ticket_from_stdin()?, "standard input".to_string()),
-        (Some(text), _) => (text.to_string(), "--join".to_string()),
+        (Some(text), _) => (text.to_string(), if in_argv { "--join" } else { "PEERNET_JOIN" }.to_string()),
         (None, Some(path)) => (ticket_from_file(&path)?, path.display().to_string()),
         (None, None) => return Ok(None),
     };
