@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
     about = "Share files and talk on a peer-to-peer network",
     long_about = "Share files and talk on a peer-to-peer network.\n\n\
         Start a network with `peernet up`; it prints a ticket. Others join with \
-        `peernet up --join TICKET`. While a peer is up, the other commands \
-        (share, search, get, ...) talk to it.",
-    after_help = "Examples:\n  peernet up --nick alice --share ./notes.pdf\n  peernet up --join peernet2... --nick bob\n  peernet search notes\n  peernet get notes.pdf"
+        `peernet up --join-file FILE` (or --join -, or PEERNET_JOIN), which keeps \
+        the ticket out of the process list. While a peer is up, the other \
+        commands (share, search, get, ...) talk to it.",
+    after_help = "Examples:\n  peernet up --nick alice --share ./notes.pdf\n  peernet up --join-file ticket.txt --nick bob\n  peernet search notes\n  peernet get notes.pdf"
 )]
 pub struct Cli {
     /// Where this peer keeps its key, store and state.
@@ -33,6 +34,50 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Parses the command line, or prints the error and exits, as clap's
+    /// own `parse_from` does.
+    pub fn parse_args<I, T>(args: I) -> Cli
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_args(args).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses the command line, then settles where `up` takes its ticket
+    /// from, which clap alone cannot: it does not tell `--join` on the
+    /// command line from PEERNET_JOIN in the environment, and would apply
+    /// `--join`'s conflicts to the environment too.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+        let (Command::Up { join, join_file, lan, ticket_in_argv, .. }, Some(up)) = (&mut cli.command, matches.subcommand_matches("up"))
+        else {
+            return Ok(cli);
+        };
+        match up.value_source("join") {
+            Some(clap::parser::ValueSource::CommandLine) => {
+                let other = if *lan { Some("--lan") } else { join_file.as_ref().map(|_| "--join-file") };
+                if let Some(other) = other {
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--join cannot be used with {other}: give one network to join"),
+                    ));
+                }
+                *ticket_in_argv = join.as_deref() != Some("-");
+            }
+            // What is written on the command line wins over the environment.
+            Some(clap::parser::ValueSource::EnvVariable) if *lan || join_file.is_some() => *join = None,
+            _ => {}
+        }
+        Ok(cli)
+    }
+
     pub fn log_filter(&self) -> &'static str {
         match self.verbose {
             0 => "warn,peernet=info,peernet_node=info,peernet_index=info",
@@ -235,9 +280,24 @@ fn parse_budget(s: &str) -> Result<peernet_index::budget::Rate, String> {
 pub enum Command {
     /// Start a peer: start a new network, or join one with --join.
     Up {
-        /// Ticket of the network to join (printed by `peernet up` or `peernet index`).
-        #[arg(long, value_name = "TICKET", conflicts_with = "lan")]
+        /// Ticket of the network to join (printed by `peernet up` or
+        /// `peernet index`); `-` reads it from standard input. Written
+        /// here, other users of this machine can read it in the process
+        /// list: prefer --join -, --join-file or PEERNET_JOIN.
+        // No `conflicts_with` here: clap would apply it to PEERNET_JOIN
+        // too; `Cli::parse_args` settles it (argv conflicts, the
+        // environment gives way).
+        #[arg(long, value_name = "TICKET", env = "PEERNET_JOIN", hide_env_values = true)]
         join: Option<String>,
+        /// A file holding the ticket of the network to join (blanks
+        /// around it are ignored): unlike --join TICKET, it never shows in
+        /// the process list.
+        #[arg(long, value_name = "PATH", conflicts_with = "lan")]
+        join_file: Option<PathBuf>,
+        /// Whether --join TICKET was written on the command line, where
+        /// every local user can read it (set by `Cli::parse_args`).
+        #[arg(skip)]
+        ticket_in_argv: bool,
         /// Join a LAN network: no ticket and no index; peers on this LAN
         /// find each other with mDNS. Anyone on the LAN using the same
         /// --network name is a member.
@@ -426,6 +486,32 @@ mod tests {
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    /// Where `up` takes its ticket from, for these arguments after `up`.
+    fn join_of(args: &[&str]) -> Result<(Option<String>, Option<PathBuf>, bool), clap::Error> {
+        let cli = Cli::try_parse_args(["peernet", "up"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Up { join, join_file, ticket_in_argv, .. } => Ok((join, join_file, ticket_in_argv)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn only_a_ticket_written_on_the_command_line_counts_as_visible() {
+        // PEERNET_JOIN is left alone here: setting the environment races
+        // with other tests; the end-to-end test covers it.
+        if std::env::var_os("PEERNET_JOIN").is_some() {
+            return;
+        }
+        assert_eq!(join_of(&["--join", "peernet2abc"]).unwrap(), (Some("peernet2abc".into()), None, true));
+        assert_eq!(join_of(&["--join", "-"]).unwrap(), (Some("-".into()), None, false), "standard input is not the process list");
+        assert_eq!(join_of(&["--join-file", "t.txt"]).unwrap(), (None, Some("t.txt".into()), false));
+        assert_eq!(join_of(&[]).unwrap(), (None, None, false));
+        for conflict in [&["--join", "x", "--lan"][..], &["--join", "x", "--join-file", "t"], &["--join-file", "t", "--lan"]] {
+            let err = join_of(conflict).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict, "{conflict:?}: {err}");
+        }
     }
 
     #[test]

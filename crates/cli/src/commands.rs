@@ -1,7 +1,10 @@
 //! One function per subcommand. Daemon commands start a node and wait for a
 //! signal; the others are thin clients of the control API.
 
-use std::{path::Path, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 use peernet_node::{
@@ -27,8 +30,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir();
     let json = cli.json;
     match cli.command {
-        Command::Up { join, lan, network, nick, share, downloads, upload_limit, net, lease } => {
-            let join = join.map(|t| t.parse::<Ticket>()).transpose()?;
+        Command::Up { join, join_file, ticket_in_argv, lan, network, nick, share, downloads, upload_limit, net, lease } => {
+            if ticket_in_argv {
+                eprintln!(
+                    "warning: other users of this machine can read the ticket in the process list while peernet runs; \
+                     give it with --join-file PATH, --join - (standard input) or PEERNET_JOIN instead"
+                );
+            }
+            let join = ticket(join, join_file, ticket_in_argv)?;
             up(Config {
                 join,
                 lan: lan.then_some(network),
@@ -45,6 +54,46 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Shell => shell::shell(&data_dir).await,
         other => run_client(&client(&data_dir)?, other, json).await,
     }
+}
+
+/// The ticket `up` joins with: written out on the command line or in
+/// PEERNET_JOIN, read from standard input (`-`), or from a file. Only the
+/// first shows in the process list.
+fn ticket(join: Option<String>, join_file: Option<PathBuf>, in_argv: bool) -> Result<Option<Ticket>> {
+    let (text, from) = match (join.as_deref(), join_file) {
+        (Some("-"), _) => (ticket_from_stdin()?, "standard input".to_string()),
+        (Some(text), _) => (text.to_string(), if in_argv { "--join" } else { "PEERNET_JOIN" }.to_string()),
+        (None, Some(path)) => (ticket_from_file(&path)?, path.display().to_string()),
+        (None, None) => return Ok(None),
+    };
+    let ticket = text.trim();
+    anyhow::ensure!(!ticket.is_empty(), "{from} holds no ticket; give the ticket that `peernet up` printed on the network's root");
+    Ok(Some(ticket.parse::<Ticket>().with_context(|| format!("the ticket from {from} is not usable"))?))
+}
+
+/// The first line of standard input: a terminal ends it with Enter, a pipe
+/// or a file may hold nothing else.
+fn ticket_from_stdin() -> Result<String> {
+    let stdin = std::io::stdin();
+    if std::io::IsTerminal::is_terminal(&stdin) {
+        eprint!("ticket: ");
+    }
+    let mut line = String::new();
+    stdin.read_line(&mut line).context("cannot read the ticket from standard input")?;
+    Ok(line)
+}
+
+fn ticket_from_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the ticket from {}; check the path given to --join-file", path.display()))?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            eprintln!("warning: other users of this machine may read the ticket in {}; run `chmod 600 {}`", path.display(), path.display());
+        }
+    }
+    Ok(text)
 }
 
 /// What `up` and `index` share: where, how to reach and be reached, budgets.

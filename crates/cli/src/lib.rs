@@ -11,8 +11,6 @@ mod shell;
 
 use std::{ffi::OsString, process::ExitCode};
 
-use clap::Parser;
-
 /// Runs the `peernet` command line with these arguments (the first is the
 /// program name), as `main` does.
 pub fn main_from<I, T>(args: I) -> ExitCode
@@ -20,7 +18,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = args::Cli::parse_from(args);
+    let cli = args::Cli::parse_args(args);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in a log file.

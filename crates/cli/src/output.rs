@@ -67,7 +67,13 @@ pub fn up_banner(node: &Node) {
     if let (Some(name), None) = (node.lan(), node.ticket()) {
         println!("peernet is up as {} ({id}) on the LAN network '{name}'. Others on this LAN join with:", node.nickname());
         println!("  peernet up --lan --network {name}");
-        println!("note: {}", peernet_node::network::lan_warning(name));
+        // A short name is a warning, on stderr with the other warnings.
+        let warning = peernet_node::network::lan_warning(name);
+        if peernet_node::network::lan_name_is_short(name) {
+            eprintln!("warning: {warning}");
+        } else {
+            println!("note: {warning}");
+        }
         println!("lan: {name}");
         println!("Stop with Ctrl-C or `peernet down`.");
         return;

@@ -30,6 +30,15 @@ pub enum DataDirError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is damaged ({why}); move it away to start fresh")]
     Damaged { path: PathBuf, why: String },
+    /// Another user could replace the key, the ticket or control.json.
+    #[error(
+        "the data directory {path} can be written by other users (mode {mode:03o}), who could replace its key or ticket; run `chmod 700 {path}` and start again"
+    )]
+    Writable { path: PathBuf, mode: u32 },
+    #[error(
+        "the data directory {path} belongs to another user (uid {owner}), who could replace its key or ticket; use a directory of your own with --data-dir"
+    )]
+    NotOwned { path: PathBuf, owner: u32 },
 }
 
 type Result<T> = std::result::Result<T, DataDirError>;
@@ -80,14 +89,36 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens `root`, creating it (mode 0700) if needed.
+    /// Opens `root` for a daemon, creating it and any missing parents
+    /// with mode 0700. An existing directory that another user owns or
+    /// can write is refused: they could swap the secret key, the ticket or
+    /// control.json (and so learn the CLI's token) under us.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|source| DataDirError::Io { path: root.clone(), source })?;
+        let io = |source| DataDirError::Io { path: root.clone(), source };
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&root).map_err(io)?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).ok();
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = fs::metadata(&root).map_err(io)?;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                return Err(DataDirError::NotOwned { path: root, owner: meta.uid() });
+            }
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(DataDirError::Writable { path: root, mode });
+            }
+            // Readable by others is no threat to the files (each secret is
+            // 0600) but tells them what is there: tighten it.
+            if mode & 0o777 != 0o700 {
+                fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(io)?;
+            }
         }
         Ok(Self { root })
     }
@@ -233,6 +264,29 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(dir.path().join("secret.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn made_private_and_refused_when_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.path().join("made").join("by").join("peernet");
+        DataDir::open(&fresh).unwrap();
+        for p in [&fresh, &dir.path().join("made"), &dir.path().join("made/by")] {
+            assert_eq!(mode(p), 0o700, "{} and every parent it made are its owner's alone", p.display());
+        }
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755)).unwrap();
+        DataDir::open(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700, "a readable directory is tightened");
+        for open in [0o770, 0o707, 0o777] {
+            fs::set_permissions(&fresh, fs::Permissions::from_mode(open)).unwrap();
+            let err = DataDir::open(&fresh).unwrap_err();
+            assert!(matches!(err, DataDirError::Writable { mode, .. } if mode == open), "{err}");
+            assert!(err.to_string().contains(&format!("chmod 700 {}", fresh.display())), "{err}");
+            assert_eq!(mode(&fresh), open, "a refused directory is left as it was");
         }
     }
 

@@ -7,6 +7,7 @@ use iroh::{Endpoint, Watcher};
 use peernet_index::budget::Budget;
 use peernet_proto::{
     index::{OnlinePeer, PeerAddr, PeerInfo, Request, Response},
+    limits::LAN_NAME_SHORT_CHARS,
     ticket::Ticket,
     topo::{Graph, Report},
 };
@@ -125,11 +126,26 @@ pub struct Status {
     pub dht: Option<DhtStatus>,
 }
 
-/// What a LAN network's name does not protect.
+/// What a LAN network's name does not protect, in one line (for `up` and
+/// `status`). A short name is called out: anyone on the LAN hears the
+/// network's mDNS service name and can try names against it offline.
 pub fn lan_warning(name: &str) -> String {
-    format!(
-        "LAN network '{name}': anyone on this LAN who starts peernet with the same name is a member; a common name can be guessed, so pick an uncommon one"
-    )
+    if lan_name_is_short(name) {
+        let chars = name.trim().chars().count();
+        format!(
+            "LAN network '{name}': anyone on this LAN who starts peernet with the same name is a member, and a name of {chars} characters is \
+             soon guessed offline by anyone who hears the LAN; pick one of at least {LAN_NAME_SHORT_CHARS} characters (a few uncommon words)"
+        )
+    } else {
+        format!(
+            "LAN network '{name}': anyone on this LAN who starts peernet with the same name is a member; a common name can be guessed, so pick an uncommon one"
+        )
+    }
+}
+
+/// Whether a LAN network's name is short enough to deserve a warning.
+pub fn lan_name_is_short(name: &str) -> bool {
+    name.trim().chars().count() < LAN_NAME_SHORT_CHARS
 }
 
 /// An overlay neighbour and the path to it.
@@ -414,4 +430,19 @@ fn index_bounds(m: &peernet_index::metrics::IndexMetrics) -> BTreeMap<String, u6
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_warning_calls_out_short_names() {
+        assert!(lan_name_is_short("ab") && lan_warning("ab").contains("a name of 2 characters"), "{}", lan_warning("ab"));
+        assert!(lan_name_is_short("   ab        "), "blanks around the name do not count, as in its key");
+        assert!(lan_warning("kitchen").contains("guessed"), "every LAN warning says a name can be guessed");
+        let long = "heron over the weir";
+        assert!(!lan_name_is_short(long));
+        assert!(lan_warning(long).contains("guessed") && !lan_warning(long).contains("characters"), "{}", lan_warning(long));
+    }
 }

@@ -154,6 +154,8 @@ pub enum StartError {
     LanWithoutIndex,
     #[error("a LAN network's name must be 1 to 64 characters")]
     LanName,
+    #[error(transparent)]
+    LanKey(#[from] peernet_proto::key::LanKeyError),
     #[error("cannot start LAN discovery (mDNS): {0}")]
     Mdns(String),
     #[error("{0}")]
@@ -277,7 +279,17 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
             (Some(ticket), key)
         }
         Membership::Host { network_key } => (None, *network_key),
-        Membership::Lan { name } => (None, NetworkKey::from_lan_name(name)),
+        Membership::Lan { name } => {
+            // Slow on purpose (Argon2id, a fraction of a second): off the
+            // async workers.
+            let name = name.clone();
+            match tokio::task::spawn_blocking(move || NetworkKey::from_lan_name(&name)).await {
+                Ok(key) => (None, key?),
+                // Only a panic ends a blocking task early here (the runtime
+                // is still running us): pass it on as it was.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
     };
     // Before binding: the endpoint admits members only from its first packet.
     let admission = Admission::new(network_key, secret_key.public());

@@ -15,10 +15,28 @@ const ADMIT_CONTEXT: &[u8] = b"peernet/admit/1";
 const RELAY_CONTEXT: &[u8] = b"peernet/relay/1";
 /// Domain separation for the gossip topic.
 const TOPIC_CONTEXT: &str = "peernet 2026 gossip topic v1";
-/// Domain separation for a LAN network's key, derived from its name.
-const LAN_CONTEXT: &str = "peernet 2026 lan network key v1";
+/// Domain separation for a LAN network's key, derived from its name; the
+/// salt of that derivation (v2: Argon2id; v1 was a plain BLAKE3 hash).
+const LAN_CONTEXT: &str = "peernet 2026 lan network key v2";
+/// What one derivation of a LAN key costs: Argon2id with 64 MiB, 3
+/// passes, 1 lane. Anyone on the LAN hears a network's mDNS service
+/// name, which is derived from the key, so they can test guessed names
+/// offline; each guess costs them this much. About 0.15 s on one core of
+/// the project's 2-core test machine (`cargo run -p peernet-proto
+/// --example lan_kdf`), paid once per start by a member: RFC 9106's
+/// second recommended setting, with one lane. Changing any of these
+/// changes every LAN network's key.
+pub const LAN_KDF_MEMORY_KIB: u32 = 64 * 1024;
+pub const LAN_KDF_PASSES: u32 = 3;
+pub const LAN_KDF_LANES: u32 = 1;
 /// Domain separation for the mDNS service name.
 const MDNS_CONTEXT: &str = "peernet 2026 mdns service v1";
+
+/// The LAN key derivation failed: with fixed, valid parameters and a
+/// name of at most 64 characters, only when its memory cannot be had.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot derive the LAN network's key from its name (it needs {} MiB of memory); free some memory and start again", LAN_KDF_MEMORY_KIB / 1024)]
+pub struct LanKeyError(#[source] argon2::Error);
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkKey([u8; 32]);
@@ -41,9 +59,19 @@ impl NetworkKey {
 
     /// The key of the LAN network called `name`. Anyone who knows (or
     /// guesses) the name derives the same key: a LAN network is as closed
-    /// as its name is secret.
-    pub fn from_lan_name(name: &str) -> Self {
-        Self(blake3::derive_key(LAN_CONTEXT, name.trim().as_bytes()))
+    /// as its name is secret. The derivation is slow on purpose (see
+    /// [`LAN_KDF_MEMORY_KIB`]): call it off an async runtime's workers.
+    ///
+    /// The salt is fixed, [`LAN_CONTEXT`]: every member must derive the
+    /// same key from the same name, with nothing else shared, so there is
+    /// nothing per network to salt with; a salt of peernet's own at least
+    /// makes tables built for other programs useless here.
+    pub fn from_lan_name(name: &str) -> Result<Self, LanKeyError> {
+        let params = argon2::Params::new(LAN_KDF_MEMORY_KIB, LAN_KDF_PASSES, LAN_KDF_LANES, Some(32)).map_err(LanKeyError)?;
+        let kdf = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        kdf.hash_password_into(name.trim().as_bytes(), LAN_CONTEXT.as_bytes(), &mut key).map_err(LanKeyError)?;
+        Ok(Self(key))
     }
 
     /// The mDNS service this network's peers announce themselves under, so
@@ -168,14 +196,31 @@ mod tests {
 
     #[test]
     fn lan_names_give_keys_and_services_apart() {
-        let home = NetworkKey::from_lan_name("home");
-        assert_eq!(home, NetworkKey::from_lan_name(" home "), "surrounding blanks do not count");
-        assert_ne!(home, NetworkKey::from_lan_name("Home"));
-        assert_ne!(home.mdns_service(), NetworkKey::from_lan_name("office").mdns_service());
+        let lan = |name| NetworkKey::from_lan_name(name).unwrap();
+        let home = lan("home");
+        assert_eq!(home, lan("home"), "the same name always gives the same key");
+        assert_eq!(home, lan(" home "), "surrounding blanks do not count");
+        assert_ne!(home, lan("Home"));
+        assert_ne!(home.mdns_service(), lan("office").mdns_service());
         let service = home.mdns_service();
         assert!(service.len() <= 15 && service.chars().all(|c| c.is_ascii_alphanumeric()), "{service}");
         assert!(!service.contains(&data_encoding::HEXLOWER.encode(&home.as_bytes()[..6])));
     }
+
+    #[test]
+    fn lan_key_is_argon2id_of_the_name_not_the_old_fast_hash() {
+        let key = NetworkKey::from_lan_name("kitchen").unwrap();
+        // The old derivation, which let a guess cost one BLAKE3 call.
+        assert_ne!(key.as_bytes(), &blake3::derive_key("peernet 2026 lan network key v1", b"kitchen"));
+        // Pinned, so a change of crate version or parameters that would
+        // split old and new peers of one LAN network fails here first.
+        assert_eq!(data_encoding::HEXLOWER.encode(key.as_bytes()), PINNED_KITCHEN_KEY);
+    }
+
+    /// Argon2id (version 0x13, m = 64 MiB, t = 3, p = 1, salt =
+    /// LAN_CONTEXT, 32 bytes) of "kitchen"; the reference C implementation
+    /// (libargon2's `argon2id_hash_raw`) gives the same.
+    const PINNED_KITCHEN_KEY: &str = "ffba69b86e21a1b170fb37403c753a2a471e4a583e254ef83a21ebb8a2b008d9";
 
     #[test]
     fn debug_does_not_leak_the_secret() {

@@ -68,3 +68,10 @@ pub const MAX_UNJOINED_PER_ADDRESS: usize = 4;
 
 /// Connections to the index that one joined key may hold at once.
 pub const MAX_CONNECTIONS_PER_KEY: usize = 8;
+
+/// A LAN network's name shorter than this many characters draws a warning
+/// when a peer starts: its key comes from the name alone, and anyone on
+/// the LAN can try names offline against the mDNS service name they hear.
+/// Twelve characters rule out a single common word (few are longer) and
+/// push towards two or three uncommon ones.
+pub const LAN_NAME_SHORT_CHARS: usize = 12;

@@ -65,7 +65,36 @@ impl Daemon {
     /// Starts a daemon inside network namespace `ns`, if given.
     pub fn start_in(ns: Option<&str>, name: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(data_dir).unwrap();
-        let log = data_dir.with_extension("log");
+        Self::launch(ns, name, data_dir, &data_dir.with_extension("log"), args, env, None)
+    }
+
+    /// `peernet up` joining with `join` (e.g. `["--join-file", PATH]`),
+    /// with `env`, and `stdin` written to its standard input.
+    pub fn joining(name: &str, data_dir: &Path, join: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Daemon {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let mut args = vec!["up", "--nick", name, "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(join);
+        Self::launch(None, name, data_dir, &data_dir.with_extension("log"), &args, env, stdin)
+    }
+
+    /// Starts a daemon whose data directory (and its parent) it must make
+    /// itself; the log goes beside the parent.
+    pub fn start_fresh(name: &str, data_dir: &Path, args: &[&str]) -> Daemon {
+        let parent = data_dir.parent().unwrap();
+        assert!(!parent.exists(), "{} must not exist yet", parent.display());
+        Self::launch(None, name, data_dir, &parent.with_extension("log"), args, &[], None)
+    }
+
+    fn launch(
+        ns: Option<&str>,
+        name: &str,
+        data_dir: &Path,
+        log: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Daemon {
+        let log = log.to_owned();
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = command(ns);
         cmd.args(args).env("PEERNET_DATA_DIR", data_dir).env("RUST_LOG", "warn,peernet_node=debug,peernet_index=debug");
@@ -73,8 +102,13 @@ impl Daemon {
             // Multicast stays inside test namespaces, off the host's network.
             cmd.env("PEERNET_NO_MDNS", "1");
         }
-        let mut child =
-            cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file).spawn().expect("spawn peernet");
+        let input = if stdin.is_some() { Stdio::piped() } else { Stdio::null() };
+        let mut child = cmd.envs(env.iter().copied()).stdin(input).stdout(Stdio::piped()).stderr(log_file).spawn().expect("spawn peernet");
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // Dropping the pipe closes it: the daemon sees the end of input.
+            // A daemon that died first is reported below, with its log.
+            pipe.write_all(text.as_bytes()).ok();
+        }
         // Read stdout on a thread until the ticket line shows up.
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
