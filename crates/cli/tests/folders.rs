@@ -106,7 +106,10 @@ async fn a_crafted_folder_cannot_escape() {
         .accept(peernet_proto::admission::ALPN, admission.protocol())
         .accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None))
         .spawn();
-    let entry = FileEntry { name: "crafted".into(), size: 100, hash: collection.hash(), kind: Kind::Folder };
+    // Advertised with its true size (what its entries hold): a folder that
+    // lies about its size is refused before anything is fetched.
+    let size = ["up one", "absolute", "sneaky", "fine"].iter().map(|b| b.len() as u64).sum();
+    let entry = FileEntry { name: "crafted".into(), size, hash: collection.hash(), kind: Kind::Folder };
     publish_as(&ep, &lookup, &ticket, "mallory", entry).await;
 
     let guest_dir = tmp_path.join("guest");

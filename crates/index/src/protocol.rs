@@ -275,6 +275,7 @@ impl IndexProtocol {
         &self,
         from: EndpointId,
         source: Source,
+        observed: Option<std::net::SocketAddr>,
         joined: bool,
         mut send: iroh::endpoint::SendStream,
         mut recv: iroh::endpoint::RecvStream,
@@ -283,6 +284,12 @@ impl IndexProtocol {
         // must not hold one of the connection's slots forever.
         let read = tokio::time::timeout(REQUEST_READ_TIMEOUT, read_frame::<Request>(&mut recv, MAX_REQUEST_FRAME));
         let request = match read.await {
+            Ok(Ok(Request::Join(mut join))) => {
+                if let Some(observed) = observed {
+                    join.addr.ip = with_observed(&join.addr.ip, observed);
+                }
+                Request::Join(join)
+            }
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return close_for(e).map_or(Ended::Answered, |(code, reason)| Ended::Close(code, reason)),
             Err(_) => return Ended::Close(close_code::MALFORMED, format!("request frame not received within {REQUEST_READ_TIMEOUT:?}")),
@@ -332,11 +339,11 @@ impl ProtocolHandler for IndexProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let from = conn.remote_id();
         // The address the connection comes from (not one the peer claims).
-        let ip = conn.paths().iter().find_map(|p| match p.remote_addr() {
-            TransportAddr::Ip(addr) => Some(addr.ip()),
+        let observed = conn.paths().iter().find_map(|p| match p.remote_addr() {
+            TransportAddr::Ip(addr) => Some(*addr),
             _ => None,
         });
-        let source = Source::of(ip, from);
+        let source = Source::of(observed.map(|a| a.ip()), from);
         let place = if self.service.is_joined(&from, now_ms()) { self.pools.member(from) } else { self.pools.newcomer(source) };
         let mut place = match place {
             Ok(place) => place,
@@ -364,7 +371,7 @@ impl ProtocolHandler for IndexProtocol {
                 stream = conn.accept_bi(), if streams.len() < MAX_STREAMS_PER_CONNECTION as usize => {
                     let Ok((send, recv)) = stream else { break };
                     let this = self.clone();
-                    streams.spawn(async move { this.serve_stream(from, source, joined, send, recv).await });
+                    streams.spawn(async move { this.serve_stream(from, source, observed, joined, send, recv).await });
                 }
                 Some(done) = streams.join_next(), if !streams.is_empty() => match done {
                     Ok(Ended::Joined) if !joined => match self.pools.member(from) {
@@ -387,6 +394,21 @@ impl ProtocolHandler for IndexProtocol {
         }
         Ok(())
     }
+}
+
+/// The addresses the index records for a joining peer: the one its Join
+/// came from first (the only one the index saw work), then those it
+/// claims (a LAN address, say), unchanged and at most as many as allowed.
+/// A claimed address list longer than the limit is left for the service
+/// to refuse.
+pub fn with_observed(claimed: &[std::net::SocketAddr], observed: std::net::SocketAddr) -> Vec<std::net::SocketAddr> {
+    if claimed.len() > peernet_proto::limits::MAX_ADDRS_PER_PEER {
+        return claimed.to_vec();
+    }
+    let mut addrs = vec![observed];
+    addrs.extend(claimed.iter().copied().filter(|a| *a != observed));
+    addrs.truncate(peernet_proto::limits::MAX_ADDRS_PER_PEER);
+    addrs
 }
 
 /// Maps a failed read to the close code and reason for the whole connection,
@@ -480,6 +502,17 @@ mod tests {
         assert_eq!(book.refused(), 1);
         // Once key 2 has been quiet for the lease, its place is free.
         assert!(book.has_room(ip, key(3), 31_000));
+    }
+
+    #[test]
+    fn the_address_a_join_came_from_is_recorded_first() {
+        let a = |s: &str| -> std::net::SocketAddr { s.parse().unwrap() };
+        let seen = a("203.0.113.7:4433");
+        assert_eq!(with_observed(&[a("192.168.1.5:4433")], seen), vec![seen, a("192.168.1.5:4433")]);
+        assert_eq!(with_observed(&[seen, a("10.0.0.2:1")], seen), vec![seen, a("10.0.0.2:1")], "no duplicate");
+        let full: Vec<_> = (0..16).map(|i| a(&format!("10.0.0.{i}:1"))).collect();
+        let recorded = with_observed(&full, seen);
+        assert_eq!((recorded.len(), recorded[0]), (16, seen), "the observed one stays when the claims fill the list");
     }
 
     #[test]

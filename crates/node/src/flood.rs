@@ -150,8 +150,8 @@ pub struct FloodSearch {
     /// so this budget cannot be multiplied by minting keys.
     queries: Arc<Budget<EndpointId>>,
     /// One budget, the same size, shared by every member that is not a
-    /// neighbour (such queries are answered, never passed on): a new key
-    /// brings no new budget.
+    /// neighbour (a member asking directly, a one-sided overlay link): a
+    /// new key brings no new budget.
     strangers: Arc<Budget<()>>,
     /// Frames on their way, per peer, and those dropped over the cap.
     in_flight: Arc<Mutex<HashMap<EndpointId, usize>>>,

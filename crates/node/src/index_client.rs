@@ -41,6 +41,11 @@ use tracing::{debug, info, warn};
 /// Tries of a request the index keeps answering with "slow down", and the
 /// first pause between them (doubling: 100, 200, 400 ms).
 pub const SLOW_DOWN_TRIES: u32 = 4;
+/// Tries of a request whose connection the index turned away as busy, and
+/// the first pause between them (doubling: 0.1 to 1.6 s, 3.1 s in all).
+const BUSY_TRIES: u32 = 6;
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
+const BUSY_PREFIX: &str = "the index is busy";
 const SLOW_DOWN_PAUSE: Duration = Duration::from_millis(100);
 /// Timeout for one request before the index has told us its heartbeat.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,8 +221,29 @@ impl IndexClient {
         }
     }
 
-    /// Sends one request and returns the raw response.
+    /// Sends one request and returns the raw response. When the index
+    /// turns the connection away as busy (its pool for keys that have not
+    /// joined is full, or this address's share of it), the request is sent
+    /// again on a new connection after a pause that doubles, a few times:
+    /// peers behind one address that start together all get in.
     pub async fn call(&self, request: Request) -> Result<Response, IndexError> {
+        let mut pause = BUSY_PAUSE;
+        for _ in 1..BUSY_TRIES {
+            match self.call_once(request.clone()).await {
+                Err(IndexError::Unreachable(why)) if why.starts_with(BUSY_PREFIX) => {
+                    debug!("{why}; trying again in {pause:?}");
+                    // Spread the retries of peers that were turned away together.
+                    let wait = peernet_proto::timers::jittered(pause, &mut rand::rng());
+                    tokio::time::sleep(wait).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.call_once(request).await
+    }
+
+    async fn call_once(&self, request: Request) -> Result<Response, IndexError> {
         match &self.inner.route {
             Route::None => Err(IndexError::NoIndex),
             Route::Local(service) => Ok(service.call(self.inner.me.id, request, now_ms()).await),
@@ -482,7 +508,7 @@ fn describe_failure(conn: &Connection, e: ExchangeError) -> IndexError {
         // Busy is not a refusal: try again later, as for an index that
         // does not answer.
         if code == close_code::BUSY as u64 || code == close_code::JOIN_TIMEOUT as u64 {
-            return IndexError::Unreachable(format!("the index is busy: {reason}"));
+            return IndexError::Unreachable(format!("{BUSY_PREFIX}: {reason}"));
         }
         return IndexError::Refused { code: ErrorCode::InvalidRequest, message: format!("the index closed the connection: {reason}") };
     }

@@ -182,10 +182,9 @@ impl Flood {
         Action::Forward { query, to: fan_out(neighbors, &[]) }
     }
 
-    /// Handles a query delivered by `from`. Only an overlay neighbour's
-    /// query is passed on: anyone else (a member asking us directly, as a
-    /// DHT lookup does) is answered, and its query goes no further, so a
-    /// member cannot make the network flood for it from keys it minted.
+    /// Handles a query delivered by `from` (a neighbour, or a member asking
+    /// directly, as a DHT lookup does; the caller's budgets decide whose
+    /// queries get this far).
     pub fn handle(&mut self, mut query: Query, from: EndpointId, neighbors: &[EndpointId], now_ms: u64) -> Vec<Action> {
         if query.text.len() > MAX_QUERY_BYTES {
             self.oversized += 1;
@@ -199,7 +198,7 @@ impl Flood {
         // Never trust a TTL larger than we would send ourselves.
         query.ttl = query.ttl.min(MAX_TTL);
         let mut actions = vec![Action::Answer { query: query.clone(), back: from }];
-        if query.ttl > 1 && neighbors.contains(&from) {
+        if query.ttl > 1 {
             let to = fan_out(neighbors, &[from]);
             if !to.is_empty() {
                 actions.push(Action::Forward { query: Query { ttl: query.ttl - 1, ..query }, to });
@@ -290,15 +289,6 @@ mod tests {
         let mut f = Flood::default();
         let actions = f.handle(query(1, 1), id(2), &[id(3), id(4)], 0);
         assert_eq!(actions, vec![Action::Answer { query: query(1, 1), back: id(2) }]);
-    }
-
-    #[test]
-    fn only_a_neighbours_query_travels_on() {
-        let mut f = Flood::default();
-        let actions = f.handle(query(1, 4), id(9), &[id(3), id(4)], 0);
-        assert_eq!(actions, vec![Action::Answer { query: query(1, 4), back: id(9) }], "a member asking directly is answered only");
-        let actions = f.handle(query(2, 4), id(3), &[id(3), id(4)], 0);
-        assert_eq!(actions.len(), 2, "a neighbour's query is answered and passed on");
     }
 
     #[test]

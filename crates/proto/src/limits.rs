@@ -60,11 +60,11 @@ pub const MAX_PROVIDERS_PER_HIT: usize = 32;
 /// lease has run out and a newcomer, or an outsider), served at once, all
 /// addresses together. They come from their own pool, so they can never
 /// take a member's place among [`MAX_INDEX_CONNECTIONS`].
-pub const MAX_UNJOINED_CONNECTIONS: usize = 64;
+pub const MAX_UNJOINED_CONNECTIONS: usize = 256;
 
 /// Connections to the index that have not joined, from one address (one
 /// IPv4 address, or one /64 of IPv6) or, through the relay, one key.
-pub const MAX_UNJOINED_PER_ADDRESS: usize = 4;
+pub const MAX_UNJOINED_PER_ADDRESS: usize = 16;
 
 /// Connections to the index that one joined key may hold at once.
 pub const MAX_CONNECTIONS_PER_KEY: usize = 8;
