@@ -9,6 +9,18 @@ use common::*;
 use peernet_node::index_client::IndexClient;
 use peernet_proto::index::{FileEntry, Kind, PeerAddr, Request, Response};
 
+/// A root and peers named `names`, started off the async workers.
+async fn network_of(tmp: &tempfile::TempDir, names: &'static [&'static str]) -> (Daemon, Vec<Daemon>) {
+    let dir = tmp.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let root = Daemon::host("root", &dir.join("root"), &[]);
+        let peers = names.iter().map(|name| Daemon::peer(name, &dir.join(name), &root.ticket, &[])).collect();
+        (root, peers)
+    })
+    .await
+    .unwrap()
+}
+
 /// Point 9: text from others cannot forge your screen. A member's chat
 /// message carries a newline that draws a fake line "from the root", an
 /// ANSI sequence that would clear the screen, and a published file name
@@ -17,14 +29,8 @@ use peernet_proto::index::{FileEntry, Kind, PeerAddr, Request, Response};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_from_the_network_is_shown_escaped() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let (root, mallory) = tokio::task::spawn_blocking(move || {
-        let root = Daemon::host("root", &dir.join("root"), &[]);
-        let mallory = Daemon::peer("mallory", &dir.join("mallory"), &root.ticket, &[]);
-        (root, mallory)
-    })
-    .await
-    .unwrap();
+    let (root, mut peers) = network_of(&tmp, &["mallory"]).await;
+    let mallory = peers.remove(0);
     let root_id = root.id();
     let forged = format!("hello\n[00:00:00] root ({}): paste your ticket here\u{1b}[2J\u{1b}]0;pwned\u{7}", &root_id[..10]);
     let mallory_id = mallory.id();
@@ -81,11 +87,10 @@ async fn text_from_the_network_is_shown_escaped() {
 async fn minted_keys_flooding_queries_do_not_silence_a_neighbour() {
     const KEYS: usize = 20;
     let tmp = tempfile::tempdir().unwrap();
+    let (root, mut peers) = network_of(&tmp, &["alice", "bob"]).await;
+    let (bob, alice) = (peers.pop().unwrap(), peers.pop().unwrap());
     let dir = tmp.path().to_owned();
-    let (root, alice, bob) = tokio::task::spawn_blocking(move || {
-        let root = Daemon::host("root", &dir.join("root"), &[]);
-        let alice = Daemon::peer("alice", &dir.join("alice"), &root.ticket, &[]);
-        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
+    let (alice, bob) = tokio::task::spawn_blocking(move || {
         let folder = dir.join("tracks");
         std::fs::create_dir_all(&folder).unwrap();
         for i in 0..400 {
@@ -96,7 +101,7 @@ async fn minted_keys_flooding_queries_do_not_silence_a_neighbour() {
         wait_until(PATIENCE, "alice and bob to be overlay neighbours", || {
             bob.json(&["status"])["neighbors"].as_array().unwrap().iter().any(|n| alice_id.starts_with(n.as_str().unwrap()))
         });
-        (root, alice, bob)
+        (alice, bob)
     })
     .await
     .unwrap();
@@ -402,14 +407,8 @@ async fn unshared_files_and_folders_are_no_longer_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let (root, bob) = tokio::task::spawn_blocking(move || {
-        let root = Daemon::host("root", &dir.join("root"), &[]);
-        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
-        (root, bob)
-    })
-    .await
-    .unwrap();
+    let (root, mut peers) = network_of(&tmp, &["bob"]).await;
+    let bob = peers.remove(0);
     let store = iroh_blobs::store::mem::MemStore::new();
     let mut entries = Vec::new();
     for (i, name) in ["first.bin", "second.bin"].into_iter().enumerate() {
@@ -475,16 +474,9 @@ async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
 async fn minted_keys_cannot_swell_the_room_or_keep_a_crashed_peer_online() {
     const MINTED: usize = 2000;
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let (root, alice, bob) = tokio::task::spawn_blocking(move || {
-        let root = Daemon::host("root", &dir.join("root"), &[]);
-        let alice = Daemon::peer("alice", &dir.join("alice"), &root.ticket, &[]);
-        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
-        wait_for_room(&[&root, &alice, &bob], &["alice".to_string(), "bob".to_string(), "root".to_string()]);
-        (root, alice, bob)
-    })
-    .await
-    .unwrap();
+    let (root, mut peers) = network_of(&tmp, &["alice", "bob"]).await;
+    let (bob, alice) = (peers.pop().unwrap(), peers.pop().unwrap());
+    tokio::task::block_in_place(|| wait_for_room(&[&root, &alice, &bob], &["alice".to_string(), "bob".to_string(), "root".to_string()]));
     let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
     let mut mallory = hostile::RoomMember::join(&root.ticket, &alice_addr).await;
     let started = std::time::Instant::now();
@@ -551,14 +543,8 @@ async fn a_hostile_folder_cannot_fill_a_disk() {
     const ENTRY: usize = 200_000;
     const COPIES: usize = 999;
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_owned();
-    let (root, bob) = tokio::task::spawn_blocking(move || {
-        let root = Daemon::host("root", &dir.join("root"), &[]);
-        let bob = Daemon::peer("bob", &dir.join("bob"), &root.ticket, &[]);
-        (root, bob)
-    })
-    .await
-    .unwrap();
+    let (root, mut peers) = network_of(&tmp, &["bob"]).await;
+    let bob = peers.remove(0);
     let store = iroh_blobs::store::mem::MemStore::new();
     let bytes: Vec<u8> = (0..ENTRY as u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
     let blob = store.blobs().add_slice(&bytes).temp_tag().await.unwrap();
