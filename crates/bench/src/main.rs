@@ -1,5 +1,5 @@
 //! `peernet-bench`: peernet measured beside what its users would use
-//! instead, in the same run on the same machine. See the README's
+//! instead, in the same run on the same machine. See docs/benchmarks.md,
 //! "Benchmarks" section.
 //!
 //! `peernet-bench peernet ARGS...` runs the peernet command line itself; the

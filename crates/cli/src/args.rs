@@ -147,7 +147,7 @@ pub struct NetArgs {
     /// Run a mainline DHT node with the other members (UDP, IPv4): members
     /// and files are found through it when the index is gone and the
     /// overlay has no path. Announces name this peer's key under keys
-    /// derived from the network key (README, "The DHT").
+    /// derived from the network key (docs/guide.md, "The DHT").
     #[arg(long)]
     pub dht: bool,
 

@@ -6,7 +6,7 @@
 //! their transaction committed, so a reader never sees a change that is not
 //! on disk, and every search, referral and map is answered without touching
 //! SQLite: at a million files, SQLite's full-text prefix matching and page
-//! reads were most of the index's time (see the README's index bench).
+//! reads were most of the index's time (see docs/benchmarks.md, the index bench).
 //!
 //! Searching follows [`peernet_proto::search`], the rules flood search uses
 //! too: each file's name is split into its folded words, and each word

@@ -29,7 +29,7 @@ use crate::{
 /// each end of every connection sends a ping per keep-alive and acknowledges
 /// the other's: at 2 s (with 8 s to notice) that was a packet a second per
 /// connection, and a member of a room of 200 holds over 20; 5 s took that
-/// idle room from 0.94 to 0.75 cores (README, "A room of 200").
+/// idle room from 0.94 to 0.75 cores (docs/benchmarks.md, "A room of 200").
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -43,7 +43,7 @@ pub struct EndpointConfig {
     pub congestion: Congestion,
 }
 
-/// QUIC's congestion controller. Measured here (README, "Links that are
+/// QUIC's congestion controller. Measured here (docs/guide.md, "Links that are
 /// slow and lossy"): over 200 ms and 5% loss, BBR moved 5 MB 33 times
 /// faster than Cubic; on loopback, Cubic moved a file twice as fast.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

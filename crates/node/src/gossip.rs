@@ -27,7 +27,7 @@ pub(crate) const LAZY_PUSH_EVERY: Duration = Duration::from_secs(1);
 /// (10 messages a second from different members) p99 went from 2.4 s to
 /// 64-123 ms over five runs; two in a row did as well there, but three
 /// did better in the simulator with 10-100 ms links (the test below;
-/// README, "Latency in a room of 200"). The price is more duplicates
+/// docs/benchmarks.md, "Latency in a room of 200"). The price is more duplicates
 /// while people talk.
 pub(crate) const PRUNE_AFTER_DUPLICATES: u8 = 3;
 

@@ -6,7 +6,7 @@
 //! providers come back search after search, so a member that searches paid
 //! that check twenty times an answer: in the index bench, whose clients
 //! share the machine with the index, it was a seventh of the whole
-//! machine's time (see the README's index section). Each thread keeps the
+//! machine's time (see docs/benchmarks.md, the index section). Each thread keeps the
 //! keys it already checked, up to [`KNOWN_KEYS`], so a key is checked once.
 //! Only ids inside a [`crate::index::PeerAddr`] are read this way; lists of
 //! bare ids (neighbours, map links) are still checked every time.

@@ -1,5 +1,5 @@
 //! Every limit peernet enforces, in one place so they can be documented and
-//! changed together. The README's "Limits" section lists these values.
+//! changed together. docs/security.md, "Limits", lists these values.
 
 /// Largest request frame the index accepts (bytes after the length prefix).
 /// A Publish of [`MAX_FILES_PER_PUBLISH`] files with the longest names fits.
