@@ -10,7 +10,6 @@ use std::{
 };
 
 use common::*;
-use peernet_proto::index::PeerAddr;
 
 const ATTEMPTS: usize = 2_000;
 /// Outsider endpoints the attempts come from (all on loopback).
@@ -19,19 +18,6 @@ const OUTSIDERS: usize = 20;
 const ATTEMPT_WAIT: Duration = Duration::from_millis(500);
 /// Memory growth allowed during the flood.
 const MEMORY_SLACK_KB: u64 = 50 * 1024;
-
-/// Resident memory of a process, in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-}
-
-fn addr_of(d: &Daemon) -> PeerAddr {
-    let s = d.json(&["status"]);
-    let id: iroh::EndpointId = s["id"].as_str().unwrap().parse().unwrap();
-    let ip = s["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
-    PeerAddr { id, ip, relay: None }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_leaves_members_served() {
@@ -47,7 +33,7 @@ async fn a_connection_flood_leaves_members_served() {
     std::fs::write(&file, b"still here").unwrap();
     member.ok(&["share", file.to_str().unwrap()]);
     wait_until(PATIENCE, "the shared file to be found", || search(&honest, "steady").len() == 1);
-    let targets = [addr_of(&member), addr_of(&index)];
+    let targets = [member.addr(), index.addr()];
     let idle = [rss_kb(member.pid()), rss_kb(index.pid())];
 
     // Members keep asking while the flood runs.

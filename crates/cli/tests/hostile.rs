@@ -105,7 +105,7 @@ async fn minted_keys_flooding_queries_do_not_silence_a_neighbour() {
     })
     .await
     .unwrap();
-    let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
+    let alice_addr = tokio::task::block_in_place(|| alice.addr());
 
     let mut keys = Vec::new();
     let mut conns = Vec::new();
@@ -248,13 +248,6 @@ async fn idle_outsider_connections_cannot_keep_a_newcomer_out() {
     drop((joined, root));
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Peers and files rows in an index database (read beside the writer: WAL).
 fn index_rows(db: &std::path::Path) -> (i64, i64) {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
@@ -361,7 +354,7 @@ async fn unshared_files_and_folders_are_no_longer_served() {
     })
     .await
     .unwrap();
-    let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
+    let alice_addr = tokio::task::block_in_place(|| alice.addr());
     let mallory = hostile::Hostile::member(&root.ticket).await;
     let raw = |h: &str| iroh_blobs::HashAndFormat::raw(h.parse().unwrap());
     let folder = iroh_blobs::HashAndFormat::hash_seq(folder_hash.parse().unwrap());
@@ -477,7 +470,7 @@ async fn minted_keys_cannot_swell_the_room_or_keep_a_crashed_peer_online() {
     let (root, mut peers) = network_of(&tmp, &["alice", "bob"]).await;
     let (bob, alice) = (peers.pop().unwrap(), peers.pop().unwrap());
     tokio::task::block_in_place(|| wait_for_room(&[&root, &alice, &bob], &["alice".to_string(), "bob".to_string(), "root".to_string()]));
-    let alice_addr = tokio::task::block_in_place(|| hostile::addr_of(&alice));
+    let alice_addr = tokio::task::block_in_place(|| alice.addr());
     let mut mallory = hostile::RoomMember::join(&root.ticket, &alice_addr).await;
     let started = std::time::Instant::now();
     for n in 0..MINTED {

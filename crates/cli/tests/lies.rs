@@ -18,13 +18,6 @@ use peernet_proto::{
 /// How much a daemon's resident memory may grow while handling the lies.
 const RSS_BOUND_KB: u64 = 50 * 1024;
 
-/// Resident memory of a process, in KiB, from /proc/PID/status.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Deterministic pseudo-random hashes (nobody has their content).
 fn fake_hashes(n: usize) -> impl Iterator<Item = Hash> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -23,7 +23,7 @@ use common::*;
 use iroh::{
     endpoint::Connection,
     protocol::{AcceptError, ProtocolHandler, Router},
-    EndpointAddr, SecretKey,
+    SecretKey,
 };
 use peernet_index::frame_io::{read_frame, write_frame};
 use peernet_proto::{
@@ -143,14 +143,6 @@ impl ProtocolHandler for Collect {
     }
 }
 
-/// Where a daemon listens, from its own `status`.
-fn addr_of(d: &Daemon) -> EndpointAddr {
-    let s = d.json(&["status"]);
-    let id: iroh::EndpointId = s["id"].as_str().unwrap().parse().unwrap();
-    let ip = s["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
-    PeerAddr { id, ip, relay: None }.to_endpoint_addr()
-}
-
 /// Every flood figure a daemon's `status` shows (handled, duplicates, and
 /// whatever drop counters it has), to tell when the peers are quiet.
 fn flood_figures(d: &Daemon) -> Vec<(String, u64)> {
@@ -234,7 +226,7 @@ async fn a_hostile_member_cannot_aim_the_flood_at_a_third_party() {
         .spawn();
     // The hostile talks to m1; m2 searches honestly meanwhile.
     let (target, searcher) = (&members[0], &members[1]);
-    let target_addr = addr_of(target);
+    let target_addr = target.addr().to_endpoint_addr();
     let run: [u8; 8] = SecretKey::generate().to_bytes()[..8].try_into().unwrap();
     let victim_as_provider = PeerAddr { id: hostile_id, ip: vec![victim.addr], relay: None };
     let handled_before = flood_handled(target);
@@ -280,7 +272,7 @@ async fn a_hostile_member_cannot_aim_the_flood_at_a_third_party() {
     for n in 0..FORGED_ANSWERS / 2 {
         send(&conn, &forge(query_id(&run, 3, n))).await;
     }
-    let other = ep.connect(addr_of(&members[2]), FLOOD_ALPN).await.unwrap();
+    let other = ep.connect(members[2].addr().to_endpoint_addr(), FLOOD_ALPN).await.unwrap();
     for n in 0..FORGED_ANSWERS / 2 {
         send(&other, &forge(query_id(&run, 1, n))).await;
     }

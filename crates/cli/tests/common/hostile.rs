@@ -11,8 +11,6 @@ use peernet_proto::{
     ticket::Ticket,
 };
 
-use super::Daemon;
-
 /// One identity of the hostile party. Keys cost nothing to mint: a test
 /// that wants many makes many.
 pub struct Hostile {
@@ -184,12 +182,4 @@ impl iroh::protocol::ProtocolHandler for Stall {
         }
         Ok(())
     }
-}
-
-/// Where daemon `d` listens, from its own status.
-pub fn addr_of(d: &Daemon) -> PeerAddr {
-    let s = d.json(&["status"]);
-    let id = s["id"].as_str().unwrap().parse().unwrap();
-    let ip = s["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
-    PeerAddr { id, ip, relay: None }
 }

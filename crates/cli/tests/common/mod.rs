@@ -218,6 +218,14 @@ impl Daemon {
         self.json(&["status"])["id"].as_str().unwrap().to_string()
     }
 
+    /// Where this daemon listens, from its own status.
+    pub fn addr(&self) -> peernet_proto::index::PeerAddr {
+        let s = self.json(&["status"]);
+        let id = s["id"].as_str().unwrap().parse().unwrap();
+        let ip = s["addrs"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().parse().unwrap()).collect();
+        peernet_proto::index::PeerAddr { id, ip, relay: None }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -490,4 +498,11 @@ pub async fn publish_as(
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Resident memory of a process, in KiB, from /proc/PID/status.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
