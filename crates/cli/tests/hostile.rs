@@ -412,19 +412,7 @@ async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
     let honest = hostile::Hostile::member_serving(&root.ticket, hostile::Serve::Blobs(store.clone())).await;
     let staller = hostile::Hostile::member_serving(&root.ticket, hostile::Serve::Stall).await;
     for (who, nick) in [(&honest, "honest"), (&staller, "staller")] {
-        let client = who.index();
-        client.join(nick).await.unwrap();
-        let files = entries.iter().map(|(e, _, _)| e.clone()).collect();
-        assert!(matches!(client.request(Request::Publish { files }).await.unwrap(), Response::Published { .. }));
-        // Heartbeats keep both online for the test's length.
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                if client.request(Request::Heartbeat { neighbors: vec![] }).await.is_err() {
-                    break;
-                }
-            }
-        });
+        publish_and_stay(who, nick, entries.iter().map(|(e, _, _)| e.clone()).collect()).await;
     }
     let staller_short = staller.id().fmt_short().to_string();
     let mut times = Vec::new();
@@ -455,6 +443,84 @@ async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
     assert_eq!(times[1].1, serde_json::json!([]), "the second get tried the staller last, so never needed it");
     honest.close().await;
     staller.close().await;
+    drop((root, bob));
+}
+
+/// Joins the index as `who` (nickname `nick`), publishes `files` and keeps
+/// heartbeating, so `who` stays online for the test's length.
+async fn publish_and_stay(who: &hostile::Hostile, nick: &str, files: Vec<FileEntry>) {
+    let client = who.index();
+    client.join(nick).await.unwrap();
+    assert!(matches!(client.request(Request::Publish { files }).await.unwrap(), Response::Published { .. }));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if client.request(Request::Heartbeat { neighbors: vec![] }).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Point 2: a blob larger than its hit's advertised size is cut there and
+/// counted as a lie. Mallory serves two real files but advertises each as
+/// far smaller than it is. For the one only she has, bob's get stops at the
+/// advertised size, says so and writes nothing; for the one an honest
+/// member advertises truthfully too (mallory registered last, so her size
+/// is the hit's), the get names mallory as a liar and finishes from the
+/// honest member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_lies_about_a_size_is_cut_there_and_named() {
+    const REAL: usize = 3_000_000;
+    const CLAIMED: u64 = 100_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, mut peers) = network_of(&tmp, &["bob"]).await;
+    let bob = peers.remove(0);
+    let store = iroh_blobs::store::mem::MemStore::new();
+    let mut files = Vec::new();
+    for seed in 0..2u32 {
+        let bytes: Vec<u8> = (0..REAL as u32).map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect();
+        let tag = store.blobs().add_slice(&bytes).temp_tag().await.unwrap();
+        files.push((tag.hash(), tag, bytes));
+    }
+    let entry = |i: usize, size: u64| FileEntry { name: format!("file{i}.bin"), size, hash: files[i].0, kind: Kind::File };
+    let honest = hostile::Hostile::member_serving(&root.ticket, hostile::Serve::Blobs(store.clone())).await;
+    let mallory = hostile::Hostile::member_serving(&root.ticket, hostile::Serve::Blobs(store.clone())).await;
+    publish_and_stay(&honest, "honest", vec![entry(1, REAL as u64)]).await;
+    publish_and_stay(&mallory, "mallory", vec![entry(0, CLAIMED), entry(1, CLAIMED)]).await;
+    let mallory_short = mallory.id().fmt_short().to_string();
+
+    let allocated_before = disk_usage(&bob.data_dir).2;
+    let (alone, shared) = tokio::task::spawn_blocking({
+        let bob_dir = bob.data_dir.clone();
+        let hashes: Vec<String> = files.iter().map(|(h, _, _)| h.to_hex()).collect();
+        move || (cli(&bob_dir, &["get", &hashes[0], "--json"]), cli(&bob_dir, &["get", &hashes[1], "--json"]))
+    })
+    .await
+    .unwrap();
+    let alone_error = String::from_utf8_lossy(&alone.stderr).to_string();
+    println!("get of the file only the liar serves: {}", alone_error.trim());
+    assert!(!alone.status.success(), "a file bigger than advertised is not fetched whole");
+    assert!(alone_error.contains(&format!("advertised as {CLAIMED} bytes but its content holds {REAL}")), "and says why: {alone_error}");
+    assert!(!bob.downloads().join("file0.bin").exists(), "nothing of it was saved");
+
+    assert!(shared.status.success(), "the file an honest member has arrives: {}", String::from_utf8_lossy(&shared.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&shared.stdout).unwrap();
+    assert_eq!(std::fs::read(report["path"].as_str().unwrap()).unwrap(), files[1].2, "whole and verified");
+    let failures = report["failures"].to_string();
+    println!("get of the file the liar and an honest member serve: providers that lost their turn: {failures}");
+    assert!(
+        failures.contains(&mallory_short) && failures.contains(&format!("advertised {CLAIMED} bytes")),
+        "the liar is named: {failures}"
+    );
+    // The shared file is saved (3 MB, stored once: the store moves it);
+    // the lone one left at most its advertised size and the proof of its
+    // real size behind (its last chunk, at the end of a sparse file).
+    let grew = disk_usage(&bob.data_dir).2.saturating_sub(allocated_before);
+    println!("bob's data directory grew by {grew} bytes for one {REAL}-byte file saved");
+    assert!(grew < (REAL as u64) + 4 * CLAIMED, "the lie cost bob about its advertised size, not its real one");
+    honest.close().await;
+    mallory.close().await;
     drop((root, bob));
 }
 
@@ -503,11 +569,12 @@ async fn minted_keys_cannot_swell_the_room_or_keep_a_crashed_peer_online() {
     drop((root, alice));
 }
 
-/// Bytes a directory tree takes on disk, each file counted once however
-/// many links it has, and the sum of the sizes its entries show.
-fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
+/// What a directory tree takes: the length of its files, each counted
+/// once however many links it has; the sum of the sizes its entries show;
+/// and the bytes allocated on disk (a sparse file's holes take none).
+fn disk_usage(dir: &std::path::Path) -> (u64, u64, u64) {
     use std::os::unix::fs::MetadataExt;
-    let (mut seen, mut on_disk, mut shown) = (std::collections::HashSet::new(), 0, 0);
+    let (mut seen, mut on_disk, mut shown, mut allocated) = (std::collections::HashSet::new(), 0, 0, 0);
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
@@ -519,11 +586,12 @@ fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
                 shown += meta.len();
                 if seen.insert((meta.dev(), meta.ino())) {
                     on_disk += meta.len();
+                    allocated += meta.blocks() * 512;
                 }
             }
         }
     }
-    (on_disk, shown)
+    (on_disk, shown, allocated)
 }
 
 /// Point 6: a hostile folder cannot fill a disk. A member serves two
@@ -568,7 +636,7 @@ async fn a_hostile_folder_cannot_fill_a_disk() {
     assert!(lie_error.contains("was advertised as"), "and says why: {lie_error}");
     assert!(!downloads.join("liar").exists(), "nothing of it was written");
     assert!(honest.status.success(), "the honest folder arrives: {}", String::from_utf8_lossy(&honest.stderr));
-    let (on_disk, shown) = disk_usage(&downloads.join("repeats"));
+    let (on_disk, shown, _) = disk_usage(&downloads.join("repeats"));
     println!("the folder of {COPIES} identical entries shows {shown} bytes and takes {on_disk} on disk");
     assert_eq!(shown, (ENTRY * COPIES) as u64, "every entry is there");
     assert_eq!(on_disk, ENTRY as u64, "identical entries are stored once");

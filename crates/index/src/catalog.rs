@@ -370,6 +370,7 @@ impl Catalog {
                     peer: self.peers[f.peer as usize].info.clone(),
                     name: f.name.to_string(),
                     registered_at: f.registered_at,
+                    size: f.size,
                 })
                 .collect(),
         })

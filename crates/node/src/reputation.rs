@@ -1,6 +1,6 @@
 //! What this peer learned of the providers it downloaded from: who stalled
 //! (no verified bytes for [`STALL_TIMEOUT`]), who failed or sent data that
-//! did not verify. A get tries providers in the order this knowledge gives
+//! did not verify, who advertised a size the content does not have. A get tries providers in the order this knowledge gives
 //! (libtorrent's smart-ban in spirit): providers that misbehaved go last,
 //! for the rest of the get and for later gets, and among the others those
 //! on a direct path with the shortest round trip go first. Not who
@@ -33,6 +33,8 @@ pub enum Fault {
     Stalled,
     /// The transfer failed (refused, closed, or data that did not verify).
     Failed,
+    /// Advertised a size the content does not have (its hash proves it).
+    Lied,
 }
 
 impl Fault {
@@ -40,6 +42,7 @@ impl Fault {
     /// costs the asker the most time.
     fn weight(self) -> u32 {
         match self {
+            Fault::Lied => 8,
             Fault::Stalled => 4,
             Fault::Failed => 1,
         }
@@ -49,6 +52,7 @@ impl Fault {
         match self {
             Fault::Stalled => "sent no verified bytes in time",
             Fault::Failed => "failed or sent data that did not verify",
+            Fault::Lied => "advertised a size its content does not have",
         }
     }
 }
@@ -138,6 +142,9 @@ mod tests {
         r.fault(b, Fault::Failed, 0);
         assert_eq!(r.order(&[a, b, c], 10, |_| None), vec![c, b, a], "a stall weighs more than a failure");
         assert_eq!(r.order(&[a, b, c], FAULT_MEMORY_MS + 1, |_| None), vec![a, b, c], "old faults are forgotten");
+        let liar = id(4);
+        r.fault(liar, Fault::Lied, 0);
+        assert_eq!(r.order(&[liar, a, c], 10, |_| None), vec![c, a, liar], "a lie about a size weighs more than a stall");
     }
 
     #[test]

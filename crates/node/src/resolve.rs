@@ -72,6 +72,7 @@ mod tests {
                 peer: PeerInfo { addr: PeerAddr { id, ip: vec![], relay: None }, nickname: "a".into() },
                 name: name.into(),
                 registered_at: 0,
+                size: 1,
             }],
         }
     }

@@ -340,24 +340,20 @@ impl Transfers {
                 let dir = out.clone().unwrap_or_else(|| inner.downloads.clone());
                 self.check_listing(&hit.name, hit.hash, hit.size, &dir, providers.clone()).await?;
             }
-            let mut report = self.download(content, hit.size, providers.clone(), events).await;
-            // A connection that failed to a transient loss (a lossy link,
-            // a provider restarting) gets another chance before the user is
-            // told to run the get again; what arrived is kept and resumed.
-            for pause in RETRY_PAUSES {
-                if report.result.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(pause).await;
-                report = report.then(self.download(content, hit.size, providers.clone(), events).await);
+            let mut report = self.download_retrying(content, hit.size, &providers, events).await;
+            std::mem::replace(&mut report.result, Ok(()))?;
+            if hit.kind == Kind::File && !self.is_complete(content).await {
+                // The download stopped at the advertised size and the
+                // content goes on: someone lied about its size.
+                let honest = self.expose_size_liars(&hit, &providers, &mut report, events).await?;
+                report = report.then(self.download_retrying(content, honest.size, &honest.providers, events).await);
+                report.result?;
             }
             failures = report.failed;
             sources = report.sources;
             reached = report.reached;
-            report.result?;
         }
-        let complete = inner.store.remote().local(content).await.map(|l| l.is_complete()).unwrap_or(false);
-        if !complete {
+        if !self.is_complete(content).await {
             return Err(TransferError::Download(format!(
                 "the download of '{}' did not complete; run the same get again to resume",
                 hit.name
@@ -389,6 +385,76 @@ impl Transfers {
         send(GetEvent::Saved { path, hash: hit.hash.to_string(), size, note, failed_providers, failures, resumed_from, sources, reached })
             .await;
         Ok(())
+    }
+
+    /// [`Transfers::download`], with another chance after a pause when a
+    /// connection failed to a transient loss (a lossy link, a provider
+    /// restarting) before the user is told to run the get again; what
+    /// arrived is kept and resumed.
+    async fn download_retrying(
+        &self,
+        content: HashAndFormat,
+        size: u64,
+        providers: &[EndpointId],
+        events: &mpsc::Sender<GetEvent>,
+    ) -> DownloadReport {
+        let mut report = self.download(content, size, providers.to_vec(), events).await;
+        for pause in RETRY_PAUSES {
+            if report.result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            report = report.then(self.download(content, size, providers.to_vec(), events).await);
+        }
+        report
+    }
+
+    async fn is_complete(&self, content: HashAndFormat) -> bool {
+        self.inner.store.remote().local(content).await.map(|l| l.is_complete()).unwrap_or(false)
+    }
+
+    /// A file's download is cut at the size its hit advertised, so a
+    /// provider cannot make a get fetch more than the user agreed to. When
+    /// the content goes on past that, its true size is proven (its last
+    /// chunk, fetched alone), every provider that advertised another size
+    /// is counted as a liar and named, and the get may go on, up to the
+    /// true size, with the providers that advertised it; if none did,
+    /// nothing more is fetched.
+    async fn expose_size_liars(
+        &self,
+        hit: &Hit,
+        providers: &[EndpointId],
+        report: &mut DownloadReport,
+        events: &mpsc::Sender<GetEvent>,
+    ) -> Result<Honest, TransferError> {
+        let (quiet, _) = mpsc::channel(1);
+        let size_only = GetRequest::new(hit.hash, ChunkRangesSeq::verified_size());
+        self.fetch(vec![size_only], 0, providers.to_vec(), &quiet).await.result?;
+        let truth = self.verified_size(hit.hash).await.ok_or_else(|| {
+            TransferError::Download(format!("no provider proved the size of '{}'; run the same get again later to resume", hit.name))
+        })?;
+        let mut honest = Vec::new();
+        for p in hit.providers.iter().filter(|p| p.peer.addr.id != self.inner.me) {
+            let id = p.peer.addr.id;
+            if p.size == truth {
+                honest.push(id);
+                continue;
+            }
+            self.fault(id, Fault::Lied);
+            let failure =
+                Failure { provider: id.fmt_short().to_string(), why: format!("advertised {} bytes; the content holds {truth}", p.size) };
+            events.send(GetEvent::ProviderFailed { provider: failure.provider.clone(), why: failure.why.clone() }).await.ok();
+            report.failed.retain(|f| f.provider != failure.provider);
+            report.failed.push(failure);
+        }
+        if honest.is_empty() {
+            return Err(TransferError::Download(format!(
+                "'{}' was advertised as {} bytes but its content holds {truth}; the download was cut at the advertised size and not saved, \
+                 and no provider advertised the true size",
+                hit.name, hit.size
+            )));
+        }
+        Ok(Honest { size: truth, providers: self.order(&honest) })
     }
 
     /// Checks a folder before any of its files is fetched; a listing is a
@@ -570,11 +636,9 @@ impl Transfers {
         providers: Vec<EndpointId>,
         events: &mpsc::Sender<GetEvent>,
     ) -> DownloadReport {
-        let requests: Vec<GetRequest> = if content.format == BlobFormat::Raw && providers.len() >= 2 && size >= SWARM_MIN_SIZE {
-            plan_parts(size, providers.len().min(MAX_PARTS))
-                .into_iter()
-                .map(|ranges| GetRequest::builder().root(ranges).build(content.hash))
-                .collect()
+        let requests: Vec<GetRequest> = if content.format == BlobFormat::Raw {
+            let parts = if providers.len() >= 2 && size >= SWARM_MIN_SIZE { providers.len().min(MAX_PARTS) } else { 1 };
+            plan_parts(size, parts).into_iter().map(|ranges| GetRequest::builder().root(ranges).build(content.hash)).collect()
         } else {
             vec![GetRequest::from(content)]
         };
@@ -727,21 +791,22 @@ const SWARM_MIN_SIZE: u64 = 4 * 1024 * 1024;
 const MAX_PARTS: usize = 4;
 
 /// Splits a blob of `size` bytes into `parts` contiguous chunk ranges (1 KiB
-/// BLAKE3 chunks); the last range is open so the tail is always covered.
+/// BLAKE3 chunks) that end where `size` does: a blob that goes on past its
+/// advertised size is fetched no further (its last chunk, which proves its
+/// size, is then missing). A blob shorter than advertised is clamped by
+/// its provider and completes.
 pub fn plan_parts(size: u64, parts: usize) -> Vec<ChunkRanges> {
     let chunks = size.div_ceil(1024).max(1);
     let parts = (parts.max(1) as u64).min(chunks);
     let step = chunks.div_ceil(parts);
-    (0..parts)
-        .map(|i| {
-            let start = ChunkNum(i * step);
-            if i + 1 == parts {
-                ChunkRanges::from(start..)
-            } else {
-                ChunkRanges::from(start..ChunkNum((i + 1) * step))
-            }
-        })
-        .collect()
+    (0..parts).map(|i| ChunkRanges::from(ChunkNum(i * step)..ChunkNum(((i + 1) * step).min(chunks)))).collect()
+}
+
+/// The true size of a file whose hit lied, and the providers that
+/// advertised it, in the order to try them.
+struct Honest {
+    size: u64,
+    providers: Vec<EndpointId>,
 }
 
 /// How a download went: who failed, who delivered.
@@ -791,7 +856,8 @@ mod tests {
             assert!((all.clone() & p.clone()).is_empty(), "parts do not overlap");
             all |= p.clone();
         }
-        assert_eq!(all, ChunkRanges::all(), "together they cover everything");
+        assert_eq!(all, ChunkRanges::from(..ChunkNum(10 * 1024)), "together they cover the advertised size, and no more");
+        assert_eq!(plan_parts(1025, 1), vec![ChunkRanges::from(..ChunkNum(2))], "a partial last chunk is fetched");
         assert_eq!(plan_parts(100, 4).len(), 1, "a one-chunk blob is one part");
         assert_eq!(plan_parts(0, 4).len(), 1);
     }

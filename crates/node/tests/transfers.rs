@@ -59,8 +59,12 @@ async fn provider(data: &[u8]) -> (Router, MemStore, Provider) {
         store.add_bytes(data.to_vec()).await.unwrap();
     }
     let router = Router::builder(ep.clone()).accept(iroh_blobs::ALPN, BlobsProtocol::new(&store, None)).spawn();
-    let provider =
-        Provider { peer: PeerInfo { addr: endpoint::own_addr(&ep), nickname: "p".into() }, name: String::new(), registered_at: 0 };
+    let provider = Provider {
+        peer: PeerInfo { addr: endpoint::own_addr(&ep), nickname: "p".into() },
+        name: String::new(),
+        registered_at: 0,
+        size: data.len() as u64,
+    };
     (router, store, provider)
 }
 

@@ -27,7 +27,7 @@ pub fn from_answers(answers: Vec<Answer>) -> Vec<Hit> {
             hash: f.hash,
             size: f.size,
             kind: f.kind,
-            providers: vec![Provider { peer: peer.clone(), name: f.name.clone(), registered_at: 0 }],
+            providers: vec![Provider { peer: peer.clone(), name: f.name.clone(), registered_at: 0, size: f.size }],
             name: f.name,
         }));
     }
@@ -113,7 +113,10 @@ mod tests {
             hash: f.hash,
             size: f.size,
             kind: f.kind,
-            providers: providers.iter().map(|&s| Provider { peer: peer(s), name: f.name.clone(), registered_at: 5 }).collect(),
+            providers: providers
+                .iter()
+                .map(|&s| Provider { peer: peer(s), name: f.name.clone(), registered_at: 5, size: f.size })
+                .collect(),
             name: f.name,
         }
     }

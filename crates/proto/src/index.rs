@@ -239,6 +239,10 @@ pub struct Provider {
     pub name: String,
     /// Unix milliseconds of the registration.
     pub registered_at: u64,
+    /// The size this provider advertised. The hash proves the content, not
+    /// this: a get cuts the download here and names a provider whose
+    /// figure the content proves wrong.
+    pub size: u64,
 }
 
 /// All online providers of one hash, most recent registration first.
@@ -412,6 +416,7 @@ mod tests {
                 },
                 name: "x".into(),
                 registered_at: 9,
+                size: 1,
             }],
         };
         for resp in
