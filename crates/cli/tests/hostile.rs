@@ -644,3 +644,71 @@ async fn a_hostile_folder_cannot_fill_a_disk() {
     mallory.close().await;
     drop((root, bob));
 }
+
+/// Point 3, the map: on a LAN network (no index) the map is drawn from
+/// what members report in the room, and a report is only a claim. Mallory,
+/// attached to alice, signs presence with 50 keys she minted; alice's map
+/// still shows exactly alice and bob, the peers seen on real connections.
+/// Needs root (network namespaces, so that mDNS never leaves the test);
+/// skips visibly without it.
+#[test]
+fn minted_keys_are_not_drawn_on_a_lan_map() {
+    const MINTED: usize = 50;
+    const NETWORK: &str = "hostile-map";
+    if common::netns::skip("minted_keys_are_not_drawn_on_a_lan_map") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = common::netns::Hosts::new("hmap");
+    let hub = net.add("hub");
+    net.bridge(&hub, "10.12.0.1/24");
+    let hosts: Vec<String> = (0..2)
+        .map(|i| {
+            let host = net.add(&format!("h{i}"));
+            net.on_bridge(&hub, &format!("v{i}"), &host, &format!("10.12.0.{}/24", 11 + i), "10.12.0.1");
+            host
+        })
+        .collect();
+    let start = |i: usize, nick: &str| {
+        let args = ["up", "--lan", "--network", NETWORK, "--nick", nick, "--bind", "0.0.0.0:0"];
+        Daemon::start_in(Some(&hosts[i]), nick, &dir.path().join(nick), &args, &[])
+    };
+    let (alice, bob) = (start(0, "alice"), start(1, "bob"));
+    let map_of = |d: &Daemon| {
+        let topo = d.json(&["topo", "--format", "json"]);
+        let mut nicks: Vec<String> =
+            topo["nodes"].as_array().unwrap().iter().map(|n| n["nickname"].as_str().unwrap().to_string()).collect();
+        nicks.sort();
+        nicks
+    };
+    wait_until(PATIENCE, "alice's map to show alice and bob", || map_of(&alice) == ["alice", "bob"]);
+
+    // Mallory lives on alice's host, on a thread of her own in its namespace.
+    let alice_addr = alice.addr();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let ns = hosts[0].clone();
+    let mallory = std::thread::spawn(move || {
+        common::netns::enter(&ns).expect("enter alice's host");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let key = peernet_proto::key::NetworkKey::from_lan_name(NETWORK).unwrap();
+            let mut mallory = hostile::RoomMember::join_network(key, &alice_addr).await;
+            for n in 0..MINTED {
+                let body = peernet_proto::chat::Body::Presence { nickname: format!("m{n}") };
+                mallory.send_as(&iroh::SecretKey::generate(), body).await.unwrap();
+            }
+            sent_tx.send(()).unwrap();
+            tokio::task::spawn_blocking(move || stop_rx.recv()).await.ok();
+            mallory.close().await;
+        });
+    });
+    sent_rx.recv().expect("mallory signed her presence events");
+    wait_until(PATIENCE, "alice to hear of the minted keys", || online_members(&alice).len() > 2);
+    let map = map_of(&alice);
+    println!("alice sees {} members online in the room; her map shows {map:?}", online_members(&alice).len());
+    assert_eq!(map, ["alice", "bob"], "no minted key is drawn on the map");
+    stop_tx.send(()).unwrap();
+    mallory.join().unwrap();
+    drop((alice, bob));
+}

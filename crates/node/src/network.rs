@@ -362,7 +362,8 @@ impl Network {
     }
 
     /// The map of the network: from the index, or, on a LAN network, from
-    /// the links every member reports in the room (ours we know first hand).
+    /// the links members report in the room (ours we know first hand),
+    /// showing only the peers reached over links both ends report.
     pub async fn topology(&self) -> Result<Graph, NetworkError> {
         if !self.index.exists() {
             let me = self.endpoint.id();
@@ -375,7 +376,7 @@ impl Network {
                 .collect();
             // Ours first: the first report of a link with a path wins.
             reports.insert(0, Report { id: me, nickname: self.nickname.borrow().clone(), links: self.overlay.links() });
-            return Ok(Graph::from_reports(None, &reports));
+            return Ok(Graph::seen_from(me, &reports));
         }
         match self.index.request(Request::LinkMap).await? {
             Response::LinkMap(m) => Ok(Graph::from_link_map(&m)),

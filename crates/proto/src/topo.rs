@@ -132,6 +132,32 @@ impl Graph {
         Self { nodes: nodes.into_values().collect(), edges, links }
     }
 
+    /// The map of a network without an index, as `me` sees it from the
+    /// reports in the room. A report is only a claim, and keys cost
+    /// nothing to mint, so a peer is shown only when it is `me` or is
+    /// reached from `me` over links that both their ends report: a key
+    /// that only sends presence, or claims links no real peer confirms,
+    /// is not drawn. `me`'s own report is first hand.
+    pub fn seen_from(me: EndpointId, reports: &[Report]) -> Self {
+        let claims: BTreeSet<(EndpointId, EndpointId)> = reports.iter().flat_map(|r| r.links.iter().map(move |l| (r.id, l.id))).collect();
+        let confirmed = |a: EndpointId, b: EndpointId| a != b && claims.contains(&(a, b)) && claims.contains(&(b, a));
+        let mut reached = BTreeSet::from([me]);
+        let mut todo = vec![me];
+        while let Some(a) = todo.pop() {
+            for r in reports.iter().filter(|r| r.id != a && confirmed(a, r.id)) {
+                if reached.insert(r.id) {
+                    todo.push(r.id);
+                }
+            }
+        }
+        let seen: Vec<Report> = reports
+            .iter()
+            .filter(|r| reached.contains(&r.id))
+            .map(|r| Report { links: r.links.iter().filter(|l| confirmed(r.id, l.id)).cloned().collect(), ..r.clone() })
+            .collect();
+        Self::from_reports(None, &seen)
+    }
+
     /// Whether every node can reach every other (true for zero or one node).
     pub fn is_connected(&self) -> bool {
         let Some(first) = self.nodes.first() else { return true };
@@ -271,5 +297,26 @@ mod tests {
         let one_two = g.links.iter().find(|l| [&l.a, &l.b].contains(&&id(1).to_string())).unwrap();
         assert_eq!(one_two.path, Some(relayed), "a path either end reported is kept");
         assert_eq!(g.links.iter().filter(|l| l.path.is_none()).count(), 1);
+    }
+
+    #[test]
+    fn a_lan_map_shows_only_peers_reached_over_links_both_ends_report() {
+        let report = |seed: u8, links: &[u8]| Report {
+            id: id(seed),
+            nickname: format!("p{seed}"),
+            links: links.iter().map(|s| LinkReport { id: id(*s), path: None }).collect(),
+        };
+        // 1 is me; 2 and 3 are real, linked 1-2-3. 7 only sends presence;
+        // 8 claims a link to me that I do not report; 9 and 4 confirm
+        // each other but no real peer links to either.
+        let reports =
+            [report(1, &[2]), report(2, &[1, 3]), report(3, &[2]), report(7, &[]), report(8, &[1, 2]), report(9, &[4]), report(4, &[9])];
+        let g = Graph::seen_from(id(1), &reports);
+        let mut shown: Vec<&str> = g.nodes.iter().map(|n| n.nickname.as_str()).collect();
+        shown.sort();
+        assert_eq!(shown, ["p1", "p2", "p3"]);
+        assert_eq!(g.edges.len(), 2);
+        assert!(g.is_connected());
+        assert_eq!(Graph::seen_from(id(1), &[report(1, &[])]).nodes.len(), 1, "alone, I am still on my map");
     }
 }

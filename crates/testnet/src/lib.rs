@@ -100,6 +100,20 @@ impl Drop for Hosts {
     }
 }
 
+/// Moves the calling thread into namespace `ns`: the sockets it opens from
+/// then on are that host's. For a test's own endpoint on a host that only
+/// the test's daemons reach; run it on a thread of its own (with its own
+/// runtime), since the rest of the process stays where it was.
+pub fn enter(ns: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}"))?;
+    // SAFETY: setns on a file descriptor we own, for this thread only.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A home router: namespace `router` forwards to its WAN side `wan_if`,
 /// masquerading (the NAT of a home router: a LAN host keeps its port
 /// towards every destination, and only answers to what it sent get in),

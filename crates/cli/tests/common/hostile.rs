@@ -129,14 +129,20 @@ impl RoomMember {
     /// Joins the room of `ticket`'s network through daemon `via`.
     pub async fn join(ticket: &str, via: &PeerAddr) -> RoomMember {
         let ticket: Ticket = ticket.parse().expect("a valid ticket");
-        let (ep, lookup, admission) = super::member_endpoint(vec![iroh_gossip::ALPN.to_vec()], ticket.network_key).await;
+        Self::join_network(ticket.network_key, via).await
+    }
+
+    /// Joins the room of the network `key` opens (a LAN network's key
+    /// comes from its name) through daemon `via`.
+    pub async fn join_network(key: peernet_proto::key::NetworkKey, via: &PeerAddr) -> RoomMember {
+        let (ep, lookup, admission) = super::member_endpoint(vec![iroh_gossip::ALPN.to_vec()], key).await;
         let gossip = iroh_gossip::net::Gossip::builder().max_message_size(8192).spawn(ep.clone());
         let router = iroh::protocol::Router::builder(ep.clone())
             .accept(peernet_proto::admission::ALPN, admission.protocol())
             .accept(iroh_gossip::ALPN, gossip.clone())
             .spawn();
         peernet_node::endpoint::remember(&lookup, via);
-        let topic = ticket.network_key.topic();
+        let topic = key.topic();
         let joined =
             tokio::time::timeout(super::PATIENCE, gossip.subscribe_and_join(iroh_gossip::proto::TopicId::from_bytes(topic), vec![via.id]))
                 .await
