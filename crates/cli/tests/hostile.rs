@@ -693,7 +693,7 @@ fn minted_keys_are_not_drawn_on_a_lan_map() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let key = peernet_proto::key::NetworkKey::from_lan_name(NETWORK).unwrap();
-            let mut mallory = hostile::RoomMember::join_network(key, &alice_addr).await;
+            let mut mallory = hostile::RoomMember::join_network(key, &alice_addr, "127.0.0.1:0".parse().unwrap()).await;
             for n in 0..MINTED {
                 let body = peernet_proto::chat::Body::Presence { nickname: format!("m{n}") };
                 mallory.send_as(&iroh::SecretKey::generate(), body).await.unwrap();
@@ -711,4 +711,92 @@ fn minted_keys_are_not_drawn_on_a_lan_map() {
     stop_tx.send(()).unwrap();
     mallory.join().unwrap();
     drop((alice, bob));
+}
+
+/// Packets the rule `-d ADDR -j DROP` in `ns`'s INPUT chain has dropped.
+fn dropped_to(ns: &str, addr: &str) -> u64 {
+    let out = std::process::Command::new("ip").args(["netns", "exec", ns, "iptables", "-nvxL", "INPUT"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    table
+        .lines()
+        .find(|l| l.contains("DROP") && l.split_whitespace().any(|w| w == addr))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no drop rule for {addr} in {ns}: {table}"))
+}
+
+/// Point 8: a peer sends at most a handful of packets to an address no
+/// member proved. Mallory joins alice's room from a host with two
+/// addresses, one of which drops everything (a bystander's address, as far
+/// as alice can tell: nothing ever answers there). She advertises both,
+/// and then her host's addresses change ten times, so she starts ten rounds
+/// of hole punching, each asking alice to probe every address she has.
+/// Alice probes the silent address one round's worth for the whole
+/// connection, however many rounds mallory starts. Needs root (network
+/// namespaces); skips visibly without it.
+#[test]
+fn a_claimed_address_that_never_answers_gets_a_handful_of_packets() {
+    const NETWORK: &str = "hostile-probes";
+    const SILENT: &str = "10.13.0.99";
+    const ROUNDS: u32 = 10;
+    if common::netns::skip("a_claimed_address_that_never_answers_gets_a_handful_of_packets") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = common::netns::Hosts::new("hprobe");
+    let hub = net.add("hub");
+    net.bridge(&hub, "10.13.0.1/24");
+    let hosts: Vec<String> = (0..2)
+        .map(|i| {
+            let host = net.add(&format!("h{i}"));
+            net.on_bridge(&hub, &format!("v{i}"), &host, &format!("10.13.0.{}/24", 11 + i), "10.13.0.1");
+            host
+        })
+        .collect();
+    let mallory_host = hosts[1].clone();
+    net.exec(&mallory_host, &["ip", "addr", "add", &format!("{SILENT}/24"), "dev", "eth0"]);
+    net.exec(&mallory_host, &["iptables", "-A", "INPUT", "-d", SILENT, "-p", "udp", "-j", "DROP"]);
+    let args = ["up", "--lan", "--network", NETWORK, "--nick", "alice", "--bind", "0.0.0.0:0"];
+    let alice = Daemon::start_in(Some(&hosts[0]), "alice", &dir.path().join("alice"), &args, &[]);
+    let alice_addr = alice.addr();
+
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel::<()>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let ns = mallory_host.clone();
+    let mallory = std::thread::spawn(move || {
+        common::netns::enter(&ns).expect("enter mallory's host");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let key = peernet_proto::key::NetworkKey::from_lan_name(NETWORK).unwrap();
+            let mallory = hostile::RoomMember::join_network(key, &alice_addr, "0.0.0.0:0".parse().unwrap()).await;
+            joined_tx.send(()).unwrap();
+            tokio::task::spawn_blocking(move || stop_rx.recv()).await.ok();
+            mallory.close().await;
+        });
+    });
+    joined_rx.recv().expect("mallory joined alice's room");
+    // Each change of mallory's addresses starts a round of hole punching.
+    for round in 0..ROUNDS {
+        let addr = format!("10.13.0.{}/24", 150 + round);
+        net.exec(&mallory_host, &["ip", "addr", "add", &addr, "dev", "eth0"]);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        net.exec(&mallory_host, &["ip", "addr", "del", &addr, "dev", "eth0"]);
+    }
+    // A round's probes are over within about 4 s of its start; wait for
+    // the count to stop moving rather than for a fixed time.
+    let mut last = dropped_to(&mallory_host, SILENT);
+    wait_until(PATIENCE, "the probes to the silent address to stop", || {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let now = dropped_to(&mallory_host, SILENT);
+        let settled = now == last;
+        last = now;
+        settled
+    });
+    println!(
+        "the address mallory claimed and never answered on got {last} packets over {ROUNDS} address changes (one round of \
+         probes is 9, the first flight of a connect 1 or 2)"
+    );
+    assert!(last <= 16, "a silent claimed address gets a handful of packets, not one round per change: {last}");
+    stop_tx.send(()).unwrap();
+    mallory.join().unwrap();
+    drop(alice);
 }

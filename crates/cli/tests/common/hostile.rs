@@ -129,13 +129,13 @@ impl RoomMember {
     /// Joins the room of `ticket`'s network through daemon `via`.
     pub async fn join(ticket: &str, via: &PeerAddr) -> RoomMember {
         let ticket: Ticket = ticket.parse().expect("a valid ticket");
-        Self::join_network(ticket.network_key, via).await
+        Self::join_network(ticket.network_key, via, "127.0.0.1:0".parse().unwrap()).await
     }
 
     /// Joins the room of the network `key` opens (a LAN network's key
-    /// comes from its name) through daemon `via`.
-    pub async fn join_network(key: peernet_proto::key::NetworkKey, via: &PeerAddr) -> RoomMember {
-        let (ep, lookup, admission) = super::member_endpoint(vec![iroh_gossip::ALPN.to_vec()], key).await;
+    /// comes from its name) through daemon `via`, from `bind`.
+    pub async fn join_network(key: peernet_proto::key::NetworkKey, via: &PeerAddr, bind: std::net::SocketAddr) -> RoomMember {
+        let (ep, lookup, admission) = super::member_endpoint_on(vec![iroh_gossip::ALPN.to_vec()], key, bind).await;
         let gossip = iroh_gossip::net::Gossip::builder().max_message_size(8192).spawn(ep.clone());
         let router = iroh::protocol::Router::builder(ep.clone())
             .accept(peernet_proto::admission::ALPN, admission.protocol())

@@ -461,15 +461,19 @@ pub async fn member_endpoint(
     alpns: Vec<Vec<u8>>,
     key: peernet_proto::key::NetworkKey,
 ) -> (iroh::Endpoint, iroh::address_lookup::memory::MemoryLookup, peernet_node::admission::Admission) {
+    member_endpoint_on(alpns, key, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`member_endpoint`], bound to `bind` (`0.0.0.0:0` on a test host, to
+/// be reached on every address the host has).
+pub async fn member_endpoint_on(
+    alpns: Vec<Vec<u8>>,
+    key: peernet_proto::key::NetworkKey,
+    bind: std::net::SocketAddr,
+) -> (iroh::Endpoint, iroh::address_lookup::memory::MemoryLookup, peernet_node::admission::Admission) {
     let secret_key = iroh::SecretKey::generate();
     let admission = peernet_node::admission::Admission::new(key, secret_key.public());
-    let config = peernet_node::endpoint::EndpointConfig {
-        secret_key,
-        bind: "127.0.0.1:0".parse().unwrap(),
-        relay: None,
-        alpns,
-        congestion: Default::default(),
-    };
+    let config = peernet_node::endpoint::EndpointConfig { secret_key, bind, relay: None, alpns, congestion: Default::default() };
     let (ep, lookup) = peernet_node::endpoint::bind_member(config, &admission, &peernet_node::paths::Paths::new()).await.unwrap();
     (ep, lookup, admission)
 }
