@@ -660,15 +660,7 @@ fn minted_keys_are_not_drawn_on_a_lan_map() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut net = common::netns::Hosts::new("hmap");
-    let hub = net.add("hub");
-    net.bridge(&hub, "10.12.0.1/24");
-    let hosts: Vec<String> = (0..2)
-        .map(|i| {
-            let host = net.add(&format!("h{i}"));
-            net.on_bridge(&hub, &format!("v{i}"), &host, &format!("10.12.0.{}/24", 11 + i), "10.12.0.1");
-            host
-        })
-        .collect();
+    let hosts = net.segment("10.12.0", 2);
     let start = |i: usize, nick: &str| {
         let args = ["up", "--lan", "--network", NETWORK, "--nick", nick, "--bind", "0.0.0.0:0"];
         Daemon::start_in(Some(&hosts[i]), nick, &dir.path().join(nick), &args, &[])
@@ -743,15 +735,7 @@ fn a_claimed_address_that_never_answers_gets_a_handful_of_packets() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut net = common::netns::Hosts::new("hprobe");
-    let hub = net.add("hub");
-    net.bridge(&hub, "10.13.0.1/24");
-    let hosts: Vec<String> = (0..2)
-        .map(|i| {
-            let host = net.add(&format!("h{i}"));
-            net.on_bridge(&hub, &format!("v{i}"), &host, &format!("10.13.0.{}/24", 11 + i), "10.13.0.1");
-            host
-        })
-        .collect();
+    let hosts = net.segment("10.13.0", 2);
     let mallory_host = hosts[1].clone();
     net.exec(&mallory_host, &["ip", "addr", "add", &format!("{SILENT}/24"), "dev", "eth0"]);
     net.exec(&mallory_host, &["iptables", "-A", "INPUT", "-d", SILENT, "-p", "udp", "-j", "DROP"]);

@@ -29,16 +29,7 @@ fn lan_peers_find_each_other_and_share_without_any_server() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut net = Hosts::new("lan");
-    let hub = net.add("hub");
-    net.bridge(&hub, "10.10.0.1/24");
-    let hosts: Vec<String> = (0..4)
-        .map(|i| {
-            let host = net.add(&format!("h{i}"));
-            // A default route, so that mDNS can join its multicast group.
-            net.on_bridge(&hub, &format!("v{i}"), &host, &format!("10.10.0.{}/24", 11 + i), "10.10.0.1");
-            host
-        })
-        .collect();
+    let hosts = net.segment("10.10.0", 4);
 
     let kitchen: Vec<Daemon> = (0..3).map(|i| lan_peer(&hosts, i, dir.path(), "kitchen")).collect();
     let started = Instant::now();

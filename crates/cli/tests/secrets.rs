@@ -128,16 +128,7 @@ fn a_short_lan_name_draws_a_warning() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut net = Hosts::new("sec");
-    let hub = net.add("hub");
-    net.bridge(&hub, "10.11.0.1/24");
-    let hosts: Vec<String> = (0..2)
-        .map(|i| {
-            let host = net.add(&format!("h{i}"));
-            // A default route, so that mDNS can join its multicast group.
-            net.on_bridge(&hub, &format!("v{i}"), &host, &format!("10.11.0.{}/24", 11 + i), "10.11.0.1");
-            host
-        })
-        .collect();
+    let hosts = net.segment("10.11.0", 2);
     let lan = |i: usize, name: &str| {
         let nick = format!("p{i}");
         let args = ["up", "--lan", "--network", name, "--nick", &nick, "--bind", "0.0.0.0:0"];

@@ -84,6 +84,22 @@ impl Hosts {
         run("ip", &["-n", host, "route", "add", "default", "via", gateway]);
     }
 
+    /// One LAN segment: a hub with a bridge at `subnet`.1 and `count` hosts
+    /// on it, `h0`, `h1`, … at `subnet`.11, .12, …, each with its default
+    /// route through the hub (so that mDNS can join its multicast group).
+    /// `subnet` is the first three octets, `"10.10.0"`. Returns the hosts.
+    pub fn segment(&mut self, subnet: &str, count: usize) -> Vec<String> {
+        let hub = self.add("hub");
+        self.bridge(&hub, &format!("{subnet}.1/24"));
+        (0..count)
+            .map(|i| {
+                let host = self.add(&format!("h{i}"));
+                self.on_bridge(&hub, &format!("v{i}"), &host, &format!("{subnet}.{}/24", 11 + i), &format!("{subnet}.1"));
+                host
+            })
+            .collect()
+    }
+
     /// A command inside `ns`; panics when it fails.
     pub fn exec(&self, ns: &str, args: &[&str]) {
         let mut all = vec!["netns", "exec", ns];
