@@ -251,6 +251,7 @@ pub fn status(s: &Status, json: bool) {
     .filter(|(_, n)| *n > 0)
     .map(|(what, n)| format!("{what}: {n}"))
     .collect();
+    bounds.extend(s.provider_faults.iter().map(|(fault, n)| format!("providers that {fault} in a get: {n}")));
     bounds.extend(s.index_bounds.iter().map(|(what, n)| format!("index {}: {n}", what.replace('_', " "))));
     if !bounds.is_empty() {
         println!("bounds hit: {}", bounds.join(", "));

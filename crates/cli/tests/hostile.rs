@@ -513,6 +513,9 @@ async fn a_provider_that_lies_about_a_size_is_cut_there_and_named() {
         failures.contains(&mallory_short) && failures.contains(&format!("advertised {CLAIMED} bytes")),
         "the liar is named: {failures}"
     );
+    let faults = tokio::task::block_in_place(|| bob.json(&["status"]))["provider_faults"].clone();
+    println!("bob's status counts these provider faults: {faults}");
+    assert!(faults["lied"].as_u64().unwrap_or(0) >= 2, "both lies are counted: {faults}");
     // The shared file is saved (3 MB, stored once: the store moves it);
     // the lone one left at most its advertised size and the proof of its
     // real size behind (its last chunk, at the end of a sparse file).

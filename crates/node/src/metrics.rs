@@ -7,7 +7,7 @@
 //! admissions) are copied into the registry when it is read, so there is
 //! one count of each thing, not two that could disagree.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use iroh::Endpoint;
 use iroh_gossip::net::Gossip;
@@ -50,6 +50,9 @@ pub struct PeerMetrics {
     pub blobs_refused: Counter,
     /// New connections ignored because their IP address was over its budget.
     pub connections_refused: Counter,
+    /// Providers that lost their turn in a get, by fault (stalled, failed,
+    /// lied about a size).
+    pub provider_faults: Family<ReasonLabel, Counter>,
     /// Files and folders this peer shares.
     pub shares: Gauge,
     /// Overlay neighbours now.
@@ -59,6 +62,19 @@ pub struct PeerMetrics {
 impl PeerMetrics {
     pub fn download_ended(&self, outcome: &'static str) {
         self.downloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn provider_fault(&self, fault: crate::reputation::Fault) {
+        self.provider_faults.get_or_create(&ReasonLabel { reason: fault.label().to_string() }).inc();
+    }
+
+    /// Provider faults so far, by name, those that happened only.
+    pub fn provider_fault_counts(&self) -> BTreeMap<String, u64> {
+        crate::reputation::Fault::ALL
+            .into_iter()
+            .map(|f| (f.label().to_string(), self.provider_faults.get_or_create(&ReasonLabel { reason: f.label().to_string() }).get()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Copies what `status` counts.

@@ -22,6 +22,7 @@ use crate::{
     endpoint,
     flood::FloodSearch,
     index_client::{IndexClient, IndexError, IndexStatus},
+    metrics::PeerMetrics,
     overlay::{Overlay, OverlayError},
     paths::{self, PathInfo, Paths},
     relay::RootRelay,
@@ -96,6 +97,10 @@ pub struct Status {
     /// New connections ignored because their IP address was over its budget.
     #[serde(default)]
     pub connections_refused: u64,
+    /// Providers that lost their turn in this peer's gets, by fault
+    /// (stalled, failed, lied), those that happened only.
+    #[serde(default)]
+    pub provider_faults: BTreeMap<String, u64>,
     /// Overlay events dropped, by reason (forged, replayed, ...).
     pub dropped_events: BTreeMap<String, u64>,
     /// Tasks this node is running, and every live task of the process's
@@ -209,6 +214,7 @@ pub struct Network {
     relay: Option<Arc<RootRelay>>,
     dht: Option<DhtLayer>,
     index_metrics: Option<Arc<peernet_index::metrics::IndexMetrics>>,
+    peer_metrics: Arc<PeerMetrics>,
 }
 
 /// What [`Network`] is built from.
@@ -239,6 +245,7 @@ pub struct Parts {
     pub dht: Option<DhtLayer>,
     /// The hosted index's counters, when this process hosts it.
     pub index_metrics: Option<Arc<peernet_index::metrics::IndexMetrics>>,
+    pub peer_metrics: Arc<PeerMetrics>,
 }
 
 impl Network {
@@ -264,6 +271,7 @@ impl Network {
             relay: p.relay,
             dht: p.dht,
             index_metrics: p.index_metrics,
+            peer_metrics: p.peer_metrics,
         }
     }
 
@@ -319,6 +327,7 @@ impl Network {
             flood_sends_dropped: self.flood.sends_dropped(),
             flood_queue_full: self.flood.queue_full(),
             index_bounds: self.index_metrics.as_ref().map(|m| index_bounds(m)).unwrap_or_default(),
+            provider_faults: self.peer_metrics.provider_fault_counts(),
             connections_refused: self.connections.refused(),
             node_tasks: self.tasks.len(),
             runtime_tasks: tasks::runtime_alive_tasks(),

@@ -38,6 +38,17 @@ pub enum Fault {
 }
 
 impl Fault {
+    pub const ALL: [Fault; 3] = [Fault::Stalled, Fault::Failed, Fault::Lied];
+
+    /// Its name in `status` and the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::Stalled => "stalled",
+            Fault::Failed => "failed",
+            Fault::Lied => "lied",
+        }
+    }
+
     /// How much a fault of this kind counts against the provider: a stall
     /// costs the asker the most time.
     fn weight(self) -> u32 {

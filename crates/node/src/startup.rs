@@ -517,6 +517,7 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
         relay: root_relay.clone(),
         dht,
         index_metrics: hosted.as_ref().map(|h| h.service().metrics().clone()),
+        peer_metrics: peer_metrics.clone(),
     });
     let metrics = Metrics::new(&endpoint, &gossip, hosted.as_ref().map(|h| h.service().metrics().clone()), peer_metrics);
     let node = Node::from_inner(Inner {

@@ -258,6 +258,7 @@ impl Transfers {
 
     fn fault(&self, provider: EndpointId, fault: Fault) {
         self.reputation().fault(provider, fault, peernet_index::now_ms());
+        self.inner.metrics.provider_fault(fault);
     }
 
     fn reputation(&self) -> std::sync::MutexGuard<'_, Reputation> {
