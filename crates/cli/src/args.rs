@@ -78,6 +78,12 @@ impl Cli {
         Ok(cli)
     }
 
+    /// Whether this command runs a long-lived process (a peer or an index)
+    /// rather than asking one.
+    pub fn runs_a_daemon(&self) -> bool {
+        matches!(self.command, Command::Up { .. } | Command::Index { .. })
+    }
+
     pub fn log_filter(&self) -> &'static str {
         match self.verbose {
             0 => "warn,peernet=info,peernet_node=info,peernet_index=info",

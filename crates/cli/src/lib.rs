@@ -13,12 +13,28 @@ use std::{ffi::OsString, process::ExitCode};
 
 /// Runs the `peernet` command line with these arguments (the first is the
 /// program name), as `main` does.
+/// A command's output may go to a pipe its reader closes early
+/// (`peernet status | head -1`); such a command ends quietly there, as
+/// other Unix tools do, instead of panicking on the write that failed.
+/// Rust ignores SIGPIPE by default; a daemon keeps it ignored, so a closed
+/// terminal never kills a running peer.
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal at start-up,
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn main_from<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
     let cli = args::Cli::parse_args(args);
+    if !cli.runs_a_daemon() {
+        die_quietly_on_a_closed_pipe();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in a log file.

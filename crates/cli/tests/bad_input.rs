@@ -130,6 +130,21 @@ fn cli_errors_are_one_clear_sentence() {
     // Every error is one line.
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
+    // Output to a pipe its reader closed (`peernet status | head -1`)
+    // ends the command quietly, not with a panic.
+    let mut status = std::process::Command::new(BIN)
+        .arg("status")
+        .env("PEERNET_DATA_DIR", &alice.data_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(status.stdout.take());
+    let mut err = String::new();
+    std::io::Read::read_to_string(status.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let ended = status.wait().unwrap();
+    assert!(!err.contains("panicked") && ended.code() != Some(101), "a closed pipe is not a crash: {ended:?} {err}");
+
     // The daemon kept serving through all of it.
     assert_eq!(online_nicks(&alice), ["alice"]);
 }
