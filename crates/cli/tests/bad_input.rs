@@ -114,6 +114,12 @@ fn cli_errors_are_one_clear_sentence() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nickname 'alice' is taken"), "{err}");
 
+    // A second daemon on alice's data directory says who runs there.
+    let out = cli(&alice.data_dir, &["up", "--join", &index.ticket, "--nick", "alice2", "--bind", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("already runs on this data directory (pid {})", alice.pid())), "{err}");
+
     // Unknown file.
     let err = alice.fails(&["get", "no-such-file.bin"]);
     assert!(err.contains("no online peer shares a file named or hashed 'no-such-file.bin'"), "{err}");

@@ -192,6 +192,17 @@ impl DataDir {
         write_json(&self.control_file(), info, true)
     }
 
+    /// The pid of another daemon running on this directory now, if one is:
+    /// control.json names a live process other than this one, and its
+    /// control API accepts a connection (a file left by a daemon that was
+    /// killed, whose pid another process took since, does not count).
+    pub fn running_daemon(&self) -> Option<u32> {
+        let info = self.read_control().ok()??;
+        let alive = info.pid != std::process::id() && Path::new(&format!("/proc/{}", info.pid)).exists();
+        let answers = alive && std::net::TcpStream::connect_timeout(&info.addr, std::time::Duration::from_secs(1)).is_ok();
+        answers.then_some(info.pid)
+    }
+
     /// Removes control.json, but only if it still names this process.
     pub fn remove_control(&self, pid: u32) {
         if let Ok(Some(info)) = self.read_control() {

@@ -160,6 +160,8 @@ pub enum StartError {
     Mdns(String),
     #[error("{0}")]
     Dht(#[from] DhtError),
+    #[error("a peernet daemon already runs on this data directory (pid {0}); stop it with `peernet down`, or start this one with another --data-dir")]
+    AlreadyRunning(u32),
 }
 
 impl Publisher for IndexClient {
@@ -256,6 +258,9 @@ fn membership(config: &Config, stored: Option<&Membership>) -> Result<Membership
 
 async fn build(config: Config, started: &mut Started) -> Result<Node, StartError> {
     let data_dir = DataDir::open(&config.data_dir)?;
+    if let Some(pid) = data_dir.running_daemon() {
+        return Err(StartError::AlreadyRunning(pid));
+    }
     let secret_key = data_dir.secret_key()?;
     let mut state = data_dir.load_state()?;
     let membership = membership(&config, state.membership.as_ref())?;
