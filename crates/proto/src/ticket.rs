@@ -75,8 +75,10 @@ pub enum TicketError {
         "this is not a peernet ticket: a ticket starts with '{PREFIX}' (or '{PREFIX_V1}'); copy the whole line printed by `peernet up` or `peernet index`"
     )]
     WrongPrefix,
-    #[error("the ticket contains characters that cannot appear in a ticket; copy it again")]
-    BadEncoding,
+    #[error("the ticket contains a character that cannot appear in a ticket ({0}); copy it again")]
+    BadEncoding(String),
+    #[error("the ticket is incomplete: characters at its end are missing; copy the whole line again")]
+    Truncated,
     #[error("the ticket is damaged or incomplete (checksum mismatch); copy it again")]
     Checksum,
     #[error("the ticket is from an incompatible peernet version: {0}")]
@@ -115,7 +117,16 @@ impl FromStr for Ticket {
             (None, Some(rest)) => (true, rest),
             (None, None) => return Err(TicketError::WrongPrefix),
         };
-        let bytes = data_encoding::BASE32_NOPAD.decode(rest.to_ascii_uppercase().as_bytes()).map_err(|_| TicketError::BadEncoding)?;
+        let bytes = data_encoding::BASE32_NOPAD.decode(rest.to_ascii_uppercase().as_bytes()).map_err(|e| match e.kind {
+            // A length no encoding has, or a last character whose unused
+            // bits are set: the copy lost its last characters.
+            data_encoding::DecodeKind::Length | data_encoding::DecodeKind::Trailing => TicketError::Truncated,
+            _ => {
+                let at = e.position + (s.len() - rest.len());
+                let c = s.get(at..).and_then(|t| t.chars().next()).map(|c| format!("{c:?} at position {}", at + 1));
+                TicketError::BadEncoding(c.unwrap_or_else(|| format!("at position {}", at + 1)))
+            }
+        })?;
         if bytes.len() < CHECKSUM_LEN {
             return Err(TicketError::Checksum);
         }
@@ -203,9 +214,17 @@ mod tests {
     fn damage_is_detected() {
         let text = sample().to_string();
         assert_eq!("hello".parse::<Ticket>(), Err(TicketError::WrongPrefix));
-        assert_eq!(format!("{text}!").parse::<Ticket>(), Err(TicketError::BadEncoding));
-        let truncated = &text[..text.len() - 8];
-        assert!(truncated.parse::<Ticket>().is_err());
+        let at = text.len() / 3;
+        let bad = format!("{}!{}", &text[..at], &text[at + 1..]).parse::<Ticket>().unwrap_err();
+        assert_eq!(bad, TicketError::BadEncoding(format!("'!' at position {}", at + 1)));
+        // A copy that lost its last characters is called incomplete, never
+        // a ticket with characters that cannot appear.
+        for missing in 1..=8 {
+            let truncated = &text[..text.len() - missing];
+            let err = truncated.parse::<Ticket>().unwrap_err();
+            assert!(matches!(err, TicketError::Truncated | TicketError::Checksum), "{missing} missing: {err}");
+            assert!(err.to_string().contains("incomplete"), "{err}");
+        }
         // Flip one character in the middle.
         let mut chars: Vec<char> = text.chars().collect();
         let mid = chars.len() / 2;
