@@ -83,8 +83,14 @@ pub fn up_banner(node: &Node) {
         format!("peernet index is running ({id}). Peers join with:")
     } else if node.hosts_index() {
         format!("peernet is up as {} ({id}) and hosts the network's index. Others join with:", node.nickname())
-    } else {
+    } else if matches!(node.network().index_status(), peernet_node::index_client::IndexStatus::Joined { .. }) {
         format!("peernet is up as {} ({id}) and joined the network. Others can join with the same ticket:", node.nickname())
+    } else {
+        format!(
+            "peernet is up as {} ({id}), but the index has not answered yet; it keeps trying in the background, and \
+             `peernet status` says when it joins. Others can join with the same ticket:",
+            node.nickname()
+        )
     };
     println!("{headline}");
     println!("  peernet up --join {ticket}");

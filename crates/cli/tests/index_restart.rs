@@ -38,6 +38,15 @@ fn index_kill9_and_restart() {
     // ...while a plain search still finds files through the overlay.
     let flooded = peers[1].json(&["search", "--wait", "3s", "file"]);
     assert!(!flooded.as_array().unwrap().is_empty(), "the overlay answers while the index is down");
+    // A peer that starts now does not claim it joined.
+    let newcomer = Daemon::peer("newcomer", &tmp.path().join("newcomer"), &ticket, &[]);
+    assert!(
+        newcomer.greeting.contains("the index has not answered yet") && !newcomer.greeting.contains("joined the network"),
+        "{}",
+        newcomer.greeting
+    );
+    assert!(peers[0].greeting.contains("joined the network"), "{}", peers[0].greeting);
+    drop(newcomer);
 
     let before_restart = now_ms();
     let index = Daemon::index(&index_dir);

@@ -370,6 +370,11 @@ impl Network {
         Ok(peers)
     }
 
+    /// Where this peer stands with the index now.
+    pub fn index_status(&self) -> IndexStatus {
+        self.index.status()
+    }
+
     /// The map of the network: from the index, or, on a LAN network, from
     /// the links members report in the room (ours we know first hand),
     /// showing only the peers reached over links both ends report.

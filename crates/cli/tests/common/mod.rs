@@ -33,6 +33,8 @@ pub struct Daemon {
     pub name: String,
     pub data_dir: PathBuf,
     pub ticket: String,
+    /// What it printed on standard output before its ticket (or LAN name).
+    pub greeting: String,
     /// The network namespace it runs in, if any.
     pub ns: Option<String>,
     child: Option<Child>,
@@ -113,15 +115,19 @@ impl Daemon {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut greeting = String::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // A ticket network prints its ticket, a LAN network its name.
                 if let Some(t) = line.strip_prefix("ticket: ").or_else(|| line.strip_prefix("lan: ")) {
-                    tx.send(t.to_string()).ok();
+                    tx.send((t.to_string(), std::mem::take(&mut greeting))).ok();
+                } else {
+                    greeting.push_str(&line);
+                    greeting.push('\n');
                 }
             }
         });
-        let ticket = match rx.recv_timeout(PATIENCE) {
+        let (ticket, greeting) = match rx.recv_timeout(PATIENCE) {
             Ok(t) => t,
             Err(_) => {
                 child.kill().ok();
@@ -129,8 +135,15 @@ impl Daemon {
                 panic!("{name} did not print a ticket; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        let d =
-            Daemon { name: name.to_string(), data_dir: data_dir.to_owned(), ticket, ns: ns.map(str::to_string), child: Some(child), log };
+        let d = Daemon {
+            name: name.to_string(),
+            data_dir: data_dir.to_owned(),
+            ticket,
+            greeting,
+            ns: ns.map(str::to_string),
+            child: Some(child),
+            log,
+        };
         if args.first() == Some(&"up") {
             d.wait_for_control();
         }
