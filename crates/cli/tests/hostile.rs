@@ -405,7 +405,7 @@ async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
     let store = iroh_blobs::store::mem::MemStore::new();
     let mut entries = Vec::new();
     for (i, name) in ["first.bin", "second.bin"].into_iter().enumerate() {
-        let bytes: Vec<u8> = (0..1_000_000u32).map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(i as u32) >> 13) as u8).collect();
+        let bytes = noise(1_000_000, i as u32);
         let tag = store.blobs().add_slice(&bytes).temp_tag().await.unwrap();
         entries.push((FileEntry { name: name.into(), size: bytes.len() as u64, hash: tag.hash(), kind: Kind::File }, tag, bytes));
     }
@@ -446,6 +446,12 @@ async fn a_stalling_provider_in_front_costs_one_deadline_then_goes_last() {
     drop((root, bob));
 }
 
+/// `len` bytes that differ with `seed` and do not repeat in any short
+/// period (a multiplicative hash of each position).
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32).map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect()
+}
+
 /// Joins the index as `who` (nickname `nick`), publishes `files` and keeps
 /// heartbeating, so `who` stays online for the test's length.
 async fn publish_and_stay(who: &hostile::Hostile, nick: &str, files: Vec<FileEntry>) {
@@ -479,7 +485,7 @@ async fn a_provider_that_lies_about_a_size_is_cut_there_and_named() {
     let store = iroh_blobs::store::mem::MemStore::new();
     let mut files = Vec::new();
     for seed in 0..2u32 {
-        let bytes: Vec<u8> = (0..REAL as u32).map(|n| (n.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect();
+        let bytes = noise(REAL, seed);
         let tag = store.blobs().add_slice(&bytes).temp_tag().await.unwrap();
         files.push((tag.hash(), tag, bytes));
     }
@@ -610,7 +616,7 @@ async fn a_hostile_folder_cannot_fill_a_disk() {
     let (root, mut peers) = network_of(&tmp, &["bob"]).await;
     let bob = peers.remove(0);
     let store = iroh_blobs::store::mem::MemStore::new();
-    let bytes: Vec<u8> = (0..ENTRY as u32).map(|n| (n.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let bytes = noise(ENTRY, 0);
     let blob = store.blobs().add_slice(&bytes).temp_tag().await.unwrap();
     let mut folders = Vec::new();
     for (name, advertised) in [("liar", ENTRY as u64), ("repeats", (ENTRY * COPIES) as u64)] {
