@@ -51,6 +51,12 @@ use crate::{
 
 /// How long `up` waits for the first join before carrying on in the background.
 const FIRST_JOIN_WAIT: Duration = Duration::from_secs(10);
+/// How long a connection to a provider may take to come up, membership
+/// proof included. The blob downloader's pool gives up after 1 s by
+/// default, shorter than a relayed connect to a distant peer (several
+/// round trips through the relay) or a connect while iroh still holds a
+/// direct path that just died and has yet to fall back to the relay.
+const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a failed start waits for what it started to stop.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
 
@@ -488,7 +494,11 @@ async fn build(config: Config, started: &mut Started) -> Result<Node, StartError
     let transfers = Transfers::new(transfers::Parts {
         me: endpoint.id(),
         store: (*store).clone(),
-        downloader: store.downloader(&endpoint),
+        downloader: {
+            let mut pool = iroh_blobs::util::connection_pool::Options::default();
+            pool.connect_timeout = PROVIDER_CONNECT_TIMEOUT;
+            iroh_blobs::api::downloader::Downloader::builder(&store, &endpoint).pool_options(pool).build()
+        },
         lookup: lookup.clone(),
         shares: shares.clone(),
         finder: Arc::new(search.clone()),
