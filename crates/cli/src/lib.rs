@@ -11,21 +11,22 @@ mod shell;
 
 use std::{ffi::OsString, process::ExitCode};
 
-/// Runs the `peernet` command line with these arguments (the first is the
-/// program name), as `main` does.
 /// A command's output may go to a pipe its reader closes early
 /// (`peernet status | head -1`); such a command ends quietly there, as
 /// other Unix tools do, instead of panicking on the write that failed.
 /// Rust ignores SIGPIPE by default; a daemon keeps it ignored, so a closed
 /// terminal never kills a running peer.
 fn die_quietly_on_a_closed_pipe() {
-    // SAFETY: restores the default disposition of one signal at start-up,
-    // before any other thread exists.
+    // SAFETY: sets the process-wide disposition of one signal back to its
+    // default; no handler is installed, and nothing in a command that is
+    // not a daemon relies on SIGPIPE being ignored.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
+/// Runs the `peernet` command line with these arguments (the first is the
+/// program name), as `main` does.
 pub fn main_from<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,

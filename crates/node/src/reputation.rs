@@ -1,7 +1,8 @@
 //! What this peer learned of the providers it downloaded from: who stalled
 //! (no verified bytes for [`STALL_TIMEOUT`]), who failed or sent data that
-//! did not verify, who advertised a size the content does not have. A get tries providers in the order this knowledge gives
-//! (libtorrent's smart-ban in spirit): providers that misbehaved go last,
+//! did not verify, who advertised a size the content does not have. A get
+//! tries providers in the order this knowledge gives (libtorrent's
+//! smart-ban in spirit): providers that misbehaved go last,
 //! for the rest of the get and for later gets, and among the others those
 //! on a direct path with the shortest round trip go first. Not who
 //! registered last: registering someone else's file must not put a member
@@ -49,8 +50,8 @@ impl Fault {
         }
     }
 
-    /// How much a fault of this kind counts against the provider: a stall
-    /// costs the asker the most time.
+    /// How much a fault of this kind counts against the provider: a lie is
+    /// deliberate, and of the rest a stall costs the asker the most time.
     fn weight(self) -> u32 {
         match self {
             Fault::Lied => 8,
